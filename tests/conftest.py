@@ -1,0 +1,46 @@
+"""Shared fixtures: the device under test, TF32 off, the repository on sys.path, real-data paths."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+# Real KITTI samples live beside the checkout; tests that use them skip when they are absent.
+REALDATA = REPO_ROOT.parent / "shared" / "realdata"
+
+# TF32 matmuls would make exact-value geometry tests flaky on Ampere-class GPUs.
+torch.backends.cuda.matmul.allow_tf32 = False
+torch.backends.cudnn.allow_tf32 = False
+
+
+@pytest.fixture(scope="session")
+def device() -> torch.device:
+    """Device for tests: ``$DEVICE`` (e.g. ``DEVICE=cuda pytest``), CPU by default."""
+    name = os.environ.get("DEVICE", "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        pytest.skip("DEVICE asks for CUDA but none is available")
+    return torch.device(name)
+
+
+@pytest.fixture(scope="session")
+def realdata() -> Path:
+    if not REALDATA.is_dir():
+        pytest.skip(f"real sample data not found at {REALDATA}")
+    return REALDATA
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
