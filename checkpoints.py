@@ -1,0 +1,120 @@
+"""Self-describing checkpoints: the weights travel with the architecture and depth range.
+
+A weights file (``models/model{epoch}.pth``) is a plain dict::
+
+    {"format": CHECKPOINT_FORMAT, "model_spec": {...ModelSpec fields...},
+     "encoder": state_dict, "depth": state_dict, "pose_encoder": ..., "pose": ..., "epoch": int}
+
+so evaluation and inference rebuild the exact network without architecture flags. The resume
+checkpoint (``ckpt.pth``) adds the optimiser, scheduler, position and random states.
+Everything is loaded with ``torch.load(weights_only=True)``: a checkpoint can never run code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from utils import atomic_output
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "monodepthkit-1"
+MODEL_KEYS = ("encoder", "depth", "pose_encoder", "pose")
+
+
+@dataclass
+class ModelSpec:
+    """Everything needed to rebuild the depth network and interpret its output."""
+
+    backbone: str = "resnet"
+    num_layers: int = 18
+    decoder: str = "monodepth2"
+    height: int = 192
+    width: int = 640
+    min_depth: float = 0.1
+    max_depth: float = 100.0
+    scales: list = field(default_factory=lambda: [0, 1, 2, 3])
+    use_stereo: bool = False
+    frame_ids: list = field(default_factory=lambda: [0, -1, 1])
+    pose_model_type: str = "separate_resnet"
+    pose_model_input: str = "pairs"
+    dataset: str = "kitti"
+
+    @classmethod
+    def from_options(cls, opts) -> "ModelSpec":
+        values = {f.name: getattr(opts, f.name) for f in dataclasses.fields(cls)
+                  if f.name != "scales" and hasattr(opts, f.name)}
+        return cls(scales=list(range(opts.num_scales)), **values)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "ModelSpec":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            logger.warning("checkpoint model_spec has fields this version does not know: %s", unknown)
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` atomically (temporary file, fsync, rename)."""
+    with atomic_output(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint safely; errors name the file and what is wrong with it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises several types for truncated or foreign files
+        raise ValueError(f"checkpoint {path} is unreadable (truncated, corrupt, or not a "
+                         f"weights-only torch file): {err}") from err
+    if not isinstance(payload, dict):
+        raise ValueError(f"checkpoint {path} does not hold a dict of weights")
+    return payload
+
+
+def model_state_dicts(models: dict[str, torch.nn.Module]) -> dict[str, dict]:
+    """The networks' state dicts under the checkpoint's names, unwrapped from DDP."""
+    state = {}
+    for name, model in models.items():
+        module = getattr(model, "module", model)
+        state[name] = module.state_dict()
+    return state
+
+
+def spec_from_checkpoint(payload: dict, path: str | Path = "checkpoint") -> ModelSpec:
+    if "model_spec" not in payload:
+        raise ValueError(f"{path} has no model_spec: it was not written by this toolkit "
+                         "(released Monodepth2/BDEdepth weights need their loader)")
+    return ModelSpec.from_dict(payload["model_spec"])
+
+
+def build_depth_network_from_checkpoint(path: str | Path, device: torch.device | str = "cpu"):
+    """Rebuild the depth network a checkpoint describes, with its weights, in eval mode.
+
+    Returns:
+        (DepthNetwork, ModelSpec)
+    """
+    from networks import build_depth_network
+
+    payload = load_checkpoint(path)
+    spec = spec_from_checkpoint(payload, path)
+    network = build_depth_network(backbone=spec.backbone, num_layers=spec.num_layers,
+                                  decoder=spec.decoder, scales=tuple(spec.scales), pretrained=False)
+    for key, module in (("encoder", network.encoder), ("depth", network.decoder)):
+        if key not in payload:
+            raise ValueError(f"checkpoint {path} has no '{key}' weights")
+        module.load_state_dict(payload[key])
+    return network.to(device).eval(), spec

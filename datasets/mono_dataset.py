@@ -1,0 +1,223 @@
+"""`MonoDataset`: the base class every training and evaluation dataset derives from.
+
+The data path is built for speed: each frame is decoded once with OpenCV and resized once,
+straight to the network resolution; no image pyramid is built here (the losses read only scale 0
+of the source frames, and the trainer makes the few smaller copies it needs on the device). The
+colour-jitter parameters are drawn here, one set per sample, and applied later as batched tensor
+operations (`augmentation.apply_color_jitter`), so augmentation can run on the GPU.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from augmentation import JITTER_PARAM_DIM, draw_color_jitter
+
+# Probability of a horizontal flip and of colour augmentation for a training sample (Monodepth2).
+FLIP_PROBABILITY = 0.5
+COLOR_AUG_PROBABILITY = 0.5
+
+SIDE_TO_CAMERA = {"l": 2, "r": 3, "2": 2, "3": 3}
+OTHER_SIDE = {"l": "r", "r": "l", "2": "3", "3": "2"}
+
+# stereo_T's translation in training units: Monodepth2 treats the KITTI baseline as 0.1, so a
+# stereo-trained network's depth times STEREO_SCALE_FACTOR (5.4 = 0.54 m / 0.1) is in metres.
+STEREO_BASELINE_UNITS = 0.1
+
+
+@dataclass(frozen=True)
+class SplitItem:
+    """One parsed split line: the sequence folder, the target frame index and the camera side."""
+
+    folder: str
+    frame_index: int
+    side: str | None
+    line_number: int
+
+
+class MonoDataset(Dataset):
+    """Base dataset: parses and checks the split at construction, loads samples as dicts.
+
+    Subclasses implement `parse_line`, `image_path` and `normalized_intrinsics`.
+
+    Args:
+        data_path: dataset root folder.
+        filenames: the split's lines (``folder frame side`` for KITTI).
+        height, width: network input size in pixels.
+        frame_ids: frames to load relative to the target, starting with 0; ``"s"`` loads the other
+            camera of the stereo pair at the target time.
+        num_scales: number of scales for which K and inv_K are provided.
+        is_train: enables flips and colour-jitter parameter draws.
+        img_ext: image file extension, ``.png`` or ``.jpg``.
+        color_jitter, flip: switch the two augmentations off (training only).
+        jitter_per_frame: draw jitter parameters per frame (the BDEdepth behaviour) instead of
+            once per sample.
+        split_name: shown in error messages, e.g. the split file's path.
+    """
+
+    def __init__(self, data_path: str | Path, filenames: Sequence[str], height: int, width: int,
+                 frame_ids: Sequence[int | str], num_scales: int, is_train: bool = False,
+                 img_ext: str = ".png", color_jitter: bool = True, flip: bool = True,
+                 jitter_per_frame: bool = False, split_name: str = "split"):
+        super().__init__()
+        self.data_path = Path(data_path)
+        self.height = height
+        self.width = width
+        self.frame_ids = list(frame_ids)
+        self.num_scales = num_scales
+        self.is_train = is_train
+        self.img_ext = img_ext
+        self.color_jitter = color_jitter and is_train
+        self.flip = flip and is_train
+        self.jitter_per_frame = jitter_per_frame
+        self.split_name = split_name
+
+        if not self.data_path.is_dir():
+            raise FileNotFoundError(f"--data_path {self.data_path} does not exist or is not a folder")
+        if not self.frame_ids or self.frame_ids[0] != 0:
+            raise ValueError(f"frame_ids must start with 0, the target frame (got {self.frame_ids})")
+        if img_ext not in (".png", ".jpg"):
+            raise ValueError(f"img_ext must be .png or .jpg (got {img_ext!r})")
+        self.items = self._parse_split(filenames)
+        if "s" in self.frame_ids:
+            for item in self.items:
+                if item.side is None:
+                    raise ValueError(f"{split_name}, line {item.line_number}: stereo training (--use_stereo) "
+                                     "needs a camera side (l or r) on every line")
+        self._check_files()
+
+    # ----------------------------------------------------------------------------- subclass hooks
+    def parse_line(self, line: str, line_number: int) -> SplitItem:
+        """Parse one split line; raise ValueError naming ``line_number`` when it does not parse."""
+        raise NotImplementedError
+
+    def image_path(self, folder: str, frame_index: int, side: str | None) -> Path:
+        """Where the image of ``frame_index`` on ``side`` of ``folder`` lives."""
+        raise NotImplementedError
+
+    def normalized_intrinsics(self, item: SplitItem) -> np.ndarray:
+        """4 x 4 float32 K with row 0 divided by the image width and row 1 by its height."""
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------------------- construction checks
+    def _parse_split(self, filenames: Sequence[str]) -> list[SplitItem]:
+        items = []
+        for number, line in enumerate(filenames, start=1):
+            if not line.strip():
+                continue
+            items.append(self.parse_line(line, number))
+        if not items:
+            raise ValueError(f"{self.split_name} has no samples: check the split file or --split")
+        return items
+
+    def _frame_sources(self, item: SplitItem) -> dict:
+        """Frame id -> (frame index, side) for every frame the sample loads."""
+        sources = {}
+        for frame_id in self.frame_ids:
+            if frame_id == "s":
+                sources[frame_id] = (item.frame_index, OTHER_SIDE[item.side])
+            else:
+                sources[frame_id] = (item.frame_index + frame_id, item.side)
+        return sources
+
+    def _check_files(self) -> None:
+        """Fail now, with the split line and a hint, rather than in a worker mid-epoch."""
+        for item in self.items:
+            for frame_index, side in self._frame_sources(item).values():
+                path = self.image_path(item.folder, frame_index, side)
+                if not path.is_file():
+                    raise FileNotFoundError(self._missing_image_message(item, path))
+
+    def _missing_image_message(self, item: SplitItem, path: Path) -> str:
+        message = (f"{self.split_name}, line {item.line_number}: image not found: {path}. "
+                   "Check --data_path")
+        other_ext = ".jpg" if self.img_ext == ".png" else ".png"
+        if path.with_suffix(other_ext).is_file():
+            flag = "--jpg" if other_ext == ".jpg" else "--png"
+            message += f"; the same frame exists as {other_ext}: pass {flag}"
+        elif item.frame_index != 0 and len(self.frame_ids) > 1:
+            message += (f", and that every line's neighbouring frames ({self.frame_ids}) exist "
+                        "(split lines must not sit at the ends of a sequence)")
+        return message
+
+    # ----------------------------------------------------------------------------- loading
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def load_image(self, path: Path, do_flip: bool) -> np.ndarray:
+        """Decode ``path`` as RGB uint8, flip if asked, and resize to the network size.
+
+        INTER_AREA is a box filter: it anti-aliases the downscale like the reference's PIL
+        LANCZOS at a fraction of the cost.
+        """
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise OSError(f"could not decode image {path} (corrupt or not an image)")
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        if do_flip:
+            image = image[:, ::-1]
+        if image.shape[:2] != (self.height, self.width):
+            image = cv2.resize(image, (self.width, self.height), interpolation=cv2.INTER_AREA)
+        return np.ascontiguousarray(image)
+
+    def __getitem__(self, index: int) -> dict:
+        """Return one sample as a dict. Keys (B is added by the DataLoader):
+
+        ``("color", f, 0)``     uint8 3 x H x W RGB of frame f at the network resolution. Frames
+                                 are unaugmented; ``prepare_batch`` makes float copies, the
+                                 jittered ``("color_aug", f, 0)`` and smaller scales on the device.
+        ``("K", s)``, ``("inv_K", s)``  float32 4 x 4 intrinsics in pixels of scale s
+                                 (s = 0 .. num_scales-1; scale s is H/2^s x W/2^s) and their inverse.
+        ``"stereo_T"``           float32 4 x 4 target-to-other-camera transform (only with "s").
+        ``"color_jitter"``       float32 (JITTER_PARAM_DIM,), or (F, JITTER_PARAM_DIM) with
+                                 jitter_per_frame, the sample's colour-jitter parameters.
+        ``"do_color_aug"``       bool tensor: whether the jitter applies to this sample.
+        ``"do_flip"``            bool tensor: whether the frames were flipped.
+        ``"index"``              int64 tensor: the sample's index in the split.
+        """
+        item = self.items[index]
+        do_flip = self.flip and random.random() < FLIP_PROBABILITY
+        do_color_aug = self.color_jitter and random.random() < COLOR_AUG_PROBABILITY
+
+        sample: dict = {}
+        for frame_id, (frame_index, side) in self._frame_sources(item).items():
+            image = self.load_image(self.image_path(item.folder, frame_index, side), do_flip)
+            sample[("color", frame_id, 0)] = torch.from_numpy(image).permute(2, 0, 1).contiguous()
+
+        K_normalized = self.normalized_intrinsics(item).copy()
+        if do_flip:
+            # Mirror the principal point; a no-op only when it is centred (KITTI), which the
+            # reference silently assumed for every dataset.
+            K_normalized[0, 2] = 1.0 - K_normalized[0, 2]
+        for scale in range(self.num_scales):
+            K = K_normalized.copy()
+            K[0, :] *= self.width // (2 ** scale)
+            K[1, :] *= self.height // (2 ** scale)
+            sample[("K", scale)] = torch.from_numpy(K)
+            sample[("inv_K", scale)] = torch.from_numpy(np.linalg.pinv(K).astype(np.float32))
+
+        if "s" in self.frame_ids:
+            side_sign = -1.0 if item.side in ("l", "2") else 1.0
+            flip_sign = -1.0 if do_flip else 1.0
+            stereo_T = np.eye(4, dtype=np.float32)
+            stereo_T[0, 3] = side_sign * flip_sign * STEREO_BASELINE_UNITS
+            sample["stereo_T"] = torch.from_numpy(stereo_T)
+
+        num_draws = len(self.frame_ids) if self.jitter_per_frame else 1
+        if do_color_aug:
+            params = torch.stack([draw_color_jitter(random) for _ in range(num_draws)])
+        else:
+            params = torch.zeros(num_draws, JITTER_PARAM_DIM, dtype=torch.float32)
+        sample["color_jitter"] = params if self.jitter_per_frame else params[0]
+        sample["do_color_aug"] = torch.tensor(do_color_aug)
+        sample["do_flip"] = torch.tensor(do_flip)
+        sample["index"] = torch.tensor(index, dtype=torch.int64)
+        return sample

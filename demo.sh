@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# One command, offline, CPU or GPU: synthetic KITTI-layout data -> training -> evaluation -> a
+# colour depth image. Sets up .venv on first use. Everything lands in demo_out/ (or $DEMO_OUT).
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=$(bash setup_env.sh)
+OUT=${DEMO_OUT:-demo_out}
+DATA=$OUT/synthetic_kitti
+EPOCHS=${DEMO_EPOCHS:-8}
+
+echo "== 1/5 generating the synthetic dataset (KITTI raw layout) in $DATA"
+"$PY" make_synthetic_kitti.py --output_dir "$DATA" --num_drives 3 --frames_per_drive 100 --overwrite
+
+echo "== 2/5 exporting ground-truth depth for the held-out drive"
+"$PY" export_gt_depth.py --data_path "$DATA" --split "$DATA/splits/synthetic_test"
+
+echo "== 3/5 training (monocular, frames 0 -1 1, ResNet-18 from scratch, $EPOCHS epochs)"
+"$PY" train.py --data_path "$DATA" --split "$DATA/splits/synthetic" \
+  --eval_split "$DATA/splits/synthetic_test" --log_dir "$OUT/runs" --exp_name demo --overwrite \
+  --weights_init scratch --height 96 --width 320 --batch_size 8 --num_epochs "$EPOCHS" \
+  --learning_rate 2e-4 --decay_step $((EPOCHS * 3 / 4)) --num_workers 2 --log_frequency 50
+
+LAST=$OUT/runs/demo/models/model$((EPOCHS - 1)).pth
+echo "== 4/5 evaluating $LAST on the held-out drive"
+"$PY" evaluate_depth.py --pretrained_path "$LAST" --kitti_path "$DATA" \
+  --eval_split "$DATA/splits/synthetic_test" --output_json "$OUT/metrics.json" --num_workers 2
+
+echo "== 5/5 predicting depth for a held-out frame"
+FRAME=$(head -n 1 "$DATA/splits/synthetic_test/test_files.txt" | awk '{printf "%s/image_02/data/%010d.png", $1, $2}')
+cp "$DATA/$FRAME" "$OUT/test_frame.png"
+"$PY" test_simple.py --image_path "$OUT/test_frame.png" --pretrained_path "$LAST" --output_dir "$OUT"
+echo "Done: $OUT/test_frame_disp.jpeg (depth), $OUT/metrics.json (abs_rel etc.), $OUT/runs/demo (logs)"

@@ -1,0 +1,214 @@
+"""Depth and pose networks, their plain-dict registries, and the builders the scripts use.
+
+Registries map the names accepted on the command line to factories with one signature each:
+
+- ``DEPTH_ENCODERS[name](num_layers, pretrained)`` -> encoder with ``num_ch_enc``;
+- ``DEPTH_DECODERS[name](num_ch_enc, scales)`` -> decoder returning {("disp", s): ...};
+- ``POSE_NETWORKS[name](num_layers, pretrained, num_input_frames, num_frames_to_predict_for)``
+  -> ``PoseNetwork``.
+
+New backbones and decoders are added by adding entries; option parsers use
+``choices=sorted(REGISTRY)``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from .blocks import Conv3x3, ConvBlock, upsample
+from .depth_decoder import DepthDecoder
+from .pose_cnn import PoseCNN
+from .pose_decoder import POSE_SCALE, PoseDecoder
+from .resnet_encoder import INPUT_MEAN, INPUT_STD, ResnetEncoder
+
+__all__ = [
+    "DEPTH_DECODERS",
+    "DEPTH_ENCODERS",
+    "INPUT_MEAN",
+    "INPUT_STD",
+    "POSE_NETWORKS",
+    "POSE_SCALE",
+    "Conv3x3",
+    "ConvBlock",
+    "DepthDecoder",
+    "DepthNetwork",
+    "PoseCNN",
+    "PoseDecoder",
+    "PoseNetwork",
+    "ResnetEncoder",
+    "build_depth_network",
+    "build_pose_network",
+    "upsample",
+]
+
+# Monodepth2 builds its pose decoder for 2 transforms even in pairs mode, where only the first
+# is used; keeping 2 keeps checkpoints interchangeable with the reference.
+PAIRS_NUM_FRAMES_TO_PREDICT_FOR = 2
+
+
+class DepthNetwork(nn.Module):
+    """Encoder + decoder: an image to multi-scale disparities.
+
+    Attributes:
+        encoder: maps B x 3 x H x W to a feature list.
+        decoder: maps that list to {("disp", s): B x 1 x H/2^s x W/2^s}.
+    """
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+
+    def forward(self, image: torch.Tensor) -> dict[tuple[str, int], torch.Tensor]:
+        """Predict disparities.
+
+        Args:
+            image: B x 3 x H x W, RGB in [0, 1]; H and W multiples of 32.
+
+        Returns:
+            {("disp", s): B x 1 x H/2^s x W/2^s, sigmoid disparity in (0, 1)} per decoder scale.
+        """
+        return self.decoder(self.encoder(image))
+
+
+class PoseNetwork(nn.Module):
+    """Pose predictor for n frames stacked on the channel axis.
+
+    Attributes:
+        encoder: a ``ResnetEncoder`` taking 3n channels, or None when ``decoder`` works on
+            pixels directly (PoseCNN).
+        decoder: ``PoseDecoder`` (fed ``[encoder(images)]``) or ``PoseCNN`` (fed the images).
+    """
+
+    def __init__(self, encoder: nn.Module | None, decoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predict relative poses.
+
+        Args:
+            images: B x 3n x H x W, n frames concatenated on channels in temporal order, RGB in
+                [0, 1].
+
+        Returns:
+            (axisangle, translation), each B x N x 1 x 3.
+        """
+        if self.encoder is None:
+            return self.decoder(images)
+        return self.decoder([self.encoder(images)])
+
+
+def _resnet_depth_encoder(num_layers: int, pretrained: bool) -> nn.Module:
+    return ResnetEncoder(num_layers, pretrained, num_input_images=1)
+
+
+def _monodepth2_decoder(num_ch_enc: Sequence[int], scales: Sequence[int]) -> nn.Module:
+    return DepthDecoder(num_ch_enc, scales=scales)
+
+
+def _separate_resnet_pose(
+    num_layers: int,
+    pretrained: bool,
+    num_input_frames: int,
+    num_frames_to_predict_for: int | None = None,
+) -> PoseNetwork:
+    if num_frames_to_predict_for is None:
+        num_frames_to_predict_for = max(PAIRS_NUM_FRAMES_TO_PREDICT_FOR, num_input_frames - 1)
+    encoder = ResnetEncoder(num_layers, pretrained, num_input_images=num_input_frames)
+    decoder = PoseDecoder(
+        encoder.num_ch_enc,
+        num_input_features=1,
+        num_frames_to_predict_for=num_frames_to_predict_for,
+    )
+    return PoseNetwork(encoder, decoder)
+
+
+def _posecnn_pose(
+    num_layers: int,
+    pretrained: bool,
+    num_input_frames: int,
+    num_frames_to_predict_for: int | None = None,
+) -> PoseNetwork:
+    # PoseCNN has no backbone: num_layers and pretrained do not apply to it.
+    decoder = PoseCNN(num_input_frames)
+    if num_frames_to_predict_for not in (None, decoder.num_frames_to_predict_for):
+        raise ValueError(
+            f"posecnn always predicts num_input_frames - 1 = {decoder.num_frames_to_predict_for} "
+            f"poses (asked for {num_frames_to_predict_for})"
+        )
+    return PoseNetwork(None, decoder)
+
+
+DEPTH_ENCODERS: dict[str, Callable[[int, bool], nn.Module]] = {
+    "resnet": _resnet_depth_encoder,
+}
+
+DEPTH_DECODERS: dict[str, Callable[[Sequence[int], Sequence[int]], nn.Module]] = {
+    "monodepth2": _monodepth2_decoder,
+}
+
+POSE_NETWORKS: dict[str, Callable[..., PoseNetwork]] = {
+    "separate_resnet": _separate_resnet_pose,
+    "posecnn": _posecnn_pose,
+}
+
+
+def _lookup(registry: dict[str, Callable], name: str, flag: str) -> Callable:
+    if name not in registry:
+        raise ValueError(f"{flag} must be one of {sorted(registry)} (got {name!r})")
+    return registry[name]
+
+
+def build_depth_network(
+    backbone: str = "resnet",
+    num_layers: int = 18,
+    decoder: str = "monodepth2",
+    scales: Sequence[int] = (0, 1, 2, 3),
+    pretrained: bool = False,
+) -> DepthNetwork:
+    """Build the depth network from registry names.
+
+    Args:
+        backbone: key of ``DEPTH_ENCODERS``.
+        num_layers: backbone depth (ResNet: 18, 34, 50, 101, 152).
+        decoder: key of ``DEPTH_DECODERS``.
+        scales: output scales of the decoder.
+        pretrained: start the backbone from ImageNet weights.
+
+    Raises:
+        ValueError: unknown backbone/decoder (the message lists the choices) or bad num_layers.
+    """
+    make_encoder = _lookup(DEPTH_ENCODERS, backbone, "--backbone")
+    make_decoder = _lookup(DEPTH_DECODERS, decoder, "--decoder")
+    encoder = make_encoder(num_layers, pretrained)
+    return DepthNetwork(encoder, make_decoder(encoder.num_ch_enc, scales))
+
+
+def build_pose_network(
+    pose_model_type: str = "separate_resnet",
+    num_layers: int = 18,
+    num_input_frames: int = 2,
+    pretrained: bool = False,
+    num_frames_to_predict_for: int | None = None,
+) -> PoseNetwork:
+    """Build the pose network from a registry name.
+
+    Args:
+        pose_model_type: key of ``POSE_NETWORKS``.
+        num_layers: depth of the pose ResNet (ignored by posecnn).
+        num_input_frames: n, frames stacked on the channel axis (2 for pairs).
+        pretrained: start the pose ResNet from ImageNet weights (ignored by posecnn).
+        num_frames_to_predict_for: N transforms to predict. None gives the reference's choice:
+            separate_resnet predicts max(2, n - 1) (2 for pairs, of which only index 0 is used);
+            posecnn always predicts n - 1.
+
+    Raises:
+        ValueError: unknown pose_model_type (the message lists the choices) or bad sizes.
+    """
+    make_pose = _lookup(POSE_NETWORKS, pose_model_type, "--pose_model_type")
+    return make_pose(num_layers, pretrained, num_input_frames, num_frames_to_predict_for)

@@ -1,0 +1,270 @@
+"""Command-line options shared by every script.
+
+The parser is built from small group functions so that each script adds only the groups it
+needs. Flags keep the names Monodepth2 and BDEdepth users know (`--disable_automasking`,
+`--no_ssim`, `--png`, `--scales`, `--model_name`, ...); where the house style prefers a positive
+name, the positive flag is the primary one and the lineage's name is an alias writing the same
+destination.
+
+After `parse_options` the namespace is read-only by convention: derived values (the frame list
+including "s", the pose frames) come from the functions at the bottom, never written back, so
+that `opt.json` always matches the command that was run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Sequence
+
+DEFAULT_DATA_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kitti_data")
+
+# Image sizes must be divisible by the encoder's total stride so every decoder scale lines up.
+SIZE_MULTIPLE = 32
+MAX_DECODER_SCALES = 5
+
+KITTI_TRAIN_SPLITS = ("eigen_zhou", "eigen_full", "odom", "benchmark")
+EVAL_SPLITS = ("eigen", "eigen_benchmark", "benchmark", "odom_9", "odom_10")
+
+
+class _ScalesAction(argparse.Action):
+    """Monodepth2's ``--scales 0 1 2 3``: stored as ``num_scales`` (the scales must be 0..n-1)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if list(values) != list(range(len(values))):
+            parser.error(f"--scales must be 0 1 ... n-1 (got {' '.join(map(str, values))}); "
+                         "or use --num_scales N")
+        setattr(namespace, "num_scales", len(values))
+
+
+class _SchedulerStepAction(argparse.Action):
+    """Monodepth2's ``--scheduler_step_size N``: one step decay at epoch N."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, "decay_step", [values])
+
+
+class _DeviceAliasAction(argparse.Action):
+    """The lineage's ``--no_cuda`` is ``--device cpu``."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, "device", "cpu")
+
+
+def add_path_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("paths")
+    group.add_argument("--data_path", type=str, default=DEFAULT_DATA_PATH,
+                       help="dataset root (KITTI raw layout: <date>/<date>_drive_NNNN_sync/...)")
+    group.add_argument("--log_dir", type=str, default=os.path.join(os.path.expanduser("~"), "tmp"),
+                       help="runs are written to <log_dir>/<exp_name>")
+    group.add_argument("--exp_name", "--model_name", dest="exp_name", type=str, default="mdp",
+                       help="name of the run folder inside --log_dir")
+
+
+def add_data_options(parser: argparse.ArgumentParser) -> None:
+    from datasets import DATASETS
+
+    group = parser.add_argument_group("data")
+    group.add_argument("--dataset", type=str, default="kitti", choices=sorted(DATASETS),
+                       help="dataset class used for training and per-epoch evaluation")
+    group.add_argument("--split", type=str, default="eigen_zhou",
+                       help="training split: a folder under splits/ (e.g. "
+                            f"{', '.join(KITTI_TRAIN_SPLITS)}) or a path to a folder holding "
+                            "train_files.txt and val_files.txt")
+    group.add_argument("--height", type=int, default=192, help="network input height (multiple of 32)")
+    group.add_argument("--width", type=int, default=640, help="network input width (multiple of 32)")
+    group.add_argument("--frame_ids", nargs="+", type=int, default=[0, -1, 1],
+                       help="frames to load, relative to the target frame 0 (which must come first)")
+    group.add_argument("--use_stereo", action="store_true",
+                       help="add the other camera of the stereo pair as a source frame")
+    ext = group.add_mutually_exclusive_group()
+    ext.add_argument("--jpg", dest="img_ext", action="store_const", const=".jpg",
+                     help="read .jpg images (as Monodepth2's converted KITTI)")
+    ext.add_argument("--png", dest="img_ext", action="store_const", const=".png",
+                     help="read .png images (the default; KITTI raw as downloaded)")
+    group.set_defaults(img_ext=".png")
+    group.add_argument("--num_workers", type=int, default=12, help="data-loader worker processes")
+    group.add_argument("--color_jitter", action=argparse.BooleanOptionalAction, default=True,
+                       help="colour augmentation with probability 0.5 per training sample")
+    group.add_argument("--jitter_per_frame", action="store_true",
+                       help="draw colour-jitter parameters independently for every frame "
+                            "(reproduces BDEdepth/DDP; the default shares one draw per sample, "
+                            "as Monodepth2 intended)")
+    group.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
+                       help="horizontal flips with probability 0.5 per training sample")
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    from networks import DEPTH_DECODERS, DEPTH_ENCODERS, POSE_NETWORKS
+
+    group = parser.add_argument_group("model")
+    group.add_argument("--backbone", type=str, default="resnet", choices=sorted(DEPTH_ENCODERS),
+                       help="depth encoder")
+    group.add_argument("--num_layers", type=int, default=18, choices=[18, 34, 50, 101, 152],
+                       help="ResNet depth of the depth and pose encoders")
+    group.add_argument("--decoder", type=str, default="monodepth2", choices=sorted(DEPTH_DECODERS),
+                       help="depth decoder")
+    group.add_argument("--weights_init", type=str, default="pretrained", choices=["pretrained", "scratch"],
+                       help="ImageNet-pretrained encoders (downloaded once) or random initialisation")
+    group.add_argument("--pose_model_type", type=str, default="separate_resnet",
+                       choices=sorted(POSE_NETWORKS), help="pose network")
+    group.add_argument("--pose_model_input", type=str, default="pairs", choices=["pairs", "all"],
+                       help="pose from each (target, source) pair, or from all frames at once")
+    scales = group.add_mutually_exclusive_group()
+    scales.add_argument("--num_scales", type=int, default=4,
+                        help="number of decoder scales used in the loss (0 .. n-1)")
+    scales.add_argument("--scales", nargs="+", type=int, action=_ScalesAction, dest="scales_alias",
+                        help="Monodepth2 spelling: --scales 0 1 2 3 is --num_scales 4")
+    group.add_argument("--min_depth", type=float, default=0.1, help="depth at disparity 1 (metres, up to scale)")
+    group.add_argument("--max_depth", type=float, default=100.0, help="depth at disparity 0")
+
+
+def add_loss_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("loss")
+    group.add_argument("--disparity_smoothness", type=float, default=1e-3,
+                       help="weight of the edge-aware smoothness term")
+    group.add_argument("--ssim", action=argparse.BooleanOptionalAction, default=True,
+                       help="mix SSIM into the photometric error (0.85 SSIM + 0.15 L1)")
+    group.add_argument("--no_ssim", dest="ssim", action="store_false", help=argparse.SUPPRESS)
+    group.add_argument("--automask", action=argparse.BooleanOptionalAction, default=True,
+                       help="Monodepth2 auto-masking of pixels that do not move")
+    group.add_argument("--disable_automasking", dest="automask", action="store_false",
+                       help=argparse.SUPPRESS)
+    group.add_argument("--avg_reprojection", action="store_true",
+                       help="average the reprojection error over source frames instead of the minimum")
+    group.add_argument("--v1_multiscale", action="store_true",
+                       help="Monodepth v1 multi-scale: warp and compare at each decoder resolution")
+
+
+def add_optimization_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("optimisation")
+    group.add_argument("--optimizer", type=str, default="adamw", choices=["adamw", "adam", "sgd"],
+                       help="optimiser for all networks (one parameter group)")
+    group.add_argument("--learning_rate", type=float, default=1e-4, help="initial learning rate")
+    group.add_argument("--weight_decay", type=float, default=0.01, help="AdamW weight decay")
+    group.add_argument("--beta1", type=float, default=0.9, help="Adam/AdamW beta1")
+    group.add_argument("--beta2", type=float, default=0.999, help="Adam/AdamW beta2")
+    group.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    group.add_argument("--lr_sche_type", type=str, default="step", choices=["step", "cos"],
+                       help="step: multiply by --decay_rate at each epoch in --decay_step; "
+                            "cos: cosine annealing to --eta_min over all steps")
+    group.add_argument("--decay_step", nargs="+", type=int, default=[15],
+                       help="epochs at which the step schedule decays")
+    group.add_argument("--scheduler_step_size", type=int, action=_SchedulerStepAction,
+                       dest="scheduler_step_alias", help="Monodepth2 spelling of a single --decay_step")
+    group.add_argument("--decay_rate", type=float, default=0.1, help="step-schedule factor")
+    group.add_argument("--eta_min", type=float, default=5e-6, help="cosine schedule floor")
+    group.add_argument("--batch_size", type=int, default=12, help="samples per step (per GPU)")
+    group.add_argument("--num_epochs", type=int, default=20, help="training epochs")
+    group.add_argument("--clip_grad", type=float, default=-1.0,
+                       help="gradient-norm clipping threshold (-1: off)")
+    group.add_argument("--seed", type=int, default=1234,
+                       help="random seed; <= 0 leaves runs unseeded and enables cudnn.benchmark")
+
+
+def add_system_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("system")
+    group.add_argument("--device", type=str, default="auto",
+                       help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
+    group.add_argument("--no_cuda", action=_DeviceAliasAction, dest="no_cuda_alias",
+                       help="same as --device cpu")
+
+
+def add_logging_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("logging and checkpoints")
+    group.add_argument("--log_frequency", type=int, default=250,
+                       help="steps between tensorboard/text log entries")
+    group.add_argument("--save_frequency", type=int, default=500,
+                       help="steps between rolling resume checkpoints (ckpt.pth); "
+                            "a weights snapshot is also written at the end of every epoch")
+    group.add_argument("--resume", action="store_true",
+                       help="continue the run in <log_dir>/<exp_name> from its ckpt.pth")
+    group.add_argument("--overwrite", action="store_true",
+                       help="start afresh in an existing run folder, replacing its checkpoints")
+    group.add_argument("--pretrained_path", type=str, default=None,
+                       help="initialise the networks from this checkpoint (ignored when resuming)")
+    group.add_argument("--progress_bar", action=argparse.BooleanOptionalAction, default=True,
+                       help="show a progress bar per epoch")
+
+
+def add_eval_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("evaluation during training")
+    group.add_argument("--eval_split", type=str, default="eigen",
+                       help="split evaluated after every epoch: a folder under splits/ or a path "
+                            "to a folder with test_files.txt and gt_depths.npz")
+    group.add_argument("--eval", dest="eval", action=argparse.BooleanOptionalAction, default=True,
+                       help="evaluate depth on --eval_split after every epoch")
+    group.add_argument("--no_eval", dest="eval", action="store_false", help=argparse.SUPPRESS)
+    group.add_argument("--eval_batch_size", type=int, default=16, help="batch size for evaluation")
+
+
+def build_train_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Train a self-supervised monocular depth and pose model.",
+        fromfile_prefix_chars="@")
+    for add in (add_path_options, add_data_options, add_model_options, add_loss_options,
+                add_optimization_options, add_system_options, add_logging_options, add_eval_options):
+        add(parser)
+    return parser
+
+
+def validate_options(opts: argparse.Namespace) -> argparse.Namespace:
+    """Check cross-flag rules once; raise ValueError naming the flag and the fix."""
+    for name in ("height", "width"):
+        value = getattr(opts, name)
+        if value <= 0 or value % SIZE_MULTIPLE:
+            suggestion = max(SIZE_MULTIPLE, round(value / SIZE_MULTIPLE) * SIZE_MULTIPLE)
+            raise ValueError(f"--{name} must be a positive multiple of {SIZE_MULTIPLE} "
+                             f"(got {value}); try {suggestion}")
+    if not opts.frame_ids or opts.frame_ids[0] != 0:
+        raise ValueError(f"--frame_ids must start with 0, the target frame (got {opts.frame_ids})")
+    if len(set(opts.frame_ids)) != len(opts.frame_ids):
+        raise ValueError(f"--frame_ids has repeated entries: {opts.frame_ids}")
+    if len(opts.frame_ids) == 1 and not opts.use_stereo:
+        raise ValueError("--frame_ids 0 alone has no source frame: add temporal frames "
+                         "(e.g. --frame_ids 0 -1 1) or train on stereo pairs with --use_stereo")
+    if not 1 <= opts.num_scales <= MAX_DECODER_SCALES:
+        raise ValueError(f"--num_scales must be between 1 and {MAX_DECODER_SCALES} (got {opts.num_scales})")
+    if not 0 < opts.min_depth < opts.max_depth:
+        raise ValueError(f"need 0 < --min_depth < --max_depth (got {opts.min_depth} and {opts.max_depth})")
+    if opts.pose_model_input == "all" and opts.pose_model_type != "separate_resnet":
+        raise ValueError("--pose_model_input all needs --pose_model_type separate_resnet")
+    for name in ("batch_size", "num_epochs", "log_frequency", "save_frequency", "eval_batch_size"):
+        if getattr(opts, name) <= 0:
+            raise ValueError(f"--{name} must be positive (got {getattr(opts, name)})")
+    if opts.num_workers < 0:
+        raise ValueError(f"--num_workers must be >= 0 (got {opts.num_workers})")
+    if opts.resume and opts.overwrite:
+        raise ValueError("--resume and --overwrite contradict each other: choose one")
+    if opts.learning_rate <= 0:
+        raise ValueError(f"--learning_rate must be positive (got {opts.learning_rate})")
+    return opts
+
+
+def parse_train_options(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse and validate training options; a ValueError becomes a usage error naming the flag."""
+    parser = build_train_parser()
+    opts = parser.parse_args(argv)
+    for alias in ("scales_alias", "scheduler_step_alias", "no_cuda_alias"):
+        if hasattr(opts, alias):
+            delattr(opts, alias)
+    try:
+        return validate_options(opts)
+    except ValueError as err:
+        parser.error(str(err))
+        raise  # unreachable: parser.error exits
+
+
+# Derived values: computed from the options, never written back into them.
+
+def training_frame_ids(opts: argparse.Namespace) -> list:
+    """Every frame a training sample loads: the temporal ids, then "s" for the stereo partner."""
+    return list(opts.frame_ids) + (["s"] if opts.use_stereo else [])
+
+
+def uses_pose_network(opts: argparse.Namespace) -> bool:
+    """The pose network is skipped when stereo pairs are the only source of supervision."""
+    return len(opts.frame_ids) > 1

@@ -1,0 +1,125 @@
+"""Predict depth for one image or a folder of images from a checkpoint.
+
+    python test_simple.py --image_path assets/test_image.jpg --pretrained_path RUN/models/model19.pth
+
+Writes ``<name>_disp.jpeg`` (magma colour map, normalised from the map's minimum to its 95th
+percentile, at the input's size) and, with ``--save_npy``, ``<name>_disp.npy`` (the scaled
+disparity at network resolution, 1 x 1 x H x W) or, with ``--pred_metric_depth``,
+``<name>_depth.npy`` (metric depth of a stereo-trained model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from kitti_utils import STEREO_SCALE_FACTOR
+from layers import disp_to_depth, upsample_disp
+from utils import atomic_output, colorize_disparity, select_device
+
+logger = logging.getLogger(__name__)
+
+OUTPUT_SUFFIXES = ("_disp", "_depth")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Monocular depth for images.")
+    parser.add_argument("--image_path", required=True, help="an image file or a folder of images")
+    parser.add_argument("--pretrained_path", required=True, help="checkpoint written by train.py")
+    parser.add_argument("--ext", default="png", help="image extension to look for in a folder")
+    parser.add_argument("--output_dir", default=None,
+                        help="where to write the results (default: beside each image)")
+    parser.add_argument("--save_npy", action="store_true", help="also save the scaled disparity as .npy")
+    parser.add_argument("--pred_metric_depth", action="store_true",
+                        help="save metric depth (x5.4) as .npy; meaningful for stereo-trained models")
+    parser.add_argument("--batch_size", type=int, default=8, help="images per forward pass")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument("--no_cuda", dest="device", action="store_const", const="cpu", help=argparse.SUPPRESS)
+    return parser
+
+
+def list_images(image_path: Path, ext: str) -> list[Path]:
+    """The input images in name order, never our own outputs."""
+    if image_path.is_file():
+        return [image_path]
+    if not image_path.is_dir():
+        raise FileNotFoundError(f"--image_path {image_path} does not exist")
+    ext = ext.lstrip(".")
+    paths = sorted(p for p in image_path.glob(f"*.{ext}") if not p.stem.endswith(OUTPUT_SUFFIXES))
+    if not paths:
+        raise FileNotFoundError(f"no *.{ext} images in {image_path}: check --ext")
+    return paths
+
+
+def load_rgb(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise OSError(f"could not read image {path} (corrupt or not an image)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def main(argv: Sequence[str] | None = None) -> list[Path]:
+    """Run the predictions; return the paths written. Unreadable images are reported and skipped."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    opts = build_parser().parse_args(argv)
+    from checkpoints import build_depth_network_from_checkpoint
+
+    device = select_device(opts.device)
+    depth_net, spec = build_depth_network_from_checkpoint(opts.pretrained_path, device)
+    if opts.pred_metric_depth and not spec.use_stereo:
+        logger.warning("Warning: --pred_metric_depth is only meaningful for stereo-trained models; "
+                       "this checkpoint was trained without stereo, so the depth is not metric")
+    paths = list_images(Path(opts.image_path), opts.ext)
+    written, failures = [], []
+    for start in range(0, len(paths), opts.batch_size):
+        images, names = [], []
+        for path in paths[start:start + opts.batch_size]:
+            try:
+                images.append(load_rgb(path))
+                names.append(path)
+            except OSError as err:
+                logger.error("%s", err)
+                failures.append(path)
+        if not images:
+            continue
+        resized = np.stack([cv2.resize(im, (spec.width, spec.height), interpolation=cv2.INTER_AREA)
+                            for im in images])
+        batch = torch.from_numpy(resized).permute(0, 3, 1, 2).to(device).float() / 255.0
+        with torch.no_grad():
+            disp = depth_net(batch)[("disp", 0)].float()
+        scaled_disp, depth = disp_to_depth(disp, spec.min_depth, spec.max_depth)
+        for i, (image, path) in enumerate(zip(images, names)):
+            output_dir = Path(opts.output_dir) if opts.output_dir else path.parent
+            output_dir.mkdir(parents=True, exist_ok=True)
+            full = upsample_disp(disp[i:i + 1], image.shape[:2])[0, 0].cpu().numpy()
+            jpeg = output_dir / f"{path.stem}_disp.jpeg"
+            with atomic_output(jpeg, suffix=".jpeg") as tmp:
+                cv2.imwrite(str(tmp), cv2.cvtColor(colorize_disparity(full), cv2.COLOR_RGB2BGR))
+            outputs = [jpeg]
+            if opts.pred_metric_depth:
+                npy = output_dir / f"{path.stem}_depth.npy"
+                array = (STEREO_SCALE_FACTOR * depth[i:i + 1]).cpu().numpy()
+            elif opts.save_npy:
+                npy = output_dir / f"{path.stem}_disp.npy"
+                array = scaled_disp[i:i + 1].cpu().numpy()
+            if opts.pred_metric_depth or opts.save_npy:
+                with atomic_output(npy, suffix=".npy") as tmp:
+                    np.save(tmp, array.astype(np.float32))
+                outputs.append(npy)
+            written.extend(outputs)
+            logger.info("Processed %d of %d images - saved predictions to: %s",
+                        start + i + 1, len(paths), ", ".join(map(str, outputs)))
+    if failures:
+        logger.error("%d image(s) could not be read: %s", len(failures), ", ".join(map(str, failures)))
+    return written
+
+
+if __name__ == "__main__":
+    main()

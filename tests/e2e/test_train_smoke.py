@@ -1,0 +1,111 @@
+"""train.py in-process on the synthetic data: every mode runs, writes its artefacts, and reloads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import evaluate_depth
+import test_simple
+import train
+from checkpoints import load_checkpoint
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def tiny_split(root: Path, tmp_path: Path, count: int = 4) -> Path:
+    """A split folder holding the first ``count`` training lines (fast epochs)."""
+    lines = (root / "splits" / "synthetic" / "train_files.txt").read_text().splitlines()[:count]
+    split = tmp_path / "tiny_split"
+    split.mkdir(exist_ok=True)
+    (split / "train_files.txt").write_text("\n".join(lines) + "\n")
+    (split / "val_files.txt").write_text("\n".join(lines) + "\n")
+    return split
+
+
+def train_args(root: Path, tmp_path: Path, *extra: str) -> list[str]:
+    return ["--data_path", str(root), "--split", str(tiny_split(root, tmp_path)),
+            "--eval_split", str(root / "splits" / "synthetic_test"), "--log_dir", str(tmp_path / "runs"),
+            "--exp_name", "smoke", "--weights_init", "scratch", "--height", "64", "--width", "192",
+            "--batch_size", "2", "--num_epochs", "1", "--num_workers", "0", "--log_frequency", "1",
+            "--device", "cpu", "--no-progress_bar", *extra]
+
+
+@pytest.mark.parametrize("extra", [
+    [],
+    ["--use_stereo", "--frame_ids", "0", "--num_scales", "1"],
+    ["--use_stereo", "--pose_model_type", "posecnn", "--lr_sche_type", "cos", "--optimizer", "sgd"],
+    ["--pose_model_input", "all", "--v1_multiscale", "--avg_reprojection", "--jitter_per_frame"],
+    ["--no-automask", "--no-ssim", "--optimizer", "adam", "--clip_grad", "1.0"],
+], ids=["mono", "stereo", "mono_stereo_posecnn", "all_v1_avg", "ablations"])
+def test_training_modes_run_and_write_artifacts(synthetic_kitti, tmp_path, extra):
+    metrics = train.main(train_args(synthetic_kitti, tmp_path, *extra))
+    run = tmp_path / "runs" / "smoke"
+    assert set(metrics) == {"abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3"}
+    assert all(np.isfinite(v) for v in metrics.values())
+    opts = json.loads((run / "opt.json").read_text())
+    assert opts["frame_ids"] == ([0] if "--frame_ids" in extra else [0, -1, 1])
+    payload = load_checkpoint(run / "models" / "model0.pth")
+    assert payload["model_spec"]["height"] == 64 and payload["model_spec"]["width"] == 192
+    resume = load_checkpoint(run / "ckpt.pth")
+    assert (resume["epoch"], resume["batch_idx"], resume["step"]) == (1, 0, 2)
+    assert "loss: " in (run / "logger.log").read_text()
+    assert list((run / "tensorboard" / "train").glob("events.out.tfevents.*"))
+    assert not list(run.rglob("*.tmp*")), "a temporary checkpoint file was left behind"
+
+
+def test_checkpoint_alone_is_enough_to_evaluate_and_predict(synthetic_kitti, tmp_path):
+    train.main(train_args(synthetic_kitti, tmp_path))
+    checkpoint = tmp_path / "runs" / "smoke" / "models" / "model0.pth"
+    report = evaluate_depth.main(["--pretrained_path", str(checkpoint), "--kitti_path", str(synthetic_kitti),
+                                  "--eval_split", str(synthetic_kitti / "splits" / "synthetic_test"),
+                                  "--num_workers", "0", "--device", "cpu", "--post_process",
+                                  "--output_json", str(tmp_path / "metrics.json")])
+    assert json.loads((tmp_path / "metrics.json").read_text())["metrics"] == report["metrics"]
+    image = next((synthetic_kitti / "2000_01_01").glob("*_drive_0003_sync")) / "image_02" / "data" / "0000000010.png"
+    written = test_simple.main(["--image_path", str(image), "--pretrained_path", str(checkpoint),
+                                "--output_dir", str(tmp_path / "pred"), "--save_npy", "--device", "cpu"])
+    names = sorted(p.name for p in written)
+    assert names == ["0000000010_disp.jpeg", "0000000010_disp.npy"]
+    disp = np.load(tmp_path / "pred" / "0000000010_disp.npy")
+    assert disp.shape == (1, 1, 64, 192) and np.all((disp >= 0.01) & (disp <= 10.0))
+
+
+def test_existing_run_is_refused_without_resume(synthetic_kitti, tmp_path):
+    args = train_args(synthetic_kitti, tmp_path, "--no_eval")
+    train.main(args)
+    with pytest.raises(FileExistsError, match="pass --resume to continue it, --overwrite to start afresh"):
+        train.main(args)
+    train.main(args + ["--overwrite"])
+
+
+def test_resume_continues_at_the_saved_step(synthetic_kitti, tmp_path):
+    args = train_args(synthetic_kitti, tmp_path, "--no_eval")
+    train.main(args)
+    train.main([a if a != "1" or args[i - 1] != "--num_epochs" else "2" for i, a in enumerate(args)]
+               + ["--resume"])
+    resume = load_checkpoint(tmp_path / "runs" / "smoke" / "ckpt.pth")
+    assert (resume["epoch"], resume["step"]) == (2, 4)
+    assert (tmp_path / "runs" / "smoke" / "models" / "model1.pth").is_file()
+
+
+def test_missing_ground_truth_names_the_fix(synthetic_kitti, tmp_path):
+    split = tmp_path / "no_gt"
+    split.mkdir()
+    (split / "test_files.txt").write_text((synthetic_kitti / "splits" / "synthetic_test" / "test_files.txt").read_text())
+    args = train_args(synthetic_kitti, tmp_path)
+    args[args.index("--eval_split") + 1] = str(split)
+    with pytest.raises(FileNotFoundError, match="run `python export_gt_depth.py"):
+        train.main(args)
+
+
+def test_non_finite_loss_is_reported_with_its_terms(synthetic_kitti, tmp_path, monkeypatch):
+    import losses
+
+    monkeypatch.setitem(losses.LOSS_TERMS, "smoothness", lambda i, o, s: (torch.tensor(float("nan")), {}))
+    with pytest.raises(FloatingPointError, match=r"non-finite loss at step 1: .*loss/smoothness=nan"):
+        train.main(train_args(synthetic_kitti, tmp_path, "--no_eval"))

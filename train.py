@@ -1,0 +1,22 @@
+"""Train a depth and pose network: ``python train.py --data_path KITTI --split eigen_zhou ...``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Sequence
+
+from options import parse_train_options
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """Parse options, train, and return the last evaluation's metrics."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    opts = parse_train_options(argv)
+    from trainer import Trainer
+
+    return Trainer(opts).train()
+
+
+if __name__ == "__main__":
+    main()
