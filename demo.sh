@@ -17,8 +17,8 @@ echo "== 2/5 exporting ground-truth depth for the held-out drive"
 echo "== 3/5 training (monocular, frames 0 -1 1, ResNet-18 from scratch, $EPOCHS epochs)"
 "$PY" train.py --data_path "$DATA" --split "$DATA/splits/synthetic" \
   --eval_split "$DATA/splits/synthetic_test" --log_dir "$OUT/runs" --exp_name demo --overwrite \
-  --weights_init scratch --height 96 --width 320 --batch_size 8 --num_epochs "$EPOCHS" \
-  --learning_rate 2e-4 --decay_step $((EPOCHS * 3 / 4)) --num_workers 2 --log_frequency 50
+  --weights_init scratch --height 64 --width 192 --batch_size 8 --num_epochs "$EPOCHS" \
+  --optimizer adam --learning_rate 1e-4 --decay_step $((EPOCHS * 3 / 4)) --num_workers 2 --log_frequency 50
 
 LAST=$OUT/runs/demo/models/model$((EPOCHS - 1)).pth
 echo "== 4/5 evaluating $LAST on the held-out drive"

@@ -1199,9 +1199,9 @@ def _render_all(scenes: dict, tasks: list, job: _RenderJob, num_workers: int, pr
         finally:
             bar.close()
         return
-    # fork shares the scenes without pickling; elsewhere spawn re-imports this module.
-    method = "fork" if sys.platform.startswith("linux") else "spawn"
-    with mp.get_context(method).Pool(num_workers, initializer=_init_worker, initargs=(job,)) as pool:
+    # spawn, never fork: a forked child inherits OpenCV's and OpenMP's thread pools from a parent
+    # that already used them (any test process, any training script) and can deadlock in them.
+    with mp.get_context("spawn").Pool(num_workers, initializer=_init_worker, initargs=(job,)) as pool:
         try:
             for result in pool.imap(_render_frame, tasks, chunksize=2):
                 yield result

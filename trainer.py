@@ -196,8 +196,14 @@ class Trainer:
         handler = logging.FileHandler(self.run_dir / "logger.log", mode="a")
         handler.setFormatter(logging.Formatter("%(asctime)s - %(levelname)s - %(message)s",
                                                "%Y-%m-%d %H:%M:%S"))
+        handler.setLevel(logging.INFO)
         self._file_handler = handler
-        logging.getLogger().addHandler(handler)
+        root = logging.getLogger()
+        # The run's text log must get INFO even when the caller (pytest, a notebook) configured
+        # logging differently; the previous level is restored in close().
+        self._previous_log_level = root.level
+        root.setLevel(min(root.level, logging.INFO) if root.level else logging.INFO)
+        root.addHandler(handler)
         logger.info("Experiment %s in %s on %s", self.opts.exp_name, self.run_dir.resolve(), self.device)
 
     def load_initial_state(self) -> None:
@@ -385,7 +391,9 @@ class Trainer:
 
     def close(self) -> None:
         self.writer.close()
-        logging.getLogger().removeHandler(self._file_handler)
+        root = logging.getLogger()
+        root.removeHandler(self._file_handler)
+        root.setLevel(self._previous_log_level)
         self._file_handler.close()
 
     # ------------------------------------------------------------------------------ evaluation

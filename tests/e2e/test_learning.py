@@ -1,0 +1,59 @@
+"""Training from scratch on the synthetic drives must learn depth, not just run.
+
+The held-out drive is scored with the Eigen protocol (median scaling) against the simulated
+lidar, and compared with two baselines scored the same way: the untrained network (same seed,
+so the same initial weights) and a constant-depth predictor.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import train
+from evaluate_depth import build_kitti_eval_loader, evaluate_predictions, load_kitti_gt, predict_disparities
+from networks import build_depth_network
+from utils import seed_everything
+
+SEED = 1234
+HEIGHT, WIDTH = 64, 192
+# Measured with exactly this configuration (8 epochs, about 200 CPU steps; both baselines score
+# abs_rel 0.417, rmse_log 0.616, a1 0.297): the trained model ends at abs_rel 0.385, rmse_log
+# 0.419, a1 0.397. abs_rel is still noisy this early (0.32-0.49 between epochs), so it is only
+# required to beat the baselines; rmse_log and a1, which improve steadily, carry the margin.
+# The synthetic-data learning margin is tracked as open work on the foundation issue.
+ABS_REL_FRACTION = 0.97
+RMSE_LOG_FRACTION = 0.8
+A1_GAIN = 0.07
+
+
+@pytest.mark.slow
+def test_monocular_training_learns_depth(synthetic_kitti, tmp_path, capsys):
+    eval_split = str(synthetic_kitti / "splits" / "synthetic_test")
+    gt_depths = load_kitti_gt(eval_split)
+    loader = build_kitti_eval_loader(synthetic_kitti, eval_split, HEIGHT, WIDTH, batch_size=8, num_workers=0)
+
+    seed_everything(SEED)  # the Trainer seeds the same way before building its networks
+    untrained = build_depth_network(num_layers=18, scales=(0, 1, 2, 3), pretrained=False)
+    untrained_disps = predict_disparities(untrained, loader, torch.device("cpu"), 0.1, 100.0)
+    untrained = evaluate_predictions(untrained_disps, gt_depths).metrics
+    constant = evaluate_predictions(np.ones((len(gt_depths), HEIGHT, WIDTH), np.float32), gt_depths).metrics
+
+    metrics = train.main([
+        "--data_path", str(synthetic_kitti), "--split", str(synthetic_kitti / "splits" / "synthetic"),
+        "--eval_split", eval_split, "--log_dir", str(tmp_path), "--exp_name", "learn",
+        "--weights_init", "scratch", "--height", str(HEIGHT), "--width", str(WIDTH), "--batch_size", "8",
+        "--num_epochs", "8", "--optimizer", "adam", "--learning_rate", "1e-4", "--decay_step", "8",
+        "--num_workers", "2", "--device", "cpu", "--seed", str(SEED), "--no-progress_bar",
+        "--log_frequency", "100"])
+
+    with capsys.disabled():
+        for name in ("abs_rel", "rmse_log", "a1"):
+            print(f"\n{name}: trained {metrics[name]:.3f}, untrained {untrained[name]:.3f}, "
+                  f"constant {constant[name]:.3f}", end="")
+        print()
+    report = (metrics, untrained, constant)
+    assert metrics["abs_rel"] < ABS_REL_FRACTION * min(untrained["abs_rel"], constant["abs_rel"]), report
+    assert metrics["rmse_log"] < RMSE_LOG_FRACTION * min(untrained["rmse_log"], constant["rmse_log"]), report
+    assert metrics["a1"] > max(untrained["a1"], constant["a1"]) + A1_GAIN, report
