@@ -26,7 +26,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from kitti_utils import GARG_CROP, MAX_EVAL_DEPTH, MIN_EVAL_DEPTH, STEREO_SCALE_FACTOR
 from layers import (DEPTH_METRIC_NAMES, compute_depth_metrics, disp_to_depth, median_scaling_ratio,

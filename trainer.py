@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
@@ -23,6 +21,7 @@ from augmentation import apply_color_jitter
 from checkpoints import (CHECKPOINT_FORMAT, ModelSpec, load_checkpoint, model_state_dicts,
                          save_checkpoint)
 from datasets import DATASETS
+from kitti_utils import STEREO_SCALE_FACTOR
 from layers import backproject, disp_to_depth, project, transformation_from_parameters, upsample_disp, warp
 from losses import LossSettings, build_loss_terms
 from networks import build_depth_network, build_pose_network
@@ -70,7 +69,7 @@ class Trainer:
         self.device = select_device(opts.device)
         self.frame_ids = training_frame_ids(opts)
         self.source_frame_ids = self.frame_ids[1:]
-        self.temporal_frame_ids = [f for f in opts.frame_ids]
+        self.temporal_frame_ids = list(opts.frame_ids)
         self.scales = list(range(opts.num_scales))
         self.run_dir = Path(opts.log_dir).expanduser() / opts.exp_name
         self.loss_settings = LossSettings.from_options(opts, self.source_frame_ids)
@@ -407,8 +406,6 @@ class Trainer:
         pred_disps = predict_disparities(self.depth_net, self.eval_loader, self.device,
                                          self.opts.min_depth, self.opts.max_depth)
         stereo_only = self.opts.use_stereo and not self.use_pose_net
-        from kitti_utils import STEREO_SCALE_FACTOR
-
         result = evaluate_predictions(pred_disps, self.eval_gt, kitti_protocol(self.opts.eval_split),
                                       median_scaling=not stereo_only,
                                       pred_depth_scale_factor=STEREO_SCALE_FACTOR if stereo_only else 1.0)
