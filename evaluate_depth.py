@@ -83,16 +83,56 @@ def predict_disparities(depth_net: torch.nn.Module, loader, device: torch.device
     return np.concatenate(predictions, axis=0)
 
 
+@dataclass(frozen=True)
+class EvalProtocol:
+    """How a benchmark turns a predicted disparity and a ground-truth map into metrics.
+
+    Attributes:
+        name: the protocol's name in tables and JSON.
+        gt_min, gt_max: ground truth counts where gt_min < gt < gt_max (metres; None: no bound).
+        crop: (top, bottom, left, right) fractions of the ground-truth size, rows
+            [int(top*h), int(bottom*h)) and columns [int(left*w), int(right*w)); None: no crop.
+        interpolation: how the disparity reaches the ground-truth size, "bilinear"
+            (align_corners=False, like cv2.resize) or "nearest".
+        clamp_min, clamp_max: predictions are clamped to these after scaling (None: no bound).
+        always_median_scaling: scale by the median even for stereo models (NYUv2).
+    """
+
+    name: str
+    gt_min: float | None = MIN_EVAL_DEPTH
+    gt_max: float | None = MAX_EVAL_DEPTH
+    crop: tuple[float, float, float, float] | None = None
+    interpolation: str = "bilinear"
+    clamp_min: float | None = MIN_EVAL_DEPTH
+    clamp_max: float | None = MAX_EVAL_DEPTH
+    always_median_scaling: bool = False
+
+    def valid_mask(self, gt: np.ndarray) -> np.ndarray:
+        """H x W bool: the ground-truth pixels this protocol scores."""
+        mask = np.ones(gt.shape, dtype=bool)
+        if self.gt_min is not None:
+            mask &= gt > self.gt_min
+        if self.gt_max is not None:
+            mask &= gt < self.gt_max
+        if self.crop is not None:
+            height, width = gt.shape
+            top, bottom, left, right = self.crop
+            crop = np.zeros_like(mask)
+            crop[int(top * height):int(bottom * height), int(left * width):int(right * width)] = True
+            mask &= crop
+        return mask
+
+
+EVAL_PROTOCOLS: dict[str, EvalProtocol] = {
+    "eigen": EvalProtocol("eigen", crop=GARG_CROP),
+    # The annotated maps are already filtered: every positive pixel counts, with no crop.
+    "eigen_benchmark": EvalProtocol("eigen_benchmark", gt_min=0.0, gt_max=None),
+}
+
+
 def eigen_valid_mask(gt: np.ndarray, protocol: str) -> np.ndarray:
-    """Pixels that count for ``protocol`` ("eigen": range and Garg crop; "eigen_benchmark": gt > 0)."""
-    if protocol == "eigen_benchmark":
-        return gt > 0
-    height, width = gt.shape
-    mask = (gt > MIN_EVAL_DEPTH) & (gt < MAX_EVAL_DEPTH)
-    top, bottom, left, right = GARG_CROP
-    crop = np.zeros_like(mask)
-    crop[int(top * height):int(bottom * height), int(left * width):int(right * width)] = True
-    return mask & crop
+    """Pixels that count for the KITTI ``protocol`` ("eigen" or "eigen_benchmark")."""
+    return EVAL_PROTOCOLS[protocol].valid_mask(gt)
 
 
 @dataclass
@@ -111,19 +151,34 @@ class DepthEvaluation:
 
 
 def evaluate_predictions(pred_disps: Sequence[np.ndarray], gt_depths: Sequence[np.ndarray],
-                         protocol: str = "eigen", median_scaling: bool = True,
+                         protocol: EvalProtocol | str = "eigen", median_scaling: bool = True,
                          pred_depth_scale_factor: float = 1.0) -> DepthEvaluation:
-    """Score scaled disparities against ground-truth depth maps (metres), image by image."""
+    """Score scaled disparities against ground-truth depth maps (metres), image by image.
+
+    Args:
+        pred_disps: N maps h x w of scaled disparity at network resolution.
+        gt_depths: N ground-truth depth maps H_i x W_i in metres (0 where unknown).
+        protocol: an ``EvalProtocol`` or a key of ``EVAL_PROTOCOLS``.
+        median_scaling: per-image median scaling (forced on by ``protocol.always_median_scaling``).
+        pred_depth_scale_factor: multiplies predicted depths first (5.4 for stereo models).
+    """
+    if isinstance(protocol, str):
+        protocol = EVAL_PROTOCOLS[protocol]
     if len(pred_disps) != len(gt_depths):
         raise ValueError(f"{len(pred_disps)} predictions but {len(gt_depths)} ground-truth maps: "
-                         "the test list and gt_depths.npz do not match (re-run export_gt_depth.py)")
+                         "the test list and the ground truth do not match (for KITTI re-run "
+                         "export_gt_depth.py)")
+    median_scaling = median_scaling or protocol.always_median_scaling
     errors, ratios = [], []
     for pred_disp, gt in zip(pred_disps, gt_depths):
         gt = np.asarray(gt, dtype=np.float32)
         disp = torch.from_numpy(np.ascontiguousarray(pred_disp, dtype=np.float32))[None, None]
-        disp = upsample_disp(disp, gt.shape)[0, 0].double()
+        if protocol.interpolation == "nearest":
+            disp = torch.nn.functional.interpolate(disp, size=gt.shape, mode="nearest")[0, 0].double()
+        else:
+            disp = upsample_disp(disp, gt.shape)[0, 0].double()
         pred_depth = 1.0 / disp
-        mask = torch.from_numpy(eigen_valid_mask(gt, protocol))
+        mask = torch.from_numpy(protocol.valid_mask(gt))
         if not mask.any():
             continue
         gt_valid = torch.from_numpy(gt).double()[mask]
@@ -132,10 +187,11 @@ def evaluate_predictions(pred_disps: Sequence[np.ndarray], gt_depths: Sequence[n
             ratio = median_scaling_ratio(gt_valid, pred_valid)
             ratios.append(float(ratio))
             pred_valid = pred_valid * ratio
-        pred_valid = pred_valid.clamp(MIN_EVAL_DEPTH, MAX_EVAL_DEPTH)
+        pred_valid = pred_valid.clamp(protocol.clamp_min, protocol.clamp_max)
         errors.append(compute_depth_metrics(gt_valid, pred_valid))
     if not errors:
-        raise ValueError("no image has a valid ground-truth pixel: check gt_depths.npz and the protocol")
+        raise ValueError(f"no image has a valid ground-truth pixel under the {protocol.name} protocol: "
+                         "check the ground-truth files")
     mean = torch.stack(errors).mean(dim=0)
     metrics = {name: float(value) for name, value in zip(DEPTH_METRIC_NAMES, mean)}
     return DepthEvaluation(metrics=metrics, ratios=np.asarray(ratios), num_images=len(errors))
