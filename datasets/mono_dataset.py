@@ -33,6 +33,14 @@ OTHER_SIDE = {"l": "r", "r": "l", "2": "3", "3": "2"}
 STEREO_BASELINE_UNITS = 0.1
 
 
+def sample_rng(key: int | tuple[int, int]) -> tuple[int, random.Random]:
+    """Split a dataset key into the sample index and the generator its random draws use."""
+    if isinstance(key, (tuple, list)):
+        index, seed = key
+        return int(index), random.Random(int(seed))
+    return int(key), random._inst  # the module-level generator, seeded per worker
+
+
 @dataclass(frozen=True)
 class SplitItem:
     """One parsed split line: the sequence folder, the target frame index and the camera side."""
@@ -168,8 +176,16 @@ class MonoDataset(Dataset):
             image = cv2.resize(image, (self.width, self.height), interpolation=cv2.INTER_AREA)
         return np.ascontiguousarray(image)
 
-    def __getitem__(self, index: int) -> dict:
-        """Return one sample as a dict. Keys (B is added by the DataLoader):
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        """Return one sample as a dict.
+
+        ``key`` is the sample's index, or ``(index, augmentation_seed)``: the trainer's sampler
+        passes a seed derived from (run seed, epoch, index) so that every random draw of the
+        sample (flip, colour jitter, crops) is a pure function of it. A resumed run, any number
+        of workers and any number of processes then see exactly the same augmented sample. A
+        plain index draws from the worker's global ``random`` stream.
+
+        Keys (B is added by the DataLoader):
 
         ``("color", f, 0)``     uint8 3 x H x W RGB of frame f at the network resolution. Frames
                                  are unaugmented; ``prepare_batch`` makes float copies, the
@@ -183,9 +199,10 @@ class MonoDataset(Dataset):
         ``"do_flip"``            bool tensor: whether the frames were flipped.
         ``"index"``              int64 tensor: the sample's index in the split.
         """
+        index, rng = sample_rng(key)
         item = self.items[index]
-        do_flip = self.flip and random.random() < FLIP_PROBABILITY
-        do_color_aug = self.color_jitter and random.random() < COLOR_AUG_PROBABILITY
+        do_flip = self.flip and rng.random() < FLIP_PROBABILITY
+        do_color_aug = self.color_jitter and rng.random() < COLOR_AUG_PROBABILITY
 
         sample: dict = {}
         for frame_id, (frame_index, side) in self._frame_sources(item).items():
@@ -213,7 +230,7 @@ class MonoDataset(Dataset):
 
         num_draws = len(self.frame_ids) if self.jitter_per_frame else 1
         if do_color_aug:
-            params = torch.stack([draw_color_jitter(random) for _ in range(num_draws)])
+            params = torch.stack([draw_color_jitter(rng) for _ in range(num_draws)])
         else:
             params = torch.zeros(num_draws, JITTER_PARAM_DIM, dtype=torch.float32)
         sample["color_jitter"] = params if self.jitter_per_frame else params[0]

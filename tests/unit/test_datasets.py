@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import cv2
@@ -70,12 +71,39 @@ def test_images_are_the_decoded_frames_resized(kitti_root):
         np.testing.assert_array_equal(sample[("color", frame_id, 0)].permute(1, 2, 0).numpy(), expected)
 
 
+class ConstantDraws(random.Random):
+    """A generator whose ``random()`` always returns ``value`` (flip/jitter decisions forced)."""
+
+    def __init__(self, value: float):
+        super().__init__(0)
+        self.value = value
+
+    def random(self) -> float:
+        return self.value
+
+
+def fix_random_draws(monkeypatch, value: float) -> None:
+    monkeypatch.setattr("datasets.mono_dataset.sample_rng", lambda key: (int(key), ConstantDraws(value)))
+
+
+def test_augmentation_is_a_pure_function_of_the_sample_seed(kitti_root):
+    dataset = make(kitti_root, [f"{DRIVE} 2 l", f"{DRIVE} 3 l"], is_train=True)
+    draws = [dataset[(1, seed)] for seed in range(12)]
+    again = dataset[(1, 5)]
+    for key in (("color", 0, 0), "color_jitter", "do_flip", "do_color_aug"):
+        assert torch.equal(again[key], draws[5][key])
+    assert int(again["index"]) == 1
+    # twelve seeds must not all give the same decision (probability 2 * 0.5^12 per flag)
+    assert len({bool(d["do_flip"]) for d in draws}) == 2
+    assert len({bool(d["do_color_aug"]) for d in draws}) == 2
+
+
 @pytest.mark.parametrize("side, flipped, expected", [("l", False, -0.1), ("r", False, 0.1),
                                                      ("l", True, 0.1), ("r", True, -0.1)])
 def test_stereo_transform_sign(kitti_root, monkeypatch, side, flipped, expected):
     dataset = make(kitti_root, [f"{DRIVE} 2 {side}"], frame_ids=(0, "s"), is_train=True, color_jitter=False)
     # draw order in __getitem__: flip first; 0.0 < 0.5 flips, 0.99 does not
-    monkeypatch.setattr("datasets.mono_dataset.random.random", lambda: 0.0 if flipped else 0.99)
+    fix_random_draws(monkeypatch, 0.0 if flipped else 0.99)
     sample = dataset[0]
     assert bool(sample["do_flip"]) == flipped
     T = sample["stereo_T"].numpy()
@@ -97,14 +125,14 @@ def test_flip_mirrors_principal_point(kitti_root, monkeypatch):
             return K
 
     dataset = OffCentre(kitti_root, [f"{DRIVE} 2 l"], HEIGHT, WIDTH, [0, 1], 1, is_train=True, color_jitter=False)
-    monkeypatch.setattr("datasets.mono_dataset.random.random", lambda: 0.0)
+    fix_random_draws(monkeypatch, 0.0)
     assert dataset[0][("K", 0)][0, 2].item() == pytest.approx(0.6 * WIDTH)
 
 
 def test_jitter_parameters_drawn_per_sample_or_per_frame(kitti_root, monkeypatch):
     shared = make(kitti_root, [f"{DRIVE} 2 l"], is_train=True, flip=False)
     per_frame = make(kitti_root, [f"{DRIVE} 2 l"], is_train=True, flip=False, jitter_per_frame=True)
-    monkeypatch.setattr("datasets.mono_dataset.random.random", lambda: 0.0)  # always augment
+    fix_random_draws(monkeypatch, 0.0)  # always augment
     assert shared[0]["do_color_aug"] and shared[0]["color_jitter"].shape == (JITTER_PARAM_DIM,)
     params = per_frame[0]["color_jitter"]
     assert params.shape == (3, JITTER_PARAM_DIM)
