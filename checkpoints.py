@@ -85,6 +85,54 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return payload
 
 
+RESUME_DIR = "checkpoints"
+RESUME_KEYS = ("optimizer", "scheduler", "epoch", "batch_idx", "step")
+
+
+def resume_checkpoint_path(run_dir: str | Path, step: int) -> Path:
+    return Path(run_dir) / RESUME_DIR / f"step{step:09d}.pth"
+
+
+def resume_checkpoints(run_dir: str | Path) -> list[Path]:
+    """The run's resume checkpoints, newest (highest step) first."""
+    folder = Path(run_dir) / RESUME_DIR
+    return sorted(folder.glob("step*.pth"), reverse=True) if folder.is_dir() else []
+
+
+def load_newest_resume_checkpoint(run_dir: str | Path) -> tuple[Path, dict] | None:
+    """The newest resume checkpoint that loads and holds a full training state.
+
+    A truncated or corrupt file (a crash during a copy, a full disk, a bad sector) is named in
+    a warning and skipped, falling back to the previous one. Returns None when the run has no
+    checkpoint; raises when it has some but none is readable.
+    """
+    candidates = resume_checkpoints(run_dir)
+    problems = []
+    for path in candidates:
+        try:
+            payload = load_checkpoint(path)
+            missing = [key for key in RESUME_KEYS if key not in payload]
+            if missing:
+                raise ValueError(f"checkpoint {path} lacks {missing}: not a resume checkpoint")
+        except ValueError as err:
+            logger.warning("Skipping unusable checkpoint: %s", err)
+            problems.append(str(err))
+            continue
+        if problems:
+            logger.warning("Resuming from the previous good checkpoint %s", path)
+        return path, payload
+    if problems:
+        raise ValueError(f"no readable resume checkpoint in {Path(run_dir) / RESUME_DIR}: "
+                         + "; ".join(problems) + ". Start afresh with --overwrite")
+    return None
+
+
+def prune_resume_checkpoints(run_dir: str | Path, keep_last: int) -> None:
+    """Delete all but the ``keep_last`` newest resume checkpoints."""
+    for stale in resume_checkpoints(run_dir)[keep_last:]:
+        stale.unlink(missing_ok=True)
+
+
 def model_state_dicts(models: dict[str, torch.nn.Module]) -> dict[str, dict]:
     """The networks' state dicts under the checkpoint's names, unwrapped from DDP."""
     state = {}

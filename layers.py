@@ -414,11 +414,15 @@ def edge_aware_smoothness(disp: torch.Tensor, image: torch.Tensor) -> torch.Tens
 
 
 def scale_invariant_log_loss(
-    pred: torch.Tensor, target: torch.Tensor, lam: float = 0.5, eps: float = 1e-8
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    lam: float = 0.5,
+    eps: float = 1e-8,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Scale-invariant log loss (Eigen et al. 2014), per sample, then the mean over samples.
 
-    With ``d = ln(pred + eps) - ln(target + eps)`` over the n pixels of one sample,
+    With ``d = ln(pred + eps) - ln(target + eps)`` over the n (masked) pixels of one sample,
     ``L = sum(d^2) / n - lam * sum(d)^2 / n^2`` (n is offset by ``eps`` as in BDEdepth). For
     ``pred = c * target`` this is ``(1 - lam) (ln c)^2``. Neither argument is detached; detach
     ``target`` at the call site to stop its gradient.
@@ -428,15 +432,165 @@ def scale_invariant_log_loss(
         target: same shape as ``pred``.
         lam: weight of the scale-invariance term.
         eps: offset inside the logs and on n.
+        mask: optional ``B x ...`` weights (1 = use the pixel, 0 = ignore it), same shape as
+            ``pred``; n is then the mask's sum per sample. None uses every pixel.
 
     Returns:
         Scalar loss.
     """
     check_shape(target, "target", tuple(pred.shape))
     d = (torch.log(pred + eps) - torch.log(target + eps)).flatten(start_dim=1)
-    n = d.shape[1] + eps
+    if mask is None:
+        n = d.shape[1] + eps
+    else:
+        check_shape(mask, "mask", tuple(pred.shape))
+        mask = mask.flatten(start_dim=1).to(d.dtype)
+        d = d * mask
+        n = mask.sum(dim=1) + eps
     per_sample = (d * d).sum(dim=1) / n - lam * d.sum(dim=1) ** 2 / (n * n)
     return per_sample.mean()
+
+
+# --------------------------------------------------------------------------------------------
+# Resizing-cropping views (BDEdepth): crop intrinsics, the reference's pose correction, and
+# where a crop lies in the original image
+# --------------------------------------------------------------------------------------------
+
+
+def crop_intrinsics(
+    K: torch.Tensor, inv_K: torch.Tensor, scale_xy: torch.Tensor, offset_xy: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Intrinsics of a view made by resizing an image by ``scale_xy`` and cropping at ``offset_xy``.
+
+    Resizing maps pixel centres as ``u' + 0.5 = s (u + 0.5)`` (OpenCV's and PyTorch's
+    align_corners=False convention) and the crop subtracts its integer corner, so the centre
+    of original pixel u lands on ``s u + (s - 1) / 2 - o`` in the view, and
+    ``K_crop = A K`` with ``A = [[s_x, 0, (s_x - 1)/2 - o_x], [0, s_y, (s_y - 1)/2 - o_y],
+    [0, 0, 1]]``. Any principal point and per-sample focal lengths are handled exactly.
+
+    Args:
+        K: ``B x 4 x 4`` intrinsics of the original image, pixels.
+        inv_K: ``B x 4 x 4`` their inverse.
+        scale_xy: ``B x 2`` resize factors (resized size / original size) along x and y.
+        offset_xy: ``B x 2`` crop corner in pixels of the resized image.
+
+    Returns:
+        ``(K_crop, inv_K_crop)``, each ``B x 4 x 4``, dtype and device of ``K``.
+    """
+    batch = K.shape[0]
+    check_shape(K, "K", (batch, 4, 4))
+    check_shape(inv_K, "inv_K", (batch, 4, 4))
+    check_shape(scale_xy, "scale_xy", (batch, 2))
+    check_shape(offset_xy, "offset_xy", (batch, 2))
+    scale = scale_xy.to(K.dtype)
+    offset = offset_xy.to(K.dtype)
+    eye = torch.eye(4, device=K.device, dtype=K.dtype).repeat(batch, 1, 1)
+    A = eye.clone()
+    A[:, 0, 0] = scale[:, 0]
+    A[:, 1, 1] = scale[:, 1]
+    shift = 0.5 * (scale - 1.0) - offset
+    A[:, :2, 2] = shift
+    inv_A = eye
+    inv_A[:, 0, 0] = 1.0 / scale[:, 0]
+    inv_A[:, 1, 1] = 1.0 / scale[:, 1]
+    inv_A[:, :2, 2] = -shift / scale
+    return A @ K, inv_K @ inv_A
+
+
+def crop_camera_matrix(
+    center_xy: torch.Tensor, phi: torch.Tensor, focal_xy: torch.Tensor
+) -> torch.Tensor:
+    """BDEdepth's virtual-camera matrix ``Rc`` for a resized-and-cropped view.
+
+    ``Rc = [[1, 0, -c_x / (2 f_x)], [0, 1, -c_y / (2 f_y)], [0, 0, phi]]`` maps a camera-frame
+    point ``(X, Y, Z)`` to ``(X - c_x Z / (2 f_x), Y - c_y Z / (2 f_y), phi Z)``. Projected with
+    the *original* K, that point lands on its pixel in the crop when the principal point is
+    centred, so a network that sees the crop is expected to predict depth ``phi Z``.
+
+    Args:
+        center_xy: ``B x 2`` crop centre in the original image's normalised [-1, 1] coordinates.
+        phi: ``B`` crop half-extent in those coordinates (about 1 / resize ratio).
+        focal_xy: ``B x 2`` (or ``1 x 2``, broadcast) focal lengths divided by the image
+            width and height.
+
+    Returns:
+        ``B x 3 x 3`` matrices, dtype and device of ``center_xy``.
+    """
+    batch = center_xy.shape[0]
+    check_shape(center_xy, "center_xy", (batch, 2))
+    check_shape(phi, "phi", (batch,))
+    check_shape(focal_xy, "focal_xy", (None, 2))
+    Rc = torch.eye(3, device=center_xy.device, dtype=center_xy.dtype).repeat(batch, 1, 1)
+    Rc[:, :2, 2] = -center_xy / (2.0 * focal_xy.to(center_xy.dtype))
+    Rc[:, 2, 2] = phi.to(center_xy.dtype)
+    return Rc
+
+
+def crop_pose_correction(T: torch.Tensor, Rc: torch.Tensor) -> torch.Tensor:
+    """Express ``T_source_from_target`` between virtual crop cameras: ``[Rc R Rc^-1 | Rc t]``.
+
+    The point a virtual camera sees is ``Rc X``, so the motion between two virtual cameras is
+    ``Rc T Rc^-1``; warping the crop with the original K, this transform and a depth of
+    ``phi Z`` reproduces the real warp (BDEdepth's pose correction). ``Rc``'s inverse is
+    written in closed form (no linear solve on the device).
+
+    Args:
+        T: ``B x 4 x 4`` rigid transforms.
+        Rc: ``B x 3 x 3`` from ``crop_camera_matrix``.
+
+    Returns:
+        ``B x 4 x 4`` transforms with bottom row ``(0, 0, 0, 1)``.
+    """
+    batch = T.shape[0]
+    check_shape(T, "T", (batch, 4, 4))
+    check_shape(Rc, "Rc", (batch, 3, 3))
+    Rc = Rc.to(T.dtype)
+    inv_Rc = torch.eye(3, device=T.device, dtype=T.dtype).repeat(batch, 1, 1)
+    inv_phi = 1.0 / Rc[:, 2, 2]
+    inv_Rc[:, :2, 2] = -Rc[:, :2, 2] * inv_phi[:, None]
+    inv_Rc[:, 2, 2] = inv_phi
+    out = torch.zeros_like(T)
+    out[:, :3, :3] = Rc @ T[:, :3, :3] @ inv_Rc
+    out[:, :3, 3:] = Rc @ T[:, :3, 3:]
+    out[:, 3, 3] = 1.0
+    return out
+
+
+def crop_footprint_grid(
+    offset_xy: torch.Tensor, size_xy: torch.Tensor, height: int, width: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each pixel of an ``H x W`` original image falls inside a crop view, and whether it does.
+
+    The crop covers the rectangle ``[o_x, o_x + w] x [o_y, o_y + h]`` of the original image
+    (continuous pixel coordinates, pixel ``u`` spanning ``[u, u + 1]``). The grid gives, for
+    every original pixel centre, the crop's normalised coordinate ``2 (u + 0.5 - o_x) / w - 1``
+    in the ``align_corners=False`` convention, so it samples a crop map of *any* resolution
+    (every decoder scale) as ``F.interpolate(..., align_corners=False)`` would resize it.
+
+    Args:
+        offset_xy: ``B x 2`` crop corner in original pixels.
+        size_xy: ``B x 2`` crop extent in original pixels.
+        height: H of the original image.
+        width: W of the original image.
+
+    Returns:
+        ``(grid, mask)``: ``B x H x W x 2`` sampling grid and ``B x 1 x H x W`` float mask, 1 for
+        pixels whose centre lies inside the crop.
+    """
+    batch = offset_xy.shape[0]
+    check_shape(offset_xy, "offset_xy", (batch, 2))
+    check_shape(size_xy, "size_xy", (batch, 2))
+    dtype = offset_xy.dtype if offset_xy.is_floating_point() else torch.float32
+    offset = offset_xy.to(dtype)
+    size = size_xy.to(dtype)
+    u = torch.arange(width, device=offset.device, dtype=dtype) + 0.5
+    v = torch.arange(height, device=offset.device, dtype=dtype) + 0.5
+    gx = 2.0 * (u[None, :] - offset[:, 0:1]) / size[:, 0:1] - 1.0  # B x W
+    gy = 2.0 * (v[None, :] - offset[:, 1:2]) / size[:, 1:2] - 1.0  # B x H
+    grid = torch.stack([gx[:, None, :].expand(batch, height, width),
+                        gy[:, :, None].expand(batch, height, width)], dim=-1)
+    inside = (grid.abs() <= 1.0).all(dim=-1)
+    return grid, inside[:, None].to(dtype)
 
 
 # --------------------------------------------------------------------------------------------
@@ -518,6 +672,10 @@ __all__ = [
     "backproject",
     "check_shape",
     "compute_depth_metrics",
+    "crop_camera_matrix",
+    "crop_footprint_grid",
+    "crop_intrinsics",
+    "crop_pose_correction",
     "disp_to_depth",
     "edge_aware_smoothness",
     "get_translation_matrix",

@@ -139,6 +139,33 @@ def add_loss_options(parser: argparse.ArgumentParser) -> None:
                        help="Monodepth v1 multi-scale: warp and compare at each decoder resolution")
 
 
+def add_bde_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("BDEdepth augmentations (resizing-cropping, splitting-permuting)")
+    group.add_argument("--use_local_crop", action="store_true",
+                       help="resizing-cropping branch: a second depth pass on each sample's frames "
+                            "resized by a random ratio and cropped (one box per sample), with its own "
+                            "photometric loss and a depth-consistency loss to the original view")
+    group.add_argument("--use_patch_reshuffle", action="store_true",
+                       help="splitting-permuting branch: a third depth pass on frame 0 split at a random "
+                            "point and swapped (a cyclic shift), restored before its losses")
+    group.add_argument("--resize_ratio", nargs=2, type=float, default=[1.2, 2.0], metavar=("LOW", "HIGH"),
+                       help="range of the local crop's resize ratio")
+    group.add_argument("--split_ratio", nargs=2, type=float, default=[0.1, 0.9], metavar=("LOW", "HIGH"),
+                       help="range of the reshuffle's split point, as a fraction of the width and height")
+    group.add_argument("--local_crop_geometry", type=str, default="per_sample",
+                       choices=["per_sample", "reference"],
+                       help="per_sample: warp the local view with its own crop intrinsics (any principal "
+                            "point, each sample's focal length); reference: BDEdepth's pose correction, "
+                            "which assumes a centred principal point and uses the batch's first focal "
+                            "length (for comparison with the reference)")
+    group.add_argument("--consistency_weight", type=float, default=0.07,
+                       help="weight of the scale-invariant log depth-consistency loss between each "
+                            "augmented view and the original")
+    group.add_argument("--consistency_stop_grad", action=argparse.BooleanOptionalAction, default=False,
+                       help="stop the consistency loss's gradient into the original view's depth "
+                            "(the reference lets both views receive it)")
+
+
 def add_optimization_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("optimisation")
     group.add_argument("--optimizer", type=str, default="adamw", choices=["adamw", "adam", "sgd"],
@@ -171,6 +198,14 @@ def add_system_options(parser: argparse.ArgumentParser) -> None:
                        help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
     group.add_argument("--no_cuda", action=_DeviceAliasAction, dest="no_cuda_alias",
                        help="same as --device cpu")
+    # torchrun passes ranks in the environment; the deprecated torch.distributed.launch passes
+    # --local_rank (older) or --local-rank (newer) on the command line.
+    group.add_argument("--local_rank", "--local-rank", type=int, default=None,
+                       help="set by the launcher; the environment's LOCAL_RANK takes precedence")
+    group.add_argument("--sync_bn", action="store_true",
+                       help="SyncBatchNorm across processes (CUDA only); off: per-process statistics")
+    group.add_argument("--dist_timeout", type=float, default=1800.0,
+                       help="seconds a collective waits for the other processes before the job fails")
 
 
 def add_logging_options(parser: argparse.ArgumentParser) -> None:
@@ -178,10 +213,14 @@ def add_logging_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--log_frequency", type=int, default=250,
                        help="steps between tensorboard/text log entries")
     group.add_argument("--save_frequency", type=int, default=500,
-                       help="steps between rolling resume checkpoints (ckpt.pth); "
-                            "a weights snapshot is also written at the end of every epoch")
+                       help="optimiser steps between resume checkpoints (checkpoints/step*.pth); "
+                            "one is also written at the end of every epoch, beside the weights "
+                            "snapshot models/model{epoch}.pth")
+    group.add_argument("--keep_last", type=int, default=2,
+                       help="resume checkpoints kept (>= 2 leaves a fallback if the newest is corrupt)")
     group.add_argument("--resume", action="store_true",
-                       help="continue the run in <log_dir>/<exp_name> from its ckpt.pth")
+                       help="continue the run in <log_dir>/<exp_name> from its newest readable "
+                            "resume checkpoint, exactly where it stopped")
     group.add_argument("--overwrite", action="store_true",
                        help="start afresh in an existing run folder, replacing its checkpoints")
     group.add_argument("--pretrained_path", type=str, default=None,
@@ -205,7 +244,7 @@ def build_train_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Train a self-supervised monocular depth and pose model.",
         fromfile_prefix_chars="@")
-    for add in (add_path_options, add_data_options, add_model_options, add_loss_options,
+    for add in (add_path_options, add_data_options, add_model_options, add_loss_options, add_bde_options,
                 add_optimization_options, add_system_options, add_logging_options, add_eval_options):
         add(parser)
     return parser
@@ -230,9 +269,13 @@ def validate_options(opts: argparse.Namespace) -> argparse.Namespace:
         raise ValueError(f"--num_scales must be between 1 and {MAX_DECODER_SCALES} (got {opts.num_scales})")
     if not 0 < opts.min_depth < opts.max_depth:
         raise ValueError(f"need 0 < --min_depth < --max_depth (got {opts.min_depth} and {opts.max_depth})")
+    from networks import check_depth_network_choice  # imported here: networks imports torch
+
+    check_depth_network_choice(opts.backbone, opts.num_layers, opts.decoder)
     if opts.pose_model_input == "all" and opts.pose_model_type != "separate_resnet":
         raise ValueError("--pose_model_input all needs --pose_model_type separate_resnet")
-    for name in ("batch_size", "num_epochs", "log_frequency", "save_frequency", "eval_batch_size"):
+    for name in ("batch_size", "num_epochs", "log_frequency", "save_frequency", "eval_batch_size",
+                 "keep_last", "dist_timeout"):
         if getattr(opts, name) <= 0:
             raise ValueError(f"--{name} must be positive (got {getattr(opts, name)})")
     if opts.num_workers < 0:
@@ -241,7 +284,24 @@ def validate_options(opts: argparse.Namespace) -> argparse.Namespace:
         raise ValueError("--resume and --overwrite contradict each other: choose one")
     if opts.learning_rate <= 0:
         raise ValueError(f"--learning_rate must be positive (got {opts.learning_rate})")
+    _validate_bde_options(opts)
     return opts
+
+
+def _validate_bde_options(opts: argparse.Namespace) -> None:
+    if not hasattr(opts, "use_local_crop"):
+        return
+    low, high = opts.resize_ratio
+    if not 1.0 <= low <= high:
+        raise ValueError(f"--resize_ratio must satisfy 1 <= LOW <= HIGH (got {low} {high}); "
+                         "the reference uses --resize_ratio 1.2 2.0")
+    low, high = opts.split_ratio
+    if not 0.0 < low <= high < 1.0:
+        raise ValueError(f"--split_ratio must satisfy 0 < LOW <= HIGH < 1 (got {low} {high}); "
+                         "the reference uses --split_ratio 0.1 0.9")
+    if opts.consistency_weight < 0:
+        raise ValueError(f"--consistency_weight must be >= 0 (got {opts.consistency_weight}); "
+                         "the reference uses 0.07")
 
 
 def parse_train_options(argv: Sequence[str] | None = None) -> argparse.Namespace:

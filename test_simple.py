@@ -32,7 +32,9 @@ OUTPUT_SUFFIXES = ("_disp", "_depth")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Monocular depth for images.")
     parser.add_argument("--image_path", required=True, help="an image file or a folder of images")
-    parser.add_argument("--pretrained_path", required=True, help="checkpoint written by train.py")
+    parser.add_argument("--pretrained_path", required=True,
+                        help="checkpoint written by train.py, a released BDEdepth .pth, or a released "
+                             "Monodepth2 folder (encoder.pth, depth.pth)")
     parser.add_argument("--ext", default="png", help="image extension to look for in a folder")
     parser.add_argument("--output_dir", default=None,
                         help="where to write the results (default: beside each image)")
@@ -51,57 +53,71 @@ def list_images(image_path: Path, ext: str) -> list[Path]:
         return [image_path]
     if not image_path.is_dir():
         raise FileNotFoundError(f"--image_path {image_path} does not exist")
-    ext = ext.lstrip(".")
-    paths = sorted(p for p in image_path.glob(f"*.{ext}") if not p.stem.endswith(OUTPUT_SUFFIXES))
+    ext = "." + ext.lstrip(".").lower()
+    # Suffixes compare case-insensitively (IMG_0001.JPG); our own outputs are never inputs.
+    paths = sorted(p for p in image_path.iterdir() if p.is_file() and p.suffix.lower() == ext
+                   and not p.stem.endswith(OUTPUT_SUFFIXES))
     if not paths:
-        raise FileNotFoundError(f"no *.{ext} images in {image_path}: check --ext")
+        raise FileNotFoundError(f"no *{ext} images in {image_path}: check --ext")
     return paths
 
 
 def load_rgb(path: Path) -> np.ndarray:
+    """H x W x 3 uint8 RGB (greyscale files are expanded to three channels)."""
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         raise OSError(f"could not read image {path} (corrupt or not an image)")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
+def to_network_input(images: Sequence[np.ndarray], height: int, width: int) -> np.ndarray:
+    """B x height x width x 3 uint8: each RGB image area-resized (as the training loader does)."""
+    return np.stack([cv2.resize(im, (width, height), interpolation=cv2.INTER_AREA) for im in images])
+
+
+@torch.no_grad()
+def predict(depth_net: torch.nn.Module, resized: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Sigmoid disparity B x 1 x H x W (float32, on ``device``) of B x H x W x 3 uint8 images."""
+    batch = torch.from_numpy(resized).permute(0, 3, 1, 2).to(device).float() / 255.0
+    return depth_net(batch)[("disp", 0)].float()
+
+
 def main(argv: Sequence[str] | None = None) -> list[Path]:
     """Run the predictions; return the paths written. Unreadable images are reported and skipped."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     opts = build_parser().parse_args(argv)
-    from checkpoints import build_depth_network_from_checkpoint
+    from released_weights import load_depth_model
 
     device = select_device(opts.device)
-    depth_net, spec = build_depth_network_from_checkpoint(opts.pretrained_path, device)
+    depth_net, spec = load_depth_model(opts.pretrained_path, device)
     if opts.pred_metric_depth and not spec.use_stereo:
         logger.warning("Warning: --pred_metric_depth is only meaningful for stereo-trained models; "
                        "this checkpoint was trained without stereo, so the depth is not metric")
     paths = list_images(Path(opts.image_path), opts.ext)
     written, failures = [], []
     for start in range(0, len(paths), opts.batch_size):
-        images, names = [], []
-        for path in paths[start:start + opts.batch_size]:
+        # (position in the whole list, path, image): the progress counter counts every input,
+        # readable or not, so "i of N" stays right when some images fail.
+        loaded = []
+        for position, path in enumerate(paths[start:start + opts.batch_size], start=start + 1):
             try:
-                images.append(load_rgb(path))
-                names.append(path)
+                loaded.append((position, path, load_rgb(path)))
             except OSError as err:
                 logger.error("%s", err)
                 failures.append(path)
-        if not images:
+        images = [image for _, _, image in loaded]
+        if not loaded:
             continue
-        resized = np.stack([cv2.resize(im, (spec.width, spec.height), interpolation=cv2.INTER_AREA)
-                            for im in images])
-        batch = torch.from_numpy(resized).permute(0, 3, 1, 2).to(device).float() / 255.0
-        with torch.no_grad():
-            disp = depth_net(batch)[("disp", 0)].float()
+        disp = predict(depth_net, to_network_input(images, spec.height, spec.width), device)
         scaled_disp, depth = disp_to_depth(disp, spec.min_depth, spec.max_depth)
-        for i, (image, path) in enumerate(zip(images, names)):
+        for i, (position, path, image) in enumerate(loaded):
             output_dir = Path(opts.output_dir) if opts.output_dir else path.parent
             output_dir.mkdir(parents=True, exist_ok=True)
             full = upsample_disp(disp[i:i + 1], image.shape[:2])[0, 0].cpu().numpy()
             jpeg = output_dir / f"{path.stem}_disp.jpeg"
             with atomic_output(jpeg, suffix=".jpeg") as tmp:
-                cv2.imwrite(str(tmp), cv2.cvtColor(colorize_disparity(full), cv2.COLOR_RGB2BGR))
+                if not cv2.imwrite(str(tmp), cv2.cvtColor(colorize_disparity(full), cv2.COLOR_RGB2BGR)):
+                    raise OSError(f"could not write {jpeg}")
             outputs = [jpeg]
             if opts.pred_metric_depth:
                 npy = output_dir / f"{path.stem}_depth.npy"
@@ -115,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
                 outputs.append(npy)
             written.extend(outputs)
             logger.info("Processed %d of %d images - saved predictions to: %s",
-                        start + i + 1, len(paths), ", ".join(map(str, outputs)))
+                        position, len(paths), ", ".join(map(str, outputs)))
     if failures:
         logger.error("%d image(s) could not be read: %s", len(failures), ", ".join(map(str, failures)))
     return written

@@ -22,17 +22,35 @@ def readlines(path: str | os.PathLike) -> list[str]:
         return f.read().replace("\r", "").splitlines()
 
 
-def resolve_split_dir(split: str) -> Path:
+def resolve_split_dir(split: str, fetch: bool = True) -> Path:
     """Map a ``--split``/``--eval_split`` value to its folder.
 
     A value naming an existing folder is used as it is (the synthetic generator writes its
     splits next to the data); anything else is a name under the repository's ``splits/``
-    folder, e.g. ``eigen_zhou`` -> ``splits/eigen_zhou``.
+    folder, e.g. ``eigen_zhou`` -> ``splits/eigen_zhou``. For a standard split (``eigen``,
+    ``eigen_zhou``, ``odom``, ...) the lists not yet there are downloaded and verified first
+    (``split_lists``; ``fetch=False`` skips that).
     """
     as_path = Path(split).expanduser()
     if as_path.is_dir():
         return as_path.resolve()
+    if fetch:
+        from split_lists import ensure_split, known_splits
+
+        if split in known_splits():
+            ensure_split(split)
     return SPLITS_DIR / split
+
+
+def split_file(split: str, name: str) -> Path:
+    """``<split folder>/<name>``, fetched and verified first when it is a standard list."""
+    folder = resolve_split_dir(split, fetch=False)
+    if folder.parent == SPLITS_DIR and not (folder / name).is_file():
+        from split_lists import SPLIT_FILES, ensure_split_file
+
+        if f"{split}/{name}" in SPLIT_FILES:
+            ensure_split_file(split, name)
+    return folder / name
 
 
 @contextlib.contextmanager
@@ -78,6 +96,35 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def capture_rng_state() -> dict:
+    """The state of every global random generator, in types a weights-only load accepts."""
+    version, mt_state, gauss_next = random.getstate()
+    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state = {
+        "python": [version, list(mt_state), gauss_next],
+        "numpy": {"kind": np_kind, "keys": torch.from_numpy(np_keys.astype(np.int64)), "pos": int(np_pos),
+                  "has_gauss": int(np_has_gauss), "gauss": float(np_gauss)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict) -> None:
+    """Undo ``capture_rng_state``: later random draws repeat those that followed the capture."""
+    version, mt_state, gauss_next = state["python"]
+    random.setstate((version, tuple(mt_state), gauss_next))
+    np_state = state["numpy"]
+    np.random.set_state((np_state["kind"], np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
+                         np_state["has_gauss"], np_state["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        cuda_states = state["cuda"]
+        if len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_states)
 
 
 def seed_worker(worker_id: int) -> None:

@@ -1,4 +1,9 @@
-"""KITTI raw (`KITTIRAWDataset`): the real dataset and the project's synthetic one share this loader."""
+"""The KITTI datasets.
+
+- `KITTIRAWDataset`: KITTI raw drives; the real dataset and the project's synthetic one share it.
+- `KITTIOdomDataset`: the odometry benchmark's ``sequences/`` layout (``--dataset kitti_odom``).
+- `KITTIDepthDataset`: raw images plus the depth benchmark's annotated maps (``--dataset kitti_depth``).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ import numpy as np
 import torch
 
 from datasets.mono_dataset import SIDE_TO_CAMERA, MonoDataset, SplitItem
-from kitti_utils import KITTI_NORMALIZED_K
+from kitti_utils import KITTI_NORMALIZED_K, read_kitti_depth_png
 
 
 class KITTIRAWDataset(MonoDataset):
@@ -72,26 +77,8 @@ def odometry_pose_path(data_path: str | Path, sequence: int) -> Path:
     return Path(data_path) / "poses" / f"{sequence:02d}.txt"
 
 
-# The annotated maps store metres x 256 in uint16; 0 marks pixels without ground truth.
-KITTI_DEPTH_PNG_SCALE = 256.0
 # (W, H) the reference resizes depth to for its 1 x H x W ``depth_gt`` (KITTI's most common size).
 KITTI_FULL_RES_SHAPE = (1242, 375)
-
-
-def read_kitti_depth_png(path: str | Path) -> np.ndarray:
-    """Read an annotated KITTI depth PNG (uint16, metres x 256, 0 = unknown).
-
-    Returns:
-        H x W float32 depth in metres, 0 where unknown.
-    """
-    raw = cv2.imread(str(path), cv2.IMREAD_ANYDEPTH)
-    if raw is None:
-        raise FileNotFoundError(f"depth map {path} is missing or not an image")
-    if raw.dtype != np.uint16:
-        raise ValueError(f"depth map {path} is {raw.dtype}, not uint16: annotated KITTI depth PNGs "
-                         "hold metres x 256 as 16-bit integers (write them with cv2.imwrite of a "
-                         "uint16 array)")
-    return raw.astype(np.float32) / KITTI_DEPTH_PNG_SCALE
 
 
 class KITTIDepthDataset(KITTIRAWDataset):
@@ -134,10 +121,10 @@ class KITTIDepthDataset(KITTIRAWDataset):
         """The native-size depth maps of every split line, in order (for evaluation)."""
         return [self.get_depth(item) for item in self.items]
 
-    def __getitem__(self, index: int) -> dict:
-        sample = super().__getitem__(index)
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        sample = super().__getitem__(key)
         if self.load_depth:
-            depth = self.get_depth(self.items[index], bool(sample["do_flip"]))
+            depth = self.get_depth(self.items[int(sample["index"])], bool(sample["do_flip"]))
             depth = cv2.resize(depth, KITTI_FULL_RES_SHAPE, interpolation=cv2.INTER_NEAREST)
             sample["depth_gt"] = torch.from_numpy(depth)[None]
         return sample

@@ -19,7 +19,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from augmentation import JITTER_PARAM_DIM, draw_color_jitter
+from augmentation import (CROP_RESIZED_HEIGHT, CROP_RESIZED_WIDTH, CROP_X0, CROP_Y0, DEFAULT_RESIZE_RATIO,
+                          DEFAULT_SPLIT_RATIO, JITTER_PARAM_DIM, draw_color_jitter, draw_local_crop,
+                          draw_reshuffle_split)
 
 # Probability of a horizontal flip and of colour augmentation for a training sample (Monodepth2).
 FLIP_PROBABILITY = 0.5
@@ -69,12 +71,19 @@ class MonoDataset(Dataset):
         jitter_per_frame: draw jitter parameters per frame (the BDEdepth behaviour) instead of
             once per sample.
         split_name: shown in error messages, e.g. the split file's path.
+        local_crop: also return BDEdepth's resizing-cropping view of every frame (training).
+        resize_ratio: ``(low, high)`` range of the local crop's resize ratio.
+        patch_reshuffle: draw BDEdepth's splitting-permuting split point (training); the
+            trainer permutes frame 0 on the device.
+        split_ratio: ``(low, high)`` range of the split point, as a fraction of the size.
     """
 
     def __init__(self, data_path: str | Path, filenames: Sequence[str], height: int, width: int,
                  frame_ids: Sequence[int | str], num_scales: int, is_train: bool = False,
                  img_ext: str = ".png", color_jitter: bool = True, flip: bool = True,
-                 jitter_per_frame: bool = False, split_name: str = "split"):
+                 jitter_per_frame: bool = False, split_name: str = "split", local_crop: bool = False,
+                 resize_ratio: Sequence[float] = DEFAULT_RESIZE_RATIO, patch_reshuffle: bool = False,
+                 split_ratio: Sequence[float] = DEFAULT_SPLIT_RATIO):
         super().__init__()
         self.data_path = Path(data_path)
         self.height = height
@@ -87,6 +96,10 @@ class MonoDataset(Dataset):
         self.flip = flip and is_train
         self.jitter_per_frame = jitter_per_frame
         self.split_name = split_name
+        self.local_crop = local_crop and is_train
+        self.resize_ratio = tuple(resize_ratio)
+        self.patch_reshuffle = patch_reshuffle and is_train
+        self.split_ratio = tuple(split_ratio)
 
         if not self.data_path.is_dir():
             raise FileNotFoundError(f"--data_path {self.data_path} does not exist or is not a folder")
@@ -160,21 +173,73 @@ class MonoDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def load_image(self, path: Path, do_flip: bool) -> np.ndarray:
-        """Decode ``path`` as RGB uint8, flip if asked, and resize to the network size.
-
-        INTER_AREA is a box filter: it anti-aliases the downscale like the reference's PIL
-        LANCZOS at a fraction of the cost.
-        """
+    def read_image(self, path: Path, do_flip: bool) -> np.ndarray:
+        """Decode ``path`` as RGB uint8 at its native size and flip it if asked."""
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
             raise OSError(f"could not decode image {path} (corrupt or not an image)")
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-        if do_flip:
-            image = image[:, ::-1]
+        return image[:, ::-1] if do_flip else image
+
+    def resize_image(self, image: np.ndarray) -> np.ndarray:
+        """Resize to the network size.
+
+        INTER_AREA is a box filter: it anti-aliases the downscale like the reference's PIL
+        LANCZOS at a fraction of the cost.
+        """
         if image.shape[:2] != (self.height, self.width):
             image = cv2.resize(image, (self.width, self.height), interpolation=cv2.INTER_AREA)
         return np.ascontiguousarray(image)
+
+    def load_image(self, path: Path, do_flip: bool) -> np.ndarray:
+        """Decode ``path`` as RGB uint8, flip if asked, and resize to the network size."""
+        return self.resize_image(self.read_image(path, do_flip))
+
+    def load_frames(self, item: SplitItem, do_flip: bool) -> dict:
+        """Frame id -> uint8 H x W x 3 RGB at the network size for every frame of ``item``.
+
+        Subclasses whose frames share one file (Cityscapes' stacked triplets) override this.
+        """
+        return {frame_id: self.load_image(self.image_path(item.folder, frame_index, side), do_flip)
+                for frame_id, (frame_index, side) in self._frame_sources(item).items()}
+
+    def native_frames(self, item: SplitItem, do_flip: bool) -> dict | None:
+        """Frame id -> uint8 RGB frame *before* the resize to the network size, or None.
+
+        The local crop is resampled from these, as the reference resamples the native image.
+        A subclass whose `load_image`/`load_frames` preprocess the frames (undistortion, crops,
+        stacked files) returns None unless it overrides this too; its local crops are then
+        resampled from the network-size frames, which is geometrically identical but blurrier.
+        """
+        cls = type(self)
+        if cls.load_image is not MonoDataset.load_image or cls.load_frames is not MonoDataset.load_frames:
+            return None
+        return {frame_id: self.read_image(self.image_path(item.folder, frame_index, side), do_flip)
+                for frame_id, (frame_index, side) in self._frame_sources(item).items()}
+
+    def crop_local(self, image: np.ndarray, crop: torch.Tensor) -> np.ndarray:
+        """Resize ``image`` (any size) to the crop's ``W_r x H_r`` and cut the ``W x H`` box."""
+        resized_w, resized_h = int(crop[CROP_RESIZED_WIDTH]), int(crop[CROP_RESIZED_HEIGHT])
+        x0, y0 = int(crop[CROP_X0]), int(crop[CROP_Y0])
+        shrink = resized_w <= image.shape[1] and resized_h <= image.shape[0]
+        resized = cv2.resize(image, (resized_w, resized_h),
+                             interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        return np.ascontiguousarray(resized[y0:y0 + self.height, x0:x0 + self.width])
+
+    def load_sample_frames(self, item: SplitItem, do_flip: bool, crop: torch.Tensor | None) -> dict:
+        """``("color", f, 0)`` and, with a crop, ``("color_local", f, 0)`` as uint8 3 x H x W."""
+        native = self.native_frames(item, do_flip) if crop is not None else None
+        if native is None:
+            frames = self.load_frames(item, do_flip)
+        else:
+            frames = {frame_id: self.resize_image(image) for frame_id, image in native.items()}
+        out = {}
+        for frame_id, image in frames.items():
+            out[("color", frame_id, 0)] = torch.from_numpy(image).permute(2, 0, 1).contiguous()
+            if crop is not None:
+                local = self.crop_local(image if native is None else native[frame_id], crop)
+                out[("color_local", frame_id, 0)] = torch.from_numpy(local).permute(2, 0, 1).contiguous()
+        return out
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         """Return one sample as a dict.
@@ -198,6 +263,17 @@ class MonoDataset(Dataset):
         ``"do_color_aug"``       bool tensor: whether the jitter applies to this sample.
         ``"do_flip"``            bool tensor: whether the frames were flipped.
         ``"index"``              int64 tensor: the sample's index in the split.
+
+        BDEdepth views (training only):
+
+        ``("color_local", f, 0)`` uint8 3 x H x W: frame f resized by the sample's ratio and
+                                 cropped to the sample's box (the same box for every frame).
+        ``"local_crop"``         float32 (LOCAL_CROP_DIM,): ratio, resized W and H, crop corner
+                                 (layout in `augmentation`).
+        ``"split_xy"``           int64 (2,): the reshuffle's split, ``(W - w_i, H - h_i)``.
+        ``"bde_jitter"``         float32 (2, JITTER_PARAM_DIM): colour jitter of the local and
+                                 the reshuffled view of frame 0 (the sample's own draw, or two
+                                 independent draws with jitter_per_frame).
         """
         index, rng = sample_rng(key)
         item = self.items[index]
@@ -205,9 +281,9 @@ class MonoDataset(Dataset):
         do_color_aug = self.color_jitter and rng.random() < COLOR_AUG_PROBABILITY
 
         sample: dict = {}
-        for frame_id, (frame_index, side) in self._frame_sources(item).items():
-            image = self.load_image(self.image_path(item.folder, frame_index, side), do_flip)
-            sample[("color", frame_id, 0)] = torch.from_numpy(image).permute(2, 0, 1).contiguous()
+        # BDE draws happen only when their flags are on: the default random stream is unchanged.
+        crop = draw_local_crop(rng, self.height, self.width, self.resize_ratio) if self.local_crop else None
+        sample.update(self.load_sample_frames(item, do_flip, crop))
 
         K_normalized = self.normalized_intrinsics(item).copy()
         if do_flip:
@@ -234,6 +310,15 @@ class MonoDataset(Dataset):
         else:
             params = torch.zeros(num_draws, JITTER_PARAM_DIM, dtype=torch.float32)
         sample["color_jitter"] = params if self.jitter_per_frame else params[0]
+        if crop is not None:
+            sample["local_crop"] = crop
+        if self.patch_reshuffle:
+            sample["split_xy"] = draw_reshuffle_split(rng, self.height, self.width, self.split_ratio)
+        if self.local_crop or self.patch_reshuffle:
+            if self.jitter_per_frame and do_color_aug:
+                sample["bde_jitter"] = torch.stack([draw_color_jitter(rng) for _ in range(2)])
+            else:
+                sample["bde_jitter"] = params[:1].repeat(2, 1)
         sample["do_color_aug"] = torch.tensor(do_color_aug)
         sample["do_flip"] = torch.tensor(do_flip)
         sample["index"] = torch.tensor(index, dtype=torch.int64)

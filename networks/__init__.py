@@ -2,13 +2,23 @@
 
 Registries map the names accepted on the command line to factories with one signature each:
 
-- ``DEPTH_ENCODERS[name](num_layers, pretrained)`` -> encoder with ``num_ch_enc``;
+- ``DEPTH_ENCODERS[name](num_layers, pretrained, context)`` -> encoder with ``num_ch_enc``;
+  with ``context=True`` it returns a full-resolution context feature in front of its five
+  features (BDEdepth, reference spec 4.3);
 - ``DEPTH_DECODERS[name](num_ch_enc, scales)`` -> decoder returning {("disp", s): ...};
+  decoders listed in ``CONTEXT_DECODERS`` read the context feature;
 - ``POSE_NETWORKS[name](num_layers, pretrained, num_input_frames, num_frames_to_predict_for)``
   -> ``PoseNetwork``.
 
 New backbones and decoders are added by adding entries; option parsers use
-``choices=sorted(REGISTRY)``.
+``choices=sorted(REGISTRY)``. ``DEPTH_NETWORK_COMBINATIONS`` lists the (backbone, decoder) pairs
+that are supported; ``check_depth_network_choice`` turns any other into an error naming the fix.
+
+The three depth networks (README, "Depth networks"):
+
+- ``--backbone resnet --decoder monodepth2``: Monodepth2 (the default);
+- ``--backbone resnet --decoder bdedepth``: BDEdepth-ResNet (context branch + grid decoder);
+- ``--backbone hrnet --decoder bdedepth``: BDEdepth-HRNet-W18 (``--num_layers 18``).
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from .bde_depth import HRNET_NUM_LAYERS, BDEResnetEncoder, GridDecoder, HRNetEncoder
 from .blocks import Conv3x3, ConvBlock, upsample
 from .depth_decoder import DepthDecoder
 from .pose_cnn import PoseCNN
@@ -25,21 +36,27 @@ from .pose_decoder import POSE_SCALE, PoseDecoder
 from .resnet_encoder import INPUT_MEAN, INPUT_STD, ResnetEncoder
 
 __all__ = [
+    "CONTEXT_DECODERS",
     "DEPTH_DECODERS",
     "DEPTH_ENCODERS",
+    "DEPTH_NETWORK_COMBINATIONS",
     "INPUT_MEAN",
     "INPUT_STD",
     "POSE_NETWORKS",
     "POSE_SCALE",
+    "BDEResnetEncoder",
     "Conv3x3",
     "ConvBlock",
     "DepthDecoder",
     "DepthNetwork",
+    "GridDecoder",
+    "HRNetEncoder",
     "PoseCNN",
     "PoseDecoder",
     "PoseNetwork",
     "ResnetEncoder",
     "build_depth_network",
+    "check_depth_network_choice",
     "build_pose_network",
     "upsample",
 ]
@@ -103,12 +120,22 @@ class PoseNetwork(nn.Module):
         return self.decoder([self.encoder(images)])
 
 
-def _resnet_depth_encoder(num_layers: int, pretrained: bool) -> nn.Module:
+def _resnet_depth_encoder(num_layers: int, pretrained: bool, context: bool = False) -> nn.Module:
+    if context:
+        return BDEResnetEncoder(num_layers, pretrained)
     return ResnetEncoder(num_layers, pretrained, num_input_images=1)
+
+
+def _hrnet_depth_encoder(num_layers: int, pretrained: bool, context: bool = False) -> nn.Module:
+    return HRNetEncoder(num_layers, pretrained, context=context)
 
 
 def _monodepth2_decoder(num_ch_enc: Sequence[int], scales: Sequence[int]) -> nn.Module:
     return DepthDecoder(num_ch_enc, scales=scales)
+
+
+def _bdedepth_decoder(num_ch_enc: Sequence[int], scales: Sequence[int]) -> nn.Module:
+    return GridDecoder(num_ch_enc, scales=scales)
 
 
 def _separate_resnet_pose(
@@ -144,13 +171,26 @@ def _posecnn_pose(
     return PoseNetwork(None, decoder)
 
 
-DEPTH_ENCODERS: dict[str, Callable[[int, bool], nn.Module]] = {
+DEPTH_ENCODERS: dict[str, Callable[..., nn.Module]] = {
     "resnet": _resnet_depth_encoder,
+    "hrnet": _hrnet_depth_encoder,
 }
 
 DEPTH_DECODERS: dict[str, Callable[[Sequence[int], Sequence[int]], nn.Module]] = {
     "monodepth2": _monodepth2_decoder,
+    "bdedepth": _bdedepth_decoder,
 }
+
+# Decoders whose first input is the encoder's full-resolution context feature.
+CONTEXT_DECODERS = frozenset({"bdedepth"})
+
+# Supported (backbone, decoder) pairs: the reference models, each pinned by a parameter-count
+# test. HRNet with the Monodepth2 decoder would build, but no reference trains it.
+DEPTH_NETWORK_COMBINATIONS = frozenset({
+    ("resnet", "monodepth2"),
+    ("resnet", "bdedepth"),
+    ("hrnet", "bdedepth"),
+})
 
 POSE_NETWORKS: dict[str, Callable[..., PoseNetwork]] = {
     "separate_resnet": _separate_resnet_pose,
@@ -164,6 +204,24 @@ def _lookup(registry: dict[str, Callable], name: str, flag: str) -> Callable:
     return registry[name]
 
 
+def check_depth_network_choice(backbone: str, num_layers: int, decoder: str) -> None:
+    """Refuse unknown names and unsupported combinations with a message naming the fix.
+
+    Raises:
+        ValueError: unknown --backbone/--decoder, an unsupported pair, or HRNet with
+            --num_layers other than 18.
+    """
+    _lookup(DEPTH_ENCODERS, backbone, "--backbone")
+    _lookup(DEPTH_DECODERS, decoder, "--decoder")
+    if (backbone, decoder) not in DEPTH_NETWORK_COMBINATIONS:
+        supported = sorted(d for b, d in DEPTH_NETWORK_COMBINATIONS if b == backbone)
+        raise ValueError(f"--backbone {backbone} does not go with --decoder {decoder}: use "
+                         f"--decoder {' or '.join(supported)}")
+    if backbone == "hrnet" and num_layers != HRNET_NUM_LAYERS:
+        raise ValueError(f"--backbone hrnet is HRNet-W18: use --num_layers {HRNET_NUM_LAYERS} "
+                         f"(got {num_layers}; it also sets the pose ResNet depth)")
+
+
 def build_depth_network(
     backbone: str = "resnet",
     num_layers: int = 18,
@@ -175,17 +233,19 @@ def build_depth_network(
 
     Args:
         backbone: key of ``DEPTH_ENCODERS``.
-        num_layers: backbone depth (ResNet: 18, 34, 50, 101, 152).
+        num_layers: backbone depth (ResNet: 18, 34, 50, 101, 152; HRNet: 18).
         decoder: key of ``DEPTH_DECODERS``.
         scales: output scales of the decoder.
         pretrained: start the backbone from ImageNet weights.
 
     Raises:
-        ValueError: unknown backbone/decoder (the message lists the choices) or bad num_layers.
+        ValueError: unknown backbone/decoder (the message lists the choices), an unsupported
+            combination, or bad num_layers.
     """
-    make_encoder = _lookup(DEPTH_ENCODERS, backbone, "--backbone")
-    make_decoder = _lookup(DEPTH_DECODERS, decoder, "--decoder")
-    encoder = make_encoder(num_layers, pretrained)
+    check_depth_network_choice(backbone, num_layers, decoder)
+    make_encoder = DEPTH_ENCODERS[backbone]
+    make_decoder = DEPTH_DECODERS[decoder]
+    encoder = make_encoder(num_layers, pretrained, context=decoder in CONTEXT_DECODERS)
     return DepthNetwork(encoder, make_decoder(encoder.num_ch_enc, scales))
 
 

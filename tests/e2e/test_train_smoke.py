@@ -51,8 +51,9 @@ def test_training_modes_run_and_write_artifacts(synthetic_kitti, tmp_path, extra
     assert opts["frame_ids"] == ([0] if "--frame_ids" in extra else [0, -1, 1])
     payload = load_checkpoint(run / "models" / "model0.pth")
     assert payload["model_spec"]["height"] == 64 and payload["model_spec"]["width"] == 192
-    resume = load_checkpoint(run / "ckpt.pth")
+    resume = load_checkpoint(run / "checkpoints" / "step000000002.pth")
     assert (resume["epoch"], resume["batch_idx"], resume["step"]) == (1, 0, 2)
+    assert set(resume["rng_states"][0]) >= {"python", "numpy", "torch"}
     assert "loss: " in (run / "logger.log").read_text()
     assert list((run / "tensorboard" / "train").glob("events.out.tfevents.*"))
     assert not list(run.rglob("*.tmp*")), "a temporary checkpoint file was left behind"
@@ -65,7 +66,9 @@ def test_checkpoint_alone_is_enough_to_evaluate_and_predict(synthetic_kitti, tmp
                                   "--eval_split", str(synthetic_kitti / "splits" / "synthetic_test"),
                                   "--num_workers", "0", "--device", "cpu", "--post_process",
                                   "--output_json", str(tmp_path / "metrics.json")])
-    assert json.loads((tmp_path / "metrics.json").read_text())["metrics"] == report["metrics"]
+    assert json.loads((tmp_path / "metrics.json").read_text())["results"] == report["results"]
+    assert [r["protocol"] for r in report["results"]] == ["eigen"]
+    assert all(np.isfinite(v) for v in report["results"][0]["metrics"].values())
     image = next((synthetic_kitti / "2000_01_01").glob("*_drive_0003_sync")) / "image_02" / "data" / "0000000010.png"
     written = test_simple.main(["--image_path", str(image), "--pretrained_path", str(checkpoint),
                                 "--output_dir", str(tmp_path / "pred"), "--save_npy", "--device", "cpu"])
@@ -88,7 +91,7 @@ def test_resume_continues_at_the_saved_step(synthetic_kitti, tmp_path):
     train.main(args)
     train.main([a if a != "1" or args[i - 1] != "--num_epochs" else "2" for i, a in enumerate(args)]
                + ["--resume"])
-    resume = load_checkpoint(tmp_path / "runs" / "smoke" / "ckpt.pth")
+    resume = load_checkpoint(tmp_path / "runs" / "smoke" / "checkpoints" / "step000000004.pth")
     assert (resume["epoch"], resume["step"]) == (2, 4)
     assert (tmp_path / "runs" / "smoke" / "models" / "model1.pth").is_file()
 

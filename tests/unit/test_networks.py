@@ -349,11 +349,13 @@ def test_pose_decoder_checks_the_number_of_feature_lists():
 
 
 def test_unknown_registry_names_list_the_choices():
-    assert sorted(networks.DEPTH_ENCODERS) == ["resnet"]
-    assert sorted(networks.DEPTH_DECODERS) == ["monodepth2"]
-    with pytest.raises(ValueError, match=r"--backbone must be one of \['resnet'\] \(got 'vgg'\)"):
+    assert sorted(networks.DEPTH_ENCODERS) == ["hrnet", "resnet"]
+    assert sorted(networks.DEPTH_DECODERS) == ["bdedepth", "monodepth2"]
+    with pytest.raises(
+        ValueError, match=r"--backbone must be one of \['hrnet', 'resnet'\] \(got 'vgg'\)"
+    ):
         build_depth_network(backbone="vgg")
-    with pytest.raises(ValueError, match=r"--decoder must be one of \['monodepth2'\]"):
+    with pytest.raises(ValueError, match=r"--decoder must be one of \['bdedepth', 'monodepth2'\]"):
         build_depth_network(decoder="bde")
     with pytest.raises(
         ValueError, match=r"--pose_model_type must be one of \['posecnn', 'separate_resnet'\]"

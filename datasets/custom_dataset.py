@@ -1,0 +1,161 @@
+"""Users' own videos (``--dataset custom``): one folder of frames per sequence and an intrinsics file.
+
+Layout::
+
+    <data_path>/intrinsics.txt            normalised fx fy cx cy (or a 3 x 3 normalised K)
+    <data_path>/<sequence>/000000.jpg     frames of one video, in time order by file name
+    <data_path>/<sequence>/intrinsics.txt optional: overrides the root file for that sequence
+
+Split lines are ``<sequence> <frame>``, where ``<frame>`` is the frame's position in the
+sequence's name-sorted file list (0-based); `write_custom_splits` (or ``python
+prepare_custom.py``) writes train/val lists with every frame whose neighbours exist.
+
+Intrinsics are normalised: fx and cx divided by the image width, fy and cy by its height, so the
+same numbers hold at any resolution the frames are resized to. They are checked when the dataset
+is built, and the errors say how to fix a file written in pixels.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from datasets.mono_dataset import MonoDataset, SplitItem
+from utils import atomic_output
+
+INTRINSICS_FILE = "intrinsics.txt"
+FRAME_EXTENSIONS = (".png", ".jpg", ".jpeg")
+# A normalised focal length of 10 is a 5.7-degree field of view; anything larger is almost
+# certainly a focal length in pixels.
+MAX_NORMALIZED_FOCAL = 10.0
+
+
+def parse_intrinsics(text: str, source: str) -> np.ndarray:
+    """Parse and validate a normalised intrinsics file.
+
+    Args:
+        text: ``fx fy cx cy`` or the 9 entries of a 3 x 3 K (row-major), whitespace or commas.
+        source: the file's name, for error messages.
+
+    Returns:
+        4 x 4 float32 K with row 0 divided by the width and row 1 by the height.
+
+    Raises:
+        ValueError: naming the file, what is wrong and how to fix it.
+    """
+    tokens = text.replace(",", " ").split()
+    try:
+        values = [float(t) for t in tokens]
+    except ValueError:
+        raise ValueError(f"{source}: expected numbers 'fx fy cx cy' (normalised), got {text.strip()!r}") from None
+    if len(values) == 4:
+        fx, fy, cx, cy = values
+    elif len(values) == 9:
+        k = np.asarray(values).reshape(3, 3)
+        if not np.allclose(k[2], [0, 0, 1]) or k[0, 1] != 0 or k[1, 0] != 0:
+            raise ValueError(f"{source}: a 3 x 3 K must be [[fx, 0, cx], [0, fy, cy], [0, 0, 1]] "
+                             "(no skew), row by row")
+        fx, fy, cx, cy = k[0, 0], k[1, 1], k[0, 2], k[1, 2]
+    else:
+        raise ValueError(f"{source}: expected 4 numbers 'fx fy cx cy' or 9 (a 3 x 3 K), got {len(values)}")
+    if not all(np.isfinite([fx, fy, cx, cy])) or fx <= 0 or fy <= 0:
+        raise ValueError(f"{source}: focal lengths must be positive and finite (got fx={fx}, fy={fy})")
+    if max(fx, fy, cx, cy) > MAX_NORMALIZED_FOCAL:
+        raise ValueError(f"{source}: fx={fx:g}, fy={fy:g}, cx={cx:g}, cy={cy:g} look like pixels; "
+                         "the file takes normalised intrinsics: divide fx and cx by the image width "
+                         "and fy and cy by the image height (e.g. fx 721.5 at width 1242 -> 0.581)")
+    if not (0.0 < cx < 1.0 and 0.0 < cy < 1.0):
+        raise ValueError(f"{source}: the principal point (cx={cx:g}, cy={cy:g}) lies outside the image: "
+                         "normalised cx and cy must be between 0 and 1 (usually near 0.5); if they "
+                         "were divided by the wrong side, cx goes with the width and cy with the height")
+    k4 = np.eye(4, dtype=np.float32)
+    k4[0, 0], k4[1, 1], k4[0, 2], k4[1, 2] = fx, fy, cx, cy
+    return k4
+
+
+def list_frames(folder: Path) -> list[Path]:
+    """The sequence's frames sorted by name (zero-padded numbers sort in time order)."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in FRAME_EXTENSIONS)
+
+
+class CustomDataset(MonoDataset):
+    """Folders of video frames with normalised intrinsics; see the module docstring for the layout.
+
+    ``img_ext`` is ignored: frames may be .png, .jpg or .jpeg. Stereo (``"s"``) is not supported.
+    """
+
+    def __init__(self, data_path, filenames: Sequence[str], *args, **kwargs):
+        self._frames: dict[str, list[Path]] = {}
+        self._intrinsics: dict[str, np.ndarray] = {}
+        self._root = Path(data_path)
+        super().__init__(data_path, filenames, *args, **kwargs)
+        if "s" in self.frame_ids:
+            raise ValueError("--dataset custom has no stereo pairs: drop --use_stereo")
+
+    def _sequence(self, folder: str, line_number: int) -> list[Path]:
+        if folder not in self._frames:
+            path = self._root / folder
+            if not path.is_dir():
+                raise FileNotFoundError(f"{self.split_name}, line {line_number}: sequence folder {path} "
+                                        "not found; check --data_path")
+            frames = list_frames(path)
+            if not frames:
+                raise FileNotFoundError(f"{path} holds no frames ({', '.join(FRAME_EXTENSIONS)})")
+            self._frames[folder] = frames
+            own, shared = path / INTRINSICS_FILE, self._root / INTRINSICS_FILE
+            source = own if own.is_file() else shared
+            if not source.is_file():
+                raise FileNotFoundError(f"no intrinsics for sequence {folder}: write normalised "
+                                        f"'fx fy cx cy' to {shared} (all sequences) or {own}")
+            self._intrinsics[folder] = parse_intrinsics(source.read_text(), str(source))
+        return self._frames[folder]
+
+    def parse_line(self, line: str, line_number: int) -> SplitItem:
+        tokens = line.split()
+        if len(tokens) != 2:
+            raise ValueError(f"{self.split_name}, line {line_number}: expected '<sequence> <frame>', "
+                             f"got {line.strip()!r}")
+        try:
+            frame_index = int(tokens[1])
+        except ValueError:
+            raise ValueError(f"{self.split_name}, line {line_number}: frame {tokens[1]!r} is not an "
+                             "integer (the frame's position in the sorted folder)") from None
+        self._sequence(tokens[0], line_number)
+        return SplitItem(folder=tokens[0], frame_index=frame_index, side=None, line_number=line_number)
+
+    def image_path(self, folder: str, frame_index: int, side: str | None) -> Path:
+        frames = self._frames[folder]
+        if not 0 <= frame_index < len(frames):
+            # A path that does not exist: the base class reports the line and the neighbour rule.
+            return self._root / folder / f"<frame {frame_index} of {len(frames)}>"
+        return frames[frame_index]
+
+    def normalized_intrinsics(self, item: SplitItem) -> np.ndarray:
+        return self._intrinsics[item.folder]
+
+
+def write_custom_splits(data_path: str | Path, output_dir: str | Path, frame_ids: Sequence[int] = (0, -1, 1),
+                        val_fraction: float = 0.1, seed: int = 0) -> tuple[int, int]:
+    """Write ``train_files.txt`` and ``val_files.txt`` for every sequence folder of ``data_path``.
+
+    Every frame whose neighbours (``frame_ids``) exist is listed; a random ``val_fraction`` of
+    them goes to validation. Returns (train lines, val lines).
+    """
+    root = Path(data_path)
+    offsets = [int(f) for f in frame_ids]
+    lines = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        count = len(list_frames(folder))
+        lines += [f"{folder.name} {i}" for i in range(-min(offsets), count - max(offsets))]
+    if not lines:
+        raise ValueError(f"{root} has no sequence folder with enough frames for frame_ids {offsets}")
+    random.Random(seed).shuffle(lines)
+    num_val = int(round(len(lines) * val_fraction)) if len(lines) > 1 else 0
+    val, train = sorted(lines[:num_val]), sorted(lines[num_val:])
+    for name, content in (("train_files.txt", train), ("val_files.txt", val or train[:1])):
+        with atomic_output(Path(output_dir) / name) as tmp:
+            tmp.write_text("\n".join(content) + "\n")
+    return len(train), len(val)

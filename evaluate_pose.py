@@ -1,0 +1,238 @@
+"""Evaluate a checkpoint's pose network on KITTI odometry sequences 09 and 10.
+
+    python evaluate_pose.py --pretrained_path RUN/models/model19.pth --data_path kitti_odom --eval_split odom_9 odom_10
+
+Monodepth2's protocol, kept number for number:
+- the pose network sees each pair (t, t+1) of the test list (frames 0 and 1 of every line) and
+  gives T_{t+1<-t} = transformation_from_parameters(axisangle, translation), not inverted;
+- the ground-truth camera-to-world poses G_t (``<data_path>/poses/<SS>.txt``) give the local
+  transforms inv(inv(G_{t-1}) G_t), the same T_{t<-t-1} convention;
+- for every t, the 5-frame snippet starting at t chains 4 local transforms from the identity
+  (``M <- M @ T`` for T in order, exactly as Monodepth2's ``dump_xyz``; near the end of the
+  sequence the snippets are shorter) and collects the translations;
+- ATE of a snippet: align the first positions, scale the prediction by
+  sum(gt . pred) / sum(pred^2), then sqrt(sum ||s pred - gt||^2) / number of positions (metres);
+- the table reports the mean and standard deviation over snippets.
+
+Beside the numbers, ``trajectory_<SS>.png`` plots the whole predicted trajectory (relative poses
+composed properly, then scaled to the ground truth by least squares) over the ground truth, seen
+from above.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from utils import atomic_output, readlines, select_device
+
+logger = logging.getLogger(__name__)
+
+TRACK_LENGTH = 5  # frames per ATE snippet (Monodepth2, after Zhou et al.)
+ODOM_SPLITS = {"odom_9": 9, "odom_10": 10}
+
+
+def load_poses_file(path: str | Path) -> np.ndarray:
+    """KITTI odometry poses: one row-major 3 x 4 camera-to-world matrix per line.
+
+    Returns:
+        N x 4 x 4 float64.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ground-truth poses {path} not found: put the odometry poses "
+                                "(data_odometry_poses.zip) in <data_path>/poses/")
+    poses = []
+    for number, line in enumerate(readlines(path), start=1):
+        if not line.strip():
+            continue
+        try:
+            values = [float(v) for v in line.split()]
+        except ValueError:
+            values = []
+        if len(values) != 12:
+            raise ValueError(f"{path}, line {number}: expected 12 numbers (a 3 x 4 pose), got {line[:80]!r}")
+        pose = np.eye(4)
+        pose[:3] = np.reshape(values, (3, 4))
+        poses.append(pose)
+    if len(poses) < 2:
+        raise ValueError(f"{path} holds {len(poses)} pose(s): a trajectory needs at least 2")
+    return np.stack(poses)
+
+
+def local_transforms(global_poses: np.ndarray) -> np.ndarray:
+    """(N-1) x 4 x 4 T_{t<-t-1} = inv(inv(G_{t-1}) G_t) from N camera-to-world poses G."""
+    relative = np.linalg.inv(global_poses[:-1]) @ global_poses[1:]
+    return np.linalg.inv(relative)
+
+
+def snippet_positions(transforms: np.ndarray) -> np.ndarray:
+    """(K+1) x 3 positions from chaining K transforms as Monodepth2's ``dump_xyz`` does."""
+    current = np.eye(4)
+    positions = [current[:3, 3].copy()]
+    for transform in transforms:
+        current = current @ transform
+        positions.append(current[:3, 3].copy())
+    return np.stack(positions)
+
+
+def compute_ate(gt_xyz: np.ndarray, pred_xyz: np.ndarray) -> float:
+    """Scale-aligned absolute trajectory error of one snippet (K x 3 positions, metres)."""
+    pred_xyz = pred_xyz + (gt_xyz[0] - pred_xyz[0])[None]
+    denominator = np.sum(pred_xyz ** 2)
+    scale = np.sum(gt_xyz * pred_xyz) / denominator if denominator > 0 else 0.0
+    return float(np.sqrt(np.sum((scale * pred_xyz - gt_xyz) ** 2)) / gt_xyz.shape[0])
+
+
+def snippet_ates(pred_local: np.ndarray, gt_local: np.ndarray, track_length: int = TRACK_LENGTH) -> np.ndarray:
+    """ATE of every snippet: one per local transform, as Monodepth2 (the last ones shorter).
+
+    Args:
+        pred_local, gt_local: M x 4 x 4 T_{t+1<-t} for t = 0 .. M-1.
+    """
+    if len(pred_local) != len(gt_local):
+        raise ValueError(f"{len(pred_local)} predicted transforms but {len(gt_local)} ground-truth ones: the "
+                         "test list must cover every frame pair of the sequence (N poses -> N-1 lines)")
+    return np.array([compute_ate(snippet_positions(gt_local[i:i + track_length - 1]),
+                                 snippet_positions(pred_local[i:i + track_length - 1]))
+                     for i in range(len(gt_local) - 1)])
+
+
+def compose_trajectory(local: np.ndarray) -> np.ndarray:
+    """(M+1) x 3 camera positions in the first camera's frame from M transforms T_{t+1<-t}."""
+    cam_to_world = np.eye(4)
+    positions = [cam_to_world[:3, 3].copy()]
+    for transform in local:
+        cam_to_world = cam_to_world @ np.linalg.inv(transform)
+        positions.append(cam_to_world[:3, 3].copy())
+    return np.stack(positions)
+
+
+def plot_trajectory(gt_xyz: np.ndarray, pred_xyz: np.ndarray, path: Path, title: str) -> Path:
+    """Top view (x right, z forward) of both trajectories, the prediction scaled to the ground truth."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    denominator = np.sum(pred_xyz ** 2)
+    scale = np.sum(gt_xyz * pred_xyz) / denominator if denominator > 0 else 1.0
+    figure, axes = plt.subplots(figsize=(6, 6))
+    axes.plot(gt_xyz[:, 0], gt_xyz[:, 2], "k-", label="ground truth")
+    axes.plot(scale * pred_xyz[:, 0], scale * pred_xyz[:, 2], "r--", label=f"prediction x {scale:.3g}")
+    axes.plot(gt_xyz[0, 0], gt_xyz[0, 2], "ko")
+    axes.set_xlabel("x (m)")
+    axes.set_ylabel("z (m)")
+    axes.set_aspect("equal", adjustable="datalim")
+    axes.set_title(title)
+    axes.legend()
+    with atomic_output(path, suffix=".png") as tmp:
+        figure.savefig(tmp, dpi=100, format="png")
+    plt.close(figure)
+    return path
+
+
+def build_pose_network_from_checkpoint(path: str | Path, device: torch.device):
+    """(PoseNetwork for pairs in eval mode, ModelSpec) from a train.py checkpoint."""
+    from checkpoints import load_checkpoint, spec_from_checkpoint
+    from networks import build_pose_network
+
+    payload = load_checkpoint(path)
+    spec = spec_from_checkpoint(payload, path)
+    if "pose" not in payload:
+        raise ValueError(f"{path} has no pose network (trained with stereo only?): nothing to evaluate")
+    if spec.pose_model_input != "pairs":
+        raise ValueError(f"{path}: the pose network takes all {len(spec.frame_ids)} frames at once "
+                         "(--pose_model_input all); evaluate_pose.py needs a pairs model")
+    network = build_pose_network(pose_model_type=spec.pose_model_type, num_layers=spec.num_layers,
+                                 num_input_frames=2, pretrained=False)
+    if network.encoder is not None:
+        network.encoder.load_state_dict(payload["pose_encoder"])
+    network.decoder.load_state_dict(payload["pose"])
+    return network.to(device).eval(), spec
+
+
+@torch.no_grad()
+def predict_local_transforms(pose_net, loader, device: torch.device) -> np.ndarray:
+    """M x 4 x 4 float64 T_{t+1<-t} for every line of a frames [0, 1] loader, in order."""
+    from layers import transformation_from_parameters
+
+    transforms = []
+    for batch in loader:
+        pair = torch.cat([batch[("color", 0, 0)], batch[("color", 1, 0)]], dim=1).to(device).float() / 255.0
+        axisangle, translation = pose_net(pair)
+        transforms.append(transformation_from_parameters(axisangle[:, 0], translation[:, 0]).cpu().double())
+    return torch.cat(transforms).numpy()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Absolute trajectory error on KITTI odometry 09/10.")
+    parser.add_argument("--pretrained_path", "--load_weights", dest="pretrained_path", required=True,
+                        help="checkpoint written by train.py (with its pose network)")
+    parser.add_argument("--data_path", required=True,
+                        help="KITTI odometry root (sequences/<SS>/image_2, poses/<SS>.txt)")
+    parser.add_argument("--eval_split", nargs="+", default=["odom_9", "odom_10"], choices=sorted(ODOM_SPLITS),
+                        help="sequences to evaluate")
+    parser.add_argument("--odom_split", default="odom",
+                        help="folder (or name under splits/) with test_files_09.txt and test_files_10.txt")
+    ext = parser.add_mutually_exclusive_group()
+    ext.add_argument("--jpg", dest="img_ext", action="store_const", const=".jpg")
+    ext.add_argument("--png", dest="img_ext", action="store_const", const=".png")
+    parser.set_defaults(img_ext=".png")
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--num_workers", type=int, default=4)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument("--eval_out_dir", default=None,
+                        help="where poses_<SS>.npy, trajectory_<SS>.png and pose_metrics.json go "
+                             "(default: beside the checkpoint)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """Evaluate; return the report also written to ``pose_metrics.json``."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    opts = build_parser().parse_args(argv)
+    from torch.utils.data import DataLoader
+
+    from datasets import KITTIOdomDataset
+    from datasets.eval_splits import eval_split_file
+    from datasets.kitti_dataset import odometry_pose_path
+
+    device = select_device(opts.device)
+    pose_net, spec = build_pose_network_from_checkpoint(opts.pretrained_path, device)
+    out_dir = Path(opts.eval_out_dir) if opts.eval_out_dir else Path(opts.pretrained_path).parent
+    report = {"checkpoint": str(opts.pretrained_path), "track_length": TRACK_LENGTH, "sequences": {}}
+    for split in opts.eval_split:
+        sequence = ODOM_SPLITS[split]
+        split_file = eval_split_file("odom", opts, f"test_files_{sequence:02d}.txt")
+        dataset = KITTIOdomDataset(opts.data_path, readlines(split_file), spec.height, spec.width, [0, 1],
+                                   num_scales=1, is_train=False, img_ext=opts.img_ext, split_name=str(split_file))
+        loader = DataLoader(dataset, batch_size=opts.batch_size, shuffle=False, num_workers=opts.num_workers)
+        gt_global = load_poses_file(odometry_pose_path(opts.data_path, sequence))
+        pred_local = predict_local_transforms(pose_net, loader, device)
+        ates = snippet_ates(pred_local, local_transforms(gt_global))
+        with atomic_output(out_dir / f"poses_{sequence:02d}.npy", suffix=".npy") as tmp:
+            np.save(tmp, pred_local)
+        plot = plot_trajectory(gt_global[:, :3, 3] - gt_global[0, :3, 3],
+                               compose_trajectory(pred_local) @ gt_global[0, :3, :3].T,
+                               out_dir / f"trajectory_{sequence:02d}.png",
+                               f"KITTI odometry {sequence:02d}: ATE {ates.mean():0.3f} m")
+        logger.info(" Sequence %02d (%d snippets of %d frames):", sequence, len(ates), TRACK_LENGTH)
+        logger.info("   Trajectory error: %0.3f, std: %0.3f", ates.mean(), ates.std())
+        logger.info("   Trajectory plot: %s", plot)
+        report["sequences"][f"{sequence:02d}"] = {"ate_mean": float(ates.mean()), "ate_std": float(ates.std()),
+                                                  "num_snippets": int(len(ates)), "plot": str(plot)}
+    with atomic_output(out_dir / "pose_metrics.json") as tmp:
+        tmp.write_text(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""Write train/val split files for your own videos (``--dataset custom``).
+
+    python prepare_custom.py --data_path my_videos                 # -> my_videos/splits/{train,val}_files.txt
+    python train.py --dataset custom --data_path my_videos --split my_videos/splits --no_eval ...
+
+See the README's "Your own videos" section for the folder layout and the intrinsics file.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Sequence
+
+from datasets.custom_dataset import write_custom_splits
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Split files for --dataset custom.")
+    parser.add_argument("--data_path", required=True, help="folder with one sub-folder of frames per video")
+    parser.add_argument("--output_dir", default=None, help="where the split files go (default: <data_path>/splits)")
+    parser.add_argument("--frame_ids", nargs="+", type=int, default=[0, -1, 1],
+                        help="the --frame_ids you will train with (lines need these neighbours)")
+    parser.add_argument("--val_fraction", type=float, default=0.1, help="share of lines for val_files.txt")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the train/val draw")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    opts = build_parser().parse_args(argv)
+    output = Path(opts.output_dir) if opts.output_dir else Path(opts.data_path) / "splits"
+    num_train, num_val = write_custom_splits(opts.data_path, output, opts.frame_ids, opts.val_fraction, opts.seed)
+    print(f"{num_train} training and {num_val} validation lines written to {output}")
+    return output
+
+
+if __name__ == "__main__":
+    main()

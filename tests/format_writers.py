@@ -1,0 +1,125 @@
+"""Writers of miniature datasets in each benchmark's exact on-disk format, for the tests.
+
+Images come from the synthetic scene generator (`make_synthetic_kitti`), so poses, depth maps and
+intrinsics agree with the pixels where a test relies on it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from make_synthetic_kitti import build_drive_scene, render_camera
+
+
+def _write_rgb(path: Path, rgb: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)), path
+
+
+def write_odometry(root: Path, sequence: int, num_frames: int, width: int = 192, height: int = 64,
+                   seed: int = 5) -> np.ndarray:
+    """``sequences/<SS>/image_{2,3}/<frame:06d>.png`` and ``poses/<SS>.txt``; returns N x 4 x 4 poses."""
+    scene = build_drive_scene(seed, sequence, num_frames)
+    for frame in range(num_frames):
+        for cam in (2, 3):
+            rgb, _ = render_camera(scene, frame, cam, width, height)
+            _write_rgb(root / "sequences" / f"{sequence:02d}" / f"image_{cam}" / f"{frame:06d}.png", rgb)
+    poses = np.stack([scene.rig_to_world(frame) for frame in range(num_frames)])
+    (root / "poses").mkdir(parents=True, exist_ok=True)
+    (root / "poses" / f"{sequence:02d}.txt").write_text(
+        "\n".join(" ".join(f"{v:e}" for v in pose[:3].ravel()) for pose in poses) + "\n")
+    return poses
+
+
+KITTI_DEPTH_DRIVE = "2011_09_26/2011_09_26_drive_0002_sync"
+# Annotated maps hold no depth beyond this in the tests, so clamping at 80 m never bites.
+KITTI_DEPTH_TEST_MAX = 75.0
+
+
+def write_kitti_depth(root: Path, num_frames: int, width: int = 192, height: int = 64, seed: int = 6) -> list:
+    """Raw images plus ``proj_depth/groundtruth/image_0{2,3}/<frame:010d>.png`` (uint16, m x 256).
+
+    Returns the written depth maps (float32 metres after the uint16 round trip) of camera 2.
+    """
+    scene = build_drive_scene(seed, 2, num_frames)
+    maps = []
+    for frame in range(num_frames):
+        for cam in (2, 3):
+            rgb, depth = render_camera(scene, frame, cam, width, height)
+            _write_rgb(root / KITTI_DEPTH_DRIVE / f"image_0{cam}" / "data" / f"{frame:010d}.png", rgb)
+            depth = np.where(depth < KITTI_DEPTH_TEST_MAX, depth, 0.0)
+            encoded = np.round(depth * 256).astype(np.uint16)
+            path = root / KITTI_DEPTH_DRIVE / "proj_depth" / "groundtruth" / f"image_0{cam}" / f"{frame:010d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            assert cv2.imwrite(str(path), encoded)
+            if cam == 2:
+                maps.append(encoded.astype(np.float32) / 256)
+    return maps
+
+
+def write_custom(root: Path, sequences: dict, width: int = 96, height: int = 64, seed: int = 8,
+                 intrinsics: str | None = "0.58 1.92 0.5 0.5") -> None:
+    """``<root>/<sequence>/<frame:06d>.jpg`` for {name: frame count} and ``<root>/intrinsics.txt``."""
+    for number, (name, count) in enumerate(sequences.items(), start=1):
+        scene = build_drive_scene(seed, number, count)
+        for frame in range(count):
+            rgb, _ = render_camera(scene, frame, 2, width, height)
+            _write_rgb(root / name / f"{frame:06d}.jpg", rgb)
+    if intrinsics is not None:
+        (root / "intrinsics.txt").write_text(intrinsics + "\n")
+
+
+def write_nyu_raw(root: Path, scene_name: str, num_frames: int, seed: int = 9) -> list[str]:
+    """640 x 480 ``.ppm`` frames of one raw sequence; returns training lines (target, -4..+4 order)."""
+    scene = build_drive_scene(seed, 1, num_frames)
+    names = []
+    for frame in range(num_frames):
+        rgb, _ = render_camera(scene, frame, 2, 640, 480)
+        name = f"{scene_name}/r-{1000 + frame}.000000-{frame}.ppm"
+        _write_rgb(root / name, rgb)
+        names.append(name)
+    order = (0, -4, -3, -2, -1, 1, 2, 3, 4)
+    return [" ".join(names[t + o] for o in order) for t in range(4, num_frames - 4)]
+
+
+def write_nyu_h5(path: Path, rgb: np.ndarray, depth: np.ndarray) -> None:
+    """A labelled test file: ``rgb`` 3 x 480 x 640 uint8 and ``depth`` 480 x 640 metres."""
+    import h5py
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("rgb", data=rgb.transpose(2, 0, 1))
+        f.create_dataset("depth", data=depth.astype(np.float32))
+
+
+def write_make3d(root: Path, name: str, rgb: np.ndarray, grid_depth: np.ndarray) -> None:
+    """``Test134/img-<name>.jpg`` and ``Gridlaserdata/depth_sph_corr-<name>.mat`` (v5, 55 x 305 x 4)."""
+    from scipy.io import savemat
+
+    _write_rgb(root / "Test134" / f"img-{name}.jpg", rgb)
+    grid = np.zeros((55, 305, 4))
+    grid[..., 3] = grid_depth
+    grid[..., 0] = np.arange(305)[None]  # x, y, z channels: anything but depth
+    (root / "Gridlaserdata").mkdir(parents=True, exist_ok=True)
+    savemat(str(root / "Gridlaserdata" / f"depth_sph_corr-{name}.mat"), {"Position3DGrid": grid})
+
+
+CITYSCAPES_RAW_SIZE = (256, 128)  # (W, H): Cityscapes' 2048 x 1024 divided by 8
+CITYSCAPES_INTRINSIC = {"fx": 2262.52 / 8, "fy": 2265.30 / 8, "u0": 1096.98 / 8, "v0": 513.137 / 8}
+
+
+def write_cityscapes_raw(root: Path, split: str, city: str, seq: int, frames, seed: int = 10) -> None:
+    """``leftImg8bit_sequence/<split>/<city>/<city>_<seq>_<frame>_leftImg8bit.png`` and one camera json."""
+    width, height = CITYSCAPES_RAW_SIZE
+    scene = build_drive_scene(seed, seq + 1, max(frames) + 1)
+    for frame in frames:
+        rgb, _ = render_camera(scene, frame, 2, width, height)
+        _write_rgb(root / "leftImg8bit_sequence" / split / city / f"{city}_{seq:06d}_{frame:06d}_leftImg8bit.png", rgb)
+    camera = root / "camera" / split / city / f"{city}_{seq:06d}_{frames[len(frames) // 2]:06d}_camera.json"
+    camera.parent.mkdir(parents=True, exist_ok=True)
+    camera.write_text(json.dumps({"extrinsic": {"baseline": 0.209313}, "intrinsic": CITYSCAPES_INTRINSIC}))
+
