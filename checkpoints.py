@@ -5,8 +5,9 @@ A weights file (``models/model{epoch}.pth``) is a plain dict::
     {"format": CHECKPOINT_FORMAT, "model_spec": {...ModelSpec fields...},
      "encoder": state_dict, "depth": state_dict, "pose_encoder": ..., "pose": ..., "epoch": int}
 
-so evaluation and inference rebuild the exact network without architecture flags. The resume
-checkpoint (``ckpt.pth``) adds the optimiser, scheduler, position and random states.
+so evaluation and inference rebuild the exact network without architecture flags. A resume
+checkpoint (``checkpoints/step{step:09d}.pth``) adds the optimiser, scheduler, position (epoch,
+batch, step), the run's augmentation seed and every rank's random states.
 Everything is loaded with ``torch.load(weights_only=True)``: a checkpoint can never run code.
 """
 
