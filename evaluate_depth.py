@@ -321,6 +321,37 @@ EvalBuilder = Callable[[str, ModelSpec, argparse.Namespace], list[EvalSet]]
 # The order of the reference's report (KITTI eigen, eigen_benchmark, Make3D, NYUv2, Cityscapes).
 DATASET_ORDER = ("kitti", "make3d", "nyuv2", "cityscapes")
 
+# Which benchmark the Trainer evaluates after every epoch, by training --dataset (the reference's
+# choice); datasets missing here (kitti_odom, custom) have no depth ground truth to score.
+TRAINING_EVAL_DATASETS = {"kitti": "kitti", "kitti_depth": "kitti", "nyuv2": "nyuv2",
+                          "cityscapes": "cityscapes"}
+
+
+def build_training_eval_sets(opts: argparse.Namespace, spec: ModelSpec) -> list[EvalSet]:
+    """The EvalSets of the per-epoch evaluation for the training options ``opts``.
+
+    KITTI uses ``--eval_split`` (images under ``--eval_data_path``, default ``--data_path``); NYUv2
+    and Cityscapes use their benchmark's test list (``--eval_split`` when it names a folder) with
+    the images under ``--eval_data_path``. Returns [] for datasets without depth ground truth.
+    """
+    key = TRAINING_EVAL_DATASETS.get(opts.dataset)
+    if key is None:
+        logger.info("No per-epoch depth evaluation for --dataset %s (no ground truth)", opts.dataset)
+        return []
+    path = getattr(opts, "eval_data_path", None) or opts.data_path
+    workers = min(opts.num_workers, 4)
+    if key == "kitti":
+        loader = build_kitti_eval_loader(path, opts.eval_split, spec.height, spec.width,
+                                         opts.eval_batch_size, workers, opts.img_ext)
+        protocol = EVAL_PROTOCOLS[kitti_protocol(opts.eval_split)]
+        return [EvalSet(title=f"KITTI with {Path(opts.eval_split).name} split", loader=loader,
+                        gt_depths=load_kitti_gt(opts.eval_split), protocol=protocol)]
+    custom_split = opts.eval_split if Path(opts.eval_split).expanduser().is_dir() else None
+    builder_opts = argparse.Namespace(batch_size=opts.eval_batch_size, num_workers=workers,
+                                      img_ext=opts.img_ext, **{f"{key}_split": custom_split})
+    return EVAL_DATASETS[key](path, spec, builder_opts)
+
+
 # KITTI depth-prediction benchmark: test images and submitted maps are 1216 x 352; the server
 # reads uint16 PNGs of depth x 256 (the same encoding as the annotated ground truth).
 BENCHMARK_SPLIT = "benchmark"

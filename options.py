@@ -208,6 +208,25 @@ def add_system_options(parser: argparse.ArgumentParser) -> None:
                        help="seconds a collective waits for the other processes before the job fails")
 
 
+def add_speed_options(parser: argparse.ArgumentParser) -> None:
+    """Throughput switches (see speed.py); each can be turned off to measure what it buys."""
+    group = parser.add_argument_group("speed (each can be switched off for comparison; see speed.py)")
+    group.add_argument("--mixed_precision", type=str, default="auto", choices=["auto", "none", "bf16"],
+                       help="bf16 autocast for the networks only (warping, SSIM, losses and "
+                            "disparity-to-depth stay float32); auto: bf16 on CUDA GPUs that support "
+                            "it, none elsewhere")
+    group.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=None,
+                       help="NHWC memory format for the networks (default: on for CUDA)")
+    group.add_argument("--fused_optimizer", action=argparse.BooleanOptionalAction, default=None,
+                       help="fused Adam/AdamW/SGD update (default: fused on CUDA, PyTorch's default "
+                            "elsewhere; --no-fused_optimizer forces the per-parameter loop)")
+    group.add_argument("--compile", action="store_true",
+                       help="torch.compile the depth and pose networks (minutes of compilation first)")
+    group.add_argument("--frame_cache", type=str, default=None, metavar="PATH",
+                       help="read pre-resized uint8 frames from a cache built by build_frame_cache.py "
+                            "for this --split, --height and --width (no PNG decoding in the loader)")
+
+
 def add_logging_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("logging and checkpoints")
     group.add_argument("--log_frequency", type=int, default=250,
@@ -231,6 +250,9 @@ def add_logging_options(parser: argparse.ArgumentParser) -> None:
 
 def add_eval_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("evaluation during training")
+    group.add_argument("--eval_data_path", type=str, default=None,
+                       help="images of the per-epoch evaluation (default: --data_path); for NYUv2 the "
+                            "folder of labelled test .h5 files, for Cityscapes the raw dataset root")
     group.add_argument("--eval_split", type=str, default="eigen",
                        help="split evaluated after every epoch: a folder under splits/ or a path "
                             "to a folder with test_files.txt and gt_depths.npz")
@@ -245,7 +267,8 @@ def build_train_parser() -> argparse.ArgumentParser:
         description="Train a self-supervised monocular depth and pose model.",
         fromfile_prefix_chars="@")
     for add in (add_path_options, add_data_options, add_model_options, add_loss_options, add_bde_options,
-                add_optimization_options, add_system_options, add_logging_options, add_eval_options):
+                add_optimization_options, add_system_options, add_speed_options, add_logging_options,
+                add_eval_options):
         add(parser)
     return parser
 
@@ -285,6 +308,9 @@ def validate_options(opts: argparse.Namespace) -> argparse.Namespace:
     if opts.learning_rate <= 0:
         raise ValueError(f"--learning_rate must be positive (got {opts.learning_rate})")
     _validate_bde_options(opts)
+    from speed import validate_speed_options  # imported here: speed imports torch
+
+    validate_speed_options(opts)
     return opts
 
 

@@ -32,6 +32,7 @@ from layers import (backproject, crop_pose_correction, disp_to_depth, project, t
 from losses import LOCAL_VIEW, ORIGINAL_VIEW, RESHUFFLE_VIEW, LossSettings, View, build_loss_terms
 from networks import build_depth_network, build_pose_network
 from options import training_frame_ids, uses_pose_network
+from speed import SpeedSettings
 from utils import (atomic_output, capture_rng_state, format_hms, readlines, resolve_split_dir, restore_rng_state,
                    seed_everything, seed_worker, select_device)
 
@@ -178,6 +179,12 @@ class Trainer:
             if self.pose_net is not None:
                 self.pose_net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.pose_net)
         self.model_spec = ModelSpec.from_options(self.opts)
+        # Autocast/channels_last/compile wrap the networks only; self.models keeps the plain
+        # modules, so checkpoints and the optimiser see the same parameters either way.
+        self.speed = SpeedSettings.resolve(self.opts, self.device)
+        self.depth_net = self.speed.wrap(self.depth_net)
+        if self.pose_net is not None:
+            self.pose_net = self.speed.wrap(self.pose_net)
 
     def parameters(self):
         return [p for model in self.models.values() for p in model.parameters()]
@@ -187,11 +194,13 @@ class Trainer:
         params = self.parameters()
         if opts.optimizer == "adamw":
             self.optimizer = torch.optim.AdamW(params, lr=opts.learning_rate, betas=(opts.beta1, opts.beta2),
-                                               weight_decay=opts.weight_decay)
+                                               weight_decay=opts.weight_decay, **self.speed.optimizer_kwargs())
         elif opts.optimizer == "adam":
-            self.optimizer = torch.optim.Adam(params, lr=opts.learning_rate, betas=(opts.beta1, opts.beta2))
+            self.optimizer = torch.optim.Adam(params, lr=opts.learning_rate, betas=(opts.beta1, opts.beta2),
+                                              **self.speed.optimizer_kwargs())
         else:
-            self.optimizer = torch.optim.SGD(params, lr=opts.learning_rate, momentum=opts.momentum)
+            self.optimizer = torch.optim.SGD(params, lr=opts.learning_rate, momentum=opts.momentum,
+                                             **self.speed.optimizer_kwargs())
 
     def build_dataloaders(self) -> None:
         opts = self.opts
@@ -205,6 +214,10 @@ class Trainer:
             opts.num_scales, is_train=True, img_ext=opts.img_ext, color_jitter=opts.color_jitter,
             flip=opts.flip, jitter_per_frame=opts.jitter_per_frame, split_name=str(train_file),
             **self.bde_dataset_options())
+        if getattr(opts, "frame_cache", None):
+            from frame_cache import FrameCache
+
+            self.train_dataset.use_frame_cache(FrameCache.open(opts.frame_cache))
         samples_per_process = len(self.train_dataset) // self.dist.world_size
         self.steps_per_epoch = samples_per_process // opts.batch_size
         if self.steps_per_epoch == 0:
@@ -213,18 +226,15 @@ class Trainer:
                              f"over {self.dist.world_size} processes): lower --batch_size")
         self.total_steps = self.steps_per_epoch * opts.num_epochs
         self.build_scheduler()
-        self.eval_loader, self.eval_gt = None, None
+        self.eval_sets = []
         # Evaluation runs on rank 0 alone; the others wait for it in their next collective.
         if opts.eval and self.dist.is_main:
-            from evaluate_depth import build_kitti_eval_loader, load_kitti_gt
+            from evaluate_depth import build_training_eval_sets
 
-            self.eval_gt = load_kitti_gt(opts.eval_split)
-            self.eval_loader = build_kitti_eval_loader(opts.data_path, opts.eval_split, opts.height,
-                                                       opts.width, opts.eval_batch_size,
-                                                       min(opts.num_workers, 4), opts.img_ext)
+            self.eval_sets = build_training_eval_sets(opts, self.model_spec)
         logger.info("Using split: %s", split_dir)
         logger.info("There are %d training items and %d test items", len(self.train_dataset),
-                    len(self.eval_loader.dataset) if self.eval_loader else 0)
+                    sum(len(eval_set.gt_depths) for eval_set in self.eval_sets))
 
     def train_loader(self, epoch: int, start_batch: int = 0) -> DataLoader:
         """The epoch's loader for this rank, starting at batch ``start_batch``.
@@ -273,6 +283,7 @@ class Trainer:
         root.setLevel(min(root.level, logging.INFO) if root.level else logging.INFO)
         root.addHandler(handler)
         logger.info("Experiment %s in %s on %s", self.opts.exp_name, self.run_dir.resolve(), self.device)
+        logger.info("Speed settings: %s", self.speed.describe())
         if self.dist.is_distributed:
             logger.info("Distributed training: %d processes, batch %d per process (%d in all)",
                         self.dist.world_size, self.opts.batch_size, self.opts.batch_size * self.dist.world_size)
@@ -571,25 +582,30 @@ class Trainer:
 
     # ------------------------------------------------------------------------------ evaluation
     def validate(self, epoch: int) -> dict:
-        """Depth metrics on --eval_split with the shared evaluation code (median-scaled unless stereo)."""
-        if self.eval_loader is None:
+        """Depth metrics of the dataset's benchmark with the shared evaluation code (median-scaled
+        unless the model is stereo-only, which is scaled by 5.4); the first table's metrics."""
+        if not self.eval_sets:
             return {}
-        from evaluate_depth import evaluate_predictions, format_metrics_table, kitti_protocol, predict_disparities
+        from evaluate_depth import evaluate_predictions, format_metrics_table, predict_disparities
 
         logger.info("Test the model at epoch %d", epoch)
-        pred_disps = predict_disparities(self.depth_model, self.eval_loader, self.device,
-                                         self.opts.min_depth, self.opts.max_depth)
         stereo_only = self.opts.use_stereo and not self.use_pose_net
-        result = evaluate_predictions(pred_disps, self.eval_gt, kitti_protocol(self.opts.eval_split),
-                                      median_scaling=not stereo_only,
-                                      pred_depth_scale_factor=STEREO_SCALE_FACTOR if stereo_only else 1.0)
-        if result.ratios.size:
-            logger.info(result.ratio_summary())
-        logger.info("\n%s", format_metrics_table(result.metrics))
-        for name, value in result.metrics.items():
-            self.writer.add_scalar(f"val/{name}", value, self.step)
+        results = []
+        for eval_set in self.eval_sets:
+            pred_disps = predict_disparities(self.depth_model, eval_set.loader, self.device,
+                                             self.opts.min_depth, self.opts.max_depth)
+            result = evaluate_predictions(pred_disps, eval_set.gt_depths, eval_set.protocol,
+                                          median_scaling=not stereo_only,
+                                          pred_depth_scale_factor=STEREO_SCALE_FACTOR if stereo_only else 1.0)
+            if result.ratios.size:
+                logger.info(result.ratio_summary())
+            logger.info("%s:\n%s", eval_set.title, format_metrics_table(result.metrics))
+            prefix = "val" if not results else f"val_{eval_set.key}"
+            for name, value in result.metrics.items():
+                self.writer.add_scalar(f"{prefix}/{name}", value, self.step)
+            results.append(result.metrics)
         self.set_train()
-        return result.metrics
+        return results[0]
 
     # ------------------------------------------------------------------------------ checkpoints
     def weights_payload(self) -> dict:

@@ -91,11 +91,22 @@ def test_custom_videos_train(tmp_path):
     train_run(tmp_path, "custom", tmp_path / "videos", split)
 
 
-def test_nyuv2_trains_with_max_depth_10(tmp_path):
+def test_nyuv2_trains_with_max_depth_10_and_evaluates_on_nyu_each_epoch(tmp_path):
     lines = write_nyu_raw(tmp_path / "nyu_raw", "bedroom_0001", num_frames=10)
-    checkpoint = train_run(tmp_path, "nyuv2", tmp_path / "nyu_raw", split_folder(tmp_path / "split", lines[:2]),
-                           "--max_depth", "10")
-    assert load_checkpoint(checkpoint)["model_spec"]["max_depth"] == 10.0
+    rng = np.random.default_rng(5)
+    nyu_test = tmp_path / "nyu_test"
+    write_nyu_h5(nyu_test / "val" / "00000.h5", rng.integers(0, 256, (480, 640, 3), dtype=np.uint8),
+                 rng.uniform(1.0, 9.0, (480, 640)).astype(np.float32))
+    split = split_folder(tmp_path / "split", lines[:2], test_files=["val/00000.h5"])
+    checkpoint = train_run(tmp_path, "nyuv2", tmp_path / "nyu_raw", split, "--max_depth", "10", "--eval",
+                           "--eval_data_path", str(nyu_test), "--eval_split", str(split))
+    payload = load_checkpoint(checkpoint)
+    assert payload["model_spec"]["max_depth"] == 10.0
+    # the per-epoch evaluation ran the NYUv2 protocol (always median-scaled, 10 m cap)
+    assert set(payload["metrics"]) == {"abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3"}
+    assert 0.0 < payload["metrics"]["abs_rel"] < 1.0
+    log = (tmp_path / "runs" / "nyuv2" / "logger.log").read_text()
+    assert "NYUv2:" in log and "Scaling ratios" in log
 
 
 def test_cityscapes_prepare_then_train(tmp_path):
