@@ -150,20 +150,28 @@ def spec_from_checkpoint(payload: dict, path: str | Path = "checkpoint") -> Mode
     return ModelSpec.from_dict(payload["model_spec"])
 
 
-def build_depth_network_from_checkpoint(path: str | Path, device: torch.device | str = "cpu"):
-    """Rebuild the depth network a checkpoint describes, with its weights, in eval mode.
-
-    Returns:
-        (DepthNetwork, ModelSpec)
-    """
+def build_depth_network_from_payload(payload: dict, source: str, device: torch.device | str = "cpu"):
+    """(DepthNetwork in eval mode, ModelSpec) from a loaded payload; errors name ``source``."""
     from networks import build_depth_network
 
-    payload = load_checkpoint(path)
-    spec = spec_from_checkpoint(payload, path)
+    spec = spec_from_checkpoint(payload, source)
     network = build_depth_network(backbone=spec.backbone, num_layers=spec.num_layers,
                                   decoder=spec.decoder, scales=tuple(spec.scales), pretrained=False)
     for key, module in (("encoder", network.encoder), ("depth", network.decoder)):
         if key not in payload:
-            raise ValueError(f"checkpoint {path} has no '{key}' weights")
-        module.load_state_dict(payload[key])
+            raise ValueError(f"{source} has no '{key}' weights")
+        try:
+            module.load_state_dict(payload[key])
+        except RuntimeError as err:
+            raise ValueError(f"{source}: the '{key}' weights do not fit the {spec.backbone}/{spec.decoder} "
+                             f"network they describe: {err}") from err
     return network.to(device).eval(), spec
+
+
+def build_depth_network_from_checkpoint(path: str | Path, device: torch.device | str = "cpu"):
+    """Rebuild the depth network a checkpoint of this toolkit describes, with its weights, in eval mode.
+
+    Returns:
+        (DepthNetwork, ModelSpec)
+    """
+    return build_depth_network_from_payload(load_checkpoint(path), f"checkpoint {path}", device)

@@ -29,7 +29,8 @@ from typing import Any, Sequence
 
 import torch
 
-from checkpoints import CHECKPOINT_FORMAT, ModelSpec, load_checkpoint, save_checkpoint, spec_from_checkpoint
+from checkpoints import (CHECKPOINT_FORMAT, ModelSpec, build_depth_network_from_payload, load_checkpoint,
+                         save_checkpoint)
 
 logger = logging.getLogger(__name__)
 
@@ -178,24 +179,6 @@ def to_checkpoint_payload(path: str | Path) -> dict:
     if "model_spec" in payload:
         return payload
     return convert_bdedepth(payload, str(path))
-
-
-def build_depth_network_from_payload(payload: dict, source: str, device: torch.device | str = "cpu"):
-    """(DepthNetwork in eval mode, ModelSpec) from a payload; mismatched weights name the file."""
-    from networks import build_depth_network
-
-    spec = spec_from_checkpoint(payload, source)
-    network = build_depth_network(backbone=spec.backbone, num_layers=spec.num_layers,
-                                  decoder=spec.decoder, scales=tuple(spec.scales), pretrained=False)
-    for key, module in (("encoder", network.encoder), ("depth", network.decoder)):
-        if key not in payload:
-            raise ValueError(f"{source} has no '{key}' weights")
-        try:
-            module.load_state_dict(payload[key])
-        except RuntimeError as err:
-            raise ValueError(f"{source}: the '{key}' weights do not fit the {spec.backbone}/{spec.decoder} "
-                             f"network they describe: {err}") from err
-    return network.to(device).eval(), spec
 
 
 def load_depth_model(path: str | Path, device: torch.device | str = "cpu"):

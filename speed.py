@@ -79,6 +79,12 @@ def validate_speed_options(opts: argparse.Namespace) -> None:
     if getattr(opts, "fused_optimizer", None) and device_type not in ("cuda", "cpu"):
         raise ValueError(f"--fused_optimizer has no {device_type} implementation: "
                          "use --no-fused_optimizer")
+    cache = getattr(opts, "frame_cache", None)
+    if cache and not (Path(cache).expanduser() / "index.json").is_file():
+        raise ValueError(f"--frame_cache {cache} is not a frame cache: build it first with `python "
+                         f"build_frame_cache.py --data_path {getattr(opts, 'data_path', '<root>')} --split "
+                         f"{getattr(opts, 'split', '<split>')} --height {getattr(opts, 'height', '<H>')} "
+                         f"--width {getattr(opts, 'width', '<W>')} --output {cache}`")
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,9 @@ class MonoDataset(Dataset):
         split_ratio: ``(low, high)`` range of the split point, as a fraction of the size.
     """
 
+    # Decoded frames at the network size (frame_cache.FrameCache), attached by `use_frame_cache`.
+    frame_cache = None
+
     def __init__(self, data_path: str | Path, filenames: Sequence[str], height: int, width: int,
                  frame_ids: Sequence[int | str], num_scales: int, is_train: bool = False,
                  img_ext: str = ".png", color_jitter: bool = True, flip: bool = True,
@@ -192,8 +195,21 @@ class MonoDataset(Dataset):
         return np.ascontiguousarray(image)
 
     def load_image(self, path: Path, do_flip: bool) -> np.ndarray:
-        """Decode ``path`` as RGB uint8, flip if asked, and resize to the network size."""
+        """Decode ``path`` as RGB uint8, flip if asked, and resize to the network size.
+
+        With a frame cache attached (`use_frame_cache`) the same array is read from the cache.
+        """
+        if self.frame_cache is not None:
+            return self.frame_cache.load(self.data_path, path, do_flip)
         return self.resize_image(self.read_image(path, do_flip))
+
+    def use_frame_cache(self, cache) -> None:
+        """Read frames from ``cache`` (a `frame_cache.FrameCache`) after checking it serves this split.
+
+        Raises ValueError naming the rebuild command when it was built for another size or split.
+        """
+        cache.check_dataset(self)
+        self.frame_cache = cache
 
     def load_frames(self, item: SplitItem, do_flip: bool) -> dict:
         """Frame id -> uint8 H x W x 3 RGB at the network size for every frame of ``item``.

@@ -1,0 +1,128 @@
+"""Shared helpers of the bench scripts: synthetic data, a random-weights checkpoint, tables, JSON.
+
+Every bench script generates its own synthetic KITTI-layout data (``make_synthetic_kitti``) into
+``--work_dir`` when no ``--data_path`` is given; a dataset already there with the same flags is
+reused, so repeated runs measure, not render.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Sequence
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+# KITTI's most common raw size (2011_09_26): the loader's decode and resize cost depend on it.
+KITTI_WIDTH, KITTI_HEIGHT = 1242, 375
+EIGEN_TEST_IMAGES = 697
+
+
+def add_common_options(parser, frames_per_drive: int = 16) -> None:
+    parser.add_argument("--data_path", default=None,
+                        help="an existing synthetic (or KITTI-layout) dataset root; default: generate one")
+    parser.add_argument("--work_dir", default="bench_out", help="generated data and outputs")
+    parser.add_argument("--frames_per_drive", type=int, default=frames_per_drive,
+                        help="frames per generated drive (2 drives: train and test)")
+    parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+
+
+def synthetic_dataset(args, velodyne: bool = False, gt: bool = False) -> Path:
+    """``--data_path``, or a synthetic dataset (full KITTI size) generated once under ``--work_dir``.
+
+    With ``gt`` the test split's ground truth is exported too (needs the simulated lidar).
+    """
+    if args.data_path:
+        return Path(args.data_path)
+    from make_synthetic_kitti import generate_dataset
+
+    velodyne = velodyne or gt
+    root = Path(args.work_dir) / f"synthetic_{args.frames_per_drive}f{'_lidar' if velodyne else ''}"
+    done = root / ".bench_complete"
+    if not done.is_file():
+        print(f"generating the synthetic dataset in {root} (once) ...", flush=True)
+        generate_dataset(root, num_drives=2, frames_per_drive=args.frames_per_drive, width=KITTI_WIDTH,
+                         height=KITTI_HEIGHT, seed=11, velodyne=velodyne, overwrite=True,
+                         num_workers=min(4, os.cpu_count() or 1), test_stride=1)
+        if gt:
+            import export_gt_depth
+
+            export_gt_depth.main(["--data_path", str(root), "--split", str(root / "splits" / "synthetic_test")])
+        done.write_text("ok\n")
+    return root
+
+
+def random_checkpoint(path: Path, backbone: str = "resnet", decoder: str = "monodepth2", height: int = 192,
+                      width: int = 640, num_scales: int = 4) -> Path:
+    """A checkpoint of randomly initialised networks (timing does not depend on the weights)."""
+    import torch
+
+    from checkpoints import CHECKPOINT_FORMAT, ModelSpec, save_checkpoint
+    from networks import build_depth_network
+
+    torch.manual_seed(0)
+    net = build_depth_network(backbone=backbone, decoder=decoder, scales=tuple(range(num_scales)))
+    spec = ModelSpec(backbone=backbone, decoder=decoder, height=height, width=width,
+                     scales=list(range(num_scales)))
+    save_checkpoint(path, {"format": CHECKPOINT_FORMAT, "model_spec": spec.to_dict(),
+                           "encoder": net.encoder.state_dict(), "depth": net.decoder.state_dict()})
+    return path
+
+
+def machine() -> str:
+    """A one-line description of this machine: CPU model and cores, GPU, torch version."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{cpu}, {cores} cores usable; {gpu}; torch {torch.__version__}"
+
+
+def format_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
+    """A Markdown table of ``rows`` (dicts) with the given column order; floats get 4 significant digits."""
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        return "" if value is None else str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def report(title: str, rows: Sequence[dict], columns: Sequence[str], args, extra: dict | None = None) -> dict:
+    """Print the table (with the machine) and write the JSON when ``--json`` is given."""
+    from utils import atomic_output
+
+    result = {"title": title, "machine": machine(), "command": " ".join(sys.argv), "rows": list(rows),
+              **(extra or {})}
+    print(f"\n{title}\nmachine: {result['machine']}\n")
+    print(format_table(rows, columns))
+    if args.json:
+        with atomic_output(args.json) as tmp:
+            tmp.write_text(json.dumps(result, indent=2, default=str))
+    return result
+
+
+def peak_memory_mb(device) -> float:
+    """Peak memory in MB: allocated CUDA memory on a GPU, the process's peak RSS on the CPU."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports kB
