@@ -41,7 +41,6 @@ import logging
 import multiprocessing as mp
 import re
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path

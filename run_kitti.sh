@@ -9,7 +9,7 @@
 # Set KITTI to the raw data root, LOG to the output folder and NUM_GPUS to the GPUs of this node.
 # Export the evaluation ground truth once:  python export_gt_depth.py --data_path $KITTI --split eigen
 # Runs resume from their last checkpoint when restarted (--resume); to start from released or
-# earlier weights add  --pretrained_path path/to/ckpt.pth
+# earlier weights add  --pretrained_path path/to/model.pth
 set -euo pipefail
 cd "$(dirname "$0")"
 KITTI=${KITTI:-kitti_data}

@@ -1,0 +1,91 @@
+"""Does bf16 autocast worsen accuracy beyond the spread between seeds? Train both ways, evaluate, compare.
+
+    python bench/bf16_accuracy.py --device cuda                                     # the real comparison
+    python bench/bf16_accuracy.py --device cpu --num_epochs 1 --height 64 --width 192 --seeds 1 2 \\
+        --frames_per_drive 12                                                       # a tiny CPU run
+
+For every seed, the same configuration (same seed: same initial weights and sample order) is
+trained with ``--mixed_precision none`` and ``--mixed_precision bf16`` on the synthetic dataset
+and evaluated on its held-out drive (Eigen protocol, median scaling). The verdict compares the
+mean abs_rel difference (bf16 - fp32) with the spread of fp32's abs_rel across seeds
+(max - min): bf16 passes when its mean is within that spread. Flags after ``--`` go to train.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import add_common_options, report, synthetic_dataset  # noqa: E402
+
+PRECISIONS = ("none", "bf16")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_common_options(parser, frames_per_drive=40)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    parser.add_argument("--num_epochs", type=int, default=10)
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--height", type=int, default=192)
+    parser.add_argument("--width", type=int, default=640)
+    parser.add_argument("--num_workers", type=int, default=2)
+    parser.add_argument("extra", nargs="*", help="train.py flags for every run, after --")
+    return parser
+
+
+def train_and_evaluate(root: Path, run_dir: Path, seed: int, precision: str, args) -> float:
+    """abs_rel on the synthetic test drive after training one run."""
+    import evaluate_depth
+    import train
+
+    name = f"seed{seed}_{precision}"
+    train.main(["--data_path", str(root), "--split", str(root / "splits" / "synthetic"), "--height",
+                str(args.height), "--width", str(args.width), "--batch_size", str(args.batch_size), "--num_epochs",
+                str(args.num_epochs), "--seed", str(seed), "--weights_init", "scratch", "--no_eval",
+                "--device", args.device, "--num_workers", str(args.num_workers), "--log_dir", str(run_dir),
+                "--exp_name", name, "--no-progress_bar", "--mixed_precision", precision, *args.extra])
+    ckpt = run_dir / name / "models" / f"model{args.num_epochs - 1}.pth"
+    result = evaluate_depth.main(["--pretrained_path", str(ckpt), "--kitti_path", str(root), "--eval_split",
+                                  str(root / "splits" / "synthetic_test"), "--device", args.device,
+                                  "--num_workers", "0", "--eval_out_dir", str(run_dir / name)])
+    return result["results"][0]["metrics"]["abs_rel"]
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
+    root = synthetic_dataset(args, gt=True)
+    scores = {p: [] for p in PRECISIONS}
+    rows = []
+    with tempfile.TemporaryDirectory() as run_dir:
+        for seed in args.seeds:
+            row = {"seed": seed}
+            for precision in PRECISIONS:
+                score = train_and_evaluate(root, Path(run_dir), seed, precision, args)
+                scores[precision].append(score)
+                row[f"abs_rel {precision}"] = score
+            row["bf16 - fp32"] = row["abs_rel bf16"] - row["abs_rel none"]
+            rows.append(row)
+    spread = max(scores["none"]) - min(scores["none"])
+    mean_delta = statistics.mean(r["bf16 - fp32"] for r in rows)
+    ok = mean_delta <= spread
+    rows.append({"seed": "mean", "abs_rel none": statistics.mean(scores["none"]),
+                 "abs_rel bf16": statistics.mean(scores["bf16"]), "bf16 - fp32": mean_delta})
+    verdict = (f"fp32 spread between seeds {spread:.4f}; mean bf16 - fp32 {mean_delta:+.4f}: "
+               + ("bf16 within the seed spread" if ok else "bf16 WORSE than the seed spread"))
+    result = report(f"bf16 vs fp32 abs_rel on the synthetic test drive ({args.width}x{args.height}, "
+                    f"{args.num_epochs} epochs, device {args.device})", rows,
+                    ["seed", "abs_rel none", "abs_rel bf16", "bf16 - fp32"], args,
+                    {"fp32_seed_spread": spread, "mean_bf16_minus_fp32": mean_delta, "bf16_ok": ok})
+    print(verdict)
+    return result
+
+
+if __name__ == "__main__":
+    main()
