@@ -12,20 +12,24 @@ import pytest
 import torch
 
 import train
+from checkpoints import load_checkpoint
 from evaluate_depth import build_kitti_eval_loader, evaluate_predictions, load_kitti_gt, predict_disparities
 from networks import build_depth_network
 from utils import seed_everything
 
 SEED = 1234
 HEIGHT, WIDTH = 64, 192
-# Measured with exactly this configuration (8 epochs, about 200 CPU steps; both baselines score
-# abs_rel 0.417, rmse_log 0.616, a1 0.297): the trained model ends at abs_rel 0.385, rmse_log
-# 0.419, a1 0.397. abs_rel is still noisy this early (0.32-0.49 between epochs), so it is only
-# required to beat the baselines; rmse_log and a1, which improve steadily, carry the margin.
-# The synthetic-data learning margin is tracked as open work on the foundation issue.
-ABS_REL_FRACTION = 0.97
-RMSE_LOG_FRACTION = 0.8
-A1_GAIN = 0.07
+NUM_EPOCHS = 8
+# Measured with exactly this configuration (8 epochs of 26 steps, Adam 3e-4; the untrained network
+# and a constant depth both score abs_rel 0.417, rmse_log 0.605, a1 0.297): abs_rel 0.317, 0.357,
+# 0.351 over the last three epochs (mean 0.342), rmse_log mean 0.390, a1 mean 0.482. Single epochs
+# still swing (0.68 at epoch 1, 0.50 at epoch 3: a from-scratch network this early), so the test
+# scores the mean of the last three epochs' evaluations, which every epoch's checkpoint records.
+# (Adam 1e-4 reached abs_rel 0.385; 1e-3 collapses to a constant prediction.)
+LAST_EPOCHS = 3
+ABS_REL_FRACTION = 0.9
+RMSE_LOG_FRACTION = 0.75
+A1_GAIN = 0.1
 
 
 @pytest.mark.slow
@@ -44,10 +48,15 @@ def test_monocular_training_learns_depth(synthetic_kitti, tmp_path, capsys):
         "--data_path", str(synthetic_kitti), "--split", str(synthetic_kitti / "splits" / "synthetic"),
         "--eval_split", eval_split, "--log_dir", str(tmp_path), "--exp_name", "learn",
         "--weights_init", "scratch", "--height", str(HEIGHT), "--width", str(WIDTH), "--batch_size", "8",
-        "--num_epochs", "8", "--optimizer", "adam", "--learning_rate", "1e-4", "--decay_step", "8",
+        "--num_epochs", str(NUM_EPOCHS), "--optimizer", "adam", "--learning_rate", "3e-4",
+        "--decay_step", str(NUM_EPOCHS),
         "--num_workers", "2", "--device", "cpu", "--seed", str(SEED), "--no-progress_bar",
         "--log_frequency", "100"])
 
+    assert metrics == load_checkpoint(tmp_path / "learn" / "models" / f"model{NUM_EPOCHS - 1}.pth")["metrics"]
+    per_epoch = [load_checkpoint(tmp_path / "learn" / "models" / f"model{e}.pth")["metrics"]
+                 for e in range(NUM_EPOCHS - LAST_EPOCHS, NUM_EPOCHS)]
+    metrics = {name: float(np.mean([m[name] for m in per_epoch])) for name in metrics}
     with capsys.disabled():
         for name in ("abs_rel", "rmse_log", "a1"):
             print(f"\n{name}: trained {metrics[name]:.3f}, untrained {untrained[name]:.3f}, "
