@@ -29,21 +29,26 @@ logger = logging.getLogger(__name__)
 OUTPUT_SUFFIXES = ("_disp", "_depth")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Monocular depth for images.")
-    parser.add_argument("--image_path", required=True, help="an image file or a folder of images")
+def add_model_arguments(parser: argparse.ArgumentParser, unit: str = "images") -> None:
+    """The weights, batch and device flags shared by test_simple.py and test_video.py."""
     parser.add_argument("--pretrained_path", required=True,
                         help="checkpoint written by train.py, a released BDEdepth .pth, or a released "
                              "Monodepth2 folder (encoder.pth, depth.pth)")
+    parser.add_argument("--batch_size", type=int, default=8, help=f"{unit} per forward pass")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument("--no_cuda", dest="device", action="store_const", const="cpu", help=argparse.SUPPRESS)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Monocular depth for images.")
+    parser.add_argument("--image_path", required=True, help="an image file or a folder of images")
     parser.add_argument("--ext", default="png", help="image extension to look for in a folder")
     parser.add_argument("--output_dir", default=None,
                         help="where to write the results (default: beside each image)")
     parser.add_argument("--save_npy", action="store_true", help="also save the scaled disparity as .npy")
     parser.add_argument("--pred_metric_depth", action="store_true",
                         help="save metric depth (x5.4) as .npy; meaningful for stereo-trained models")
-    parser.add_argument("--batch_size", type=int, default=8, help="images per forward pass")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    parser.add_argument("--no_cuda", dest="device", action="store_const", const="cpu", help=argparse.SUPPRESS)
+    add_model_arguments(parser)
     return parser
 
 

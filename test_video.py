@@ -21,7 +21,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from test_simple import list_images, load_rgb, predict, to_network_input
+from test_simple import add_model_arguments, list_images, load_rgb, predict, to_network_input
 from utils import atomic_output, colorize_disparity, select_device
 
 logger = logging.getLogger(__name__)
@@ -33,18 +33,13 @@ DEFAULT_FRAME_DURATION_MS = 150
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Monocular depth for a folder of video frames.")
     parser.add_argument("--image_path", required=True, help="a folder of frames")
-    parser.add_argument("--pretrained_path", required=True,
-                        help="checkpoint written by train.py, a released BDEdepth .pth, or a released "
-                             "Monodepth2 folder (encoder.pth, depth.pth)")
     parser.add_argument("--ext", default="png", help="frame extension")
     parser.add_argument("--output_dir", default=None, help="where to write (default: the frames' folder)")
     parser.add_argument("--frame_duration_ms", type=int, default=DEFAULT_FRAME_DURATION_MS,
                         help="display time of each frame; the MP4 runs at 1000 / this frames per second")
     parser.add_argument("--no_gif", dest="gif", action="store_false", help="skip the GIF")
     parser.add_argument("--no_mp4", dest="mp4", action="store_false", help="skip the MP4")
-    parser.add_argument("--batch_size", type=int, default=8, help="frames per forward pass")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    parser.add_argument("--no_cuda", dest="device", action="store_const", const="cpu", help=argparse.SUPPRESS)
+    add_model_arguments(parser, unit="frames")
     return parser
 
 

@@ -64,11 +64,18 @@ def prepare_batch(batch: dict, device: torch.device, frame_ids: list, num_scales
     for i, frame_id in enumerate(frame_ids):
         inputs[("color", frame_id, 0)] = frames[:, i]
         inputs[("color_aug", frame_id, 0)] = augmented[:, i]
-        if frame_id == 0 or all_frames_multiscale:
-            for scale in range(1, num_scales):
-                inputs[("color", frame_id, scale)] = F.avg_pool2d(inputs[("color", frame_id, scale - 1)], 2)
+    add_smaller_scales(inputs, "color", frame_ids, num_scales, all_frames_multiscale)
     prepare_bde_views(inputs, frame_ids, num_scales, all_frames_multiscale)
     return inputs
+
+
+def add_smaller_scales(inputs: dict, name: str, frame_ids: list, num_scales: int, all_frames: bool) -> None:
+    """``(name, f, s)`` for s >= 1 by repeated 2x2 area averaging of ``(name, f, 0)`` (in place):
+    frame 0 only (the smoothness term's edge guide) unless ``all_frames`` (v1 multi-scale)."""
+    for frame_id in frame_ids:
+        if frame_id == 0 or all_frames:
+            for scale in range(1, num_scales):
+                inputs[(name, frame_id, scale)] = F.avg_pool2d(inputs[(name, frame_id, scale - 1)], 2)
 
 
 def prepare_bde_views(inputs: dict, frame_ids: list, num_scales: int, all_frames_multiscale: bool) -> None:
@@ -86,10 +93,7 @@ def prepare_bde_views(inputs: dict, frame_ids: list, num_scales: int, all_frames
     if ("color_local", 0, 0) in inputs:
         for frame_id in frame_ids:
             inputs[("color_local", frame_id, 0)] = inputs[("color_local", frame_id, 0)].float() / 255.0
-            if frame_id == 0 or all_frames_multiscale:
-                for scale in range(1, num_scales):
-                    inputs[("color_local", frame_id, scale)] = F.avg_pool2d(
-                        inputs[("color_local", frame_id, scale - 1)], 2)
+        add_smaller_scales(inputs, "color_local", frame_ids, num_scales, all_frames_multiscale)
         inputs[("color_local_aug", 0, 0)] = apply_color_jitter(inputs[("color_local", 0, 0)],
                                                                inputs["bde_jitter"][:, 0], enabled)
     if "split_xy" in inputs:
