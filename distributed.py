@@ -103,6 +103,11 @@ def cleanup_process_group() -> None:
         dist.destroy_process_group()
 
 
+def epoch_seed(run_seed: int, epoch: int) -> int:
+    """One seed per (run seed, epoch): the epoch's permutation and augmentation seeds derive from it."""
+    return run_seed * 1_000_003 + epoch
+
+
 def epoch_sample_order(num_samples: int, seed: int, epoch: int, rank: int = 0,
                        world_size: int = 1) -> torch.Tensor:
     """This rank's share of the epoch's shuffled sample indices.
@@ -116,7 +121,7 @@ def epoch_sample_order(num_samples: int, seed: int, epoch: int, rank: int = 0,
         int64 tensor of num_samples // world_size indices.
     """
     generator = torch.Generator()
-    generator.manual_seed(seed * 1_000_003 + epoch)
+    generator.manual_seed(epoch_seed(seed, epoch))
     order = torch.randperm(num_samples, generator=generator)
     usable = num_samples - num_samples % world_size
     return order[:usable][rank::world_size]
@@ -124,7 +129,7 @@ def epoch_sample_order(num_samples: int, seed: int, epoch: int, rank: int = 0,
 
 def sample_seed(run_seed: int, epoch: int, index: int) -> int:
     """The augmentation seed of sample ``index`` in ``epoch``: distinct for every (epoch, index)."""
-    return (run_seed * 1_000_003 + epoch) * 2**32 + index
+    return epoch_seed(run_seed, epoch) * 2**32 + index
 
 
 def mean_over_ranks(values: dict[str, torch.Tensor], context: DistributedContext) -> dict[str, float]:

@@ -188,11 +188,16 @@ class DepthEvaluation:
     ratios: np.ndarray
     num_images: int
 
+    def ratio_statistics(self) -> tuple[float, float]:
+        """(median ratio, std of the ratios divided by that median); call only when scaled."""
+        median = float(np.median(self.ratios))
+        return median, float(np.std(self.ratios / median))
+
     def ratio_summary(self) -> str:
         if self.ratios.size == 0:
             return ""
-        median = np.median(self.ratios)
-        return f"Scaling ratios | med: {median:0.3f} | std: {np.std(self.ratios / median):0.3f}"
+        median, std = self.ratio_statistics()
+        return f"Scaling ratios | med: {median:0.3f} | std: {std:0.3f}"
 
 
 def evaluate_predictions(pred_disps: Sequence[np.ndarray], gt_depths: Sequence[np.ndarray],
@@ -339,16 +344,11 @@ def build_training_eval_sets(opts: argparse.Namespace, spec: ModelSpec) -> list[
         logger.info("No per-epoch depth evaluation for --dataset %s (no ground truth)", opts.dataset)
         return []
     path = getattr(opts, "eval_data_path", None) or opts.data_path
-    workers = min(opts.num_workers, 4)
-    if key == "kitti":
-        loader = build_kitti_eval_loader(path, opts.eval_split, spec.height, spec.width,
-                                         opts.eval_batch_size, workers, opts.img_ext)
-        protocol = EVAL_PROTOCOLS[kitti_protocol(opts.eval_split)]
-        return [EvalSet(title=f"KITTI with {Path(opts.eval_split).name} split", loader=loader,
-                        gt_depths=load_kitti_gt(opts.eval_split), protocol=protocol)]
+    # The builders read evaluate_depth.py's flags: give them the training run's equivalents.
     custom_split = opts.eval_split if Path(opts.eval_split).expanduser().is_dir() else None
-    builder_opts = argparse.Namespace(batch_size=opts.eval_batch_size, num_workers=workers,
-                                      img_ext=opts.img_ext, **{f"{key}_split": custom_split})
+    builder_opts = argparse.Namespace(batch_size=opts.eval_batch_size, num_workers=min(opts.num_workers, 4),
+                                      img_ext=opts.img_ext, eval_split=[opts.eval_split], ext_disp_to_eval=None,
+                                      eval_eigen_to_benchmark=False, **{f"{key}_split": custom_split})
     return EVAL_DATASETS[key](path, spec, builder_opts)
 
 
@@ -664,9 +664,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         entry = {"name": eval_set.key, "title": eval_set.title, "protocol": eval_set.protocol.name,
                  "num_images": result.num_images, "metrics": result.metrics}
         if result.ratios.size:
-            median = float(np.median(result.ratios))
-            entry["scaling_ratio_median"] = median
-            entry["scaling_ratio_std"] = float(np.std(result.ratios / median))
+            entry["scaling_ratio_median"], entry["scaling_ratio_std"] = result.ratio_statistics()
         report["results"].append(entry)
 
     if benchmark_loader is not None:

@@ -24,7 +24,7 @@ from checkpoints import (CHECKPOINT_FORMAT, RESUME_DIR, ModelSpec, load_checkpoi
                          resume_checkpoint_path, save_checkpoint)
 from datasets import DATASETS
 from distributed import (broadcast_from_main, cleanup_process_group, context_from_environment,
-                         epoch_sample_order, gather_to_all, mean_over_ranks, sample_seed,
+                         epoch_sample_order, epoch_seed, gather_to_all, mean_over_ranks, sample_seed,
                          setup_process_group)
 from kitti_utils import STEREO_SCALE_FACTOR
 from layers import (backproject, crop_pose_correction, disp_to_depth, project, transformation_from_parameters,
@@ -252,7 +252,7 @@ class Trainer:
         order = order[start_batch * self.opts.batch_size:].tolist()
         keys = [(index, sample_seed(self.run_seed, epoch, index)) for index in order]
         generator = torch.Generator()
-        generator.manual_seed(self.run_seed * 1_000_003 + epoch)
+        generator.manual_seed(epoch_seed(self.run_seed, epoch))
         return DataLoader(self.train_dataset, batch_size=self.opts.batch_size, sampler=keys,
                           num_workers=self.opts.num_workers, pin_memory=self.device.type == "cuda",
                           drop_last=True, worker_init_fn=seed_worker, generator=generator,
