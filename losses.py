@@ -179,10 +179,12 @@ def consistency_local_term(inputs: dict, outputs: dict, settings: LossSettings):
     height, width = inputs[("color", 0, 0)].shape[-2:]
     offset, size, depth_scale = local_crop_footprint(inputs["local_crop"], height, width,
                                                      reference=settings.local_crop_reference)
+    # The footprint is the same at every scale: the disparities are sampled at full resolution.
+    dtype = outputs[("disp_local", settings.scales[0])].dtype
+    grid, mask = crop_footprint_grid(offset.to(dtype), size.to(dtype), height, width)
     total = 0.0
     for scale in settings.scales:
         disp_local = outputs[("disp_local", scale)]
-        grid, mask = crop_footprint_grid(offset.to(disp_local.dtype), size.to(disp_local.dtype), height, width)
         sampled = F.grid_sample(disp_local, grid, mode="bilinear", padding_mode="border", align_corners=False)
         _, depth_local = disp_to_depth(sampled, settings.min_depth, settings.max_depth)
         _, depth_main = disp_to_depth(upsample_disp(outputs[("disp", scale)], (height, width)),

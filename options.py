@@ -243,7 +243,8 @@ def add_logging_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--overwrite", action="store_true",
                        help="start afresh in an existing run folder, replacing its checkpoints")
     group.add_argument("--pretrained_path", type=str, default=None,
-                       help="initialise the networks from this checkpoint (ignored when resuming)")
+                       help="initialise the networks from this checkpoint, a released Monodepth2 model folder or a "
+                            "released BDEdepth .pth (ignored when resuming)")
     group.add_argument("--progress_bar", action=argparse.BooleanOptionalAction, default=True,
                        help="show a progress bar per epoch")
 

@@ -315,7 +315,10 @@ class Trainer:
             logger.info("Resumed from %s at epoch %d, batch %d, step %d", path, self.epoch,
                         self.batch_in_epoch, self.step)
         elif self.opts.pretrained_path:
-            self.load_model_weights(load_checkpoint(self.opts.pretrained_path), self.opts.pretrained_path)
+            # Our checkpoints, released Monodepth2 folders and BDEdepth files alike.
+            from released_weights import to_checkpoint_payload
+
+            self.load_model_weights(to_checkpoint_payload(self.opts.pretrained_path), self.opts.pretrained_path)
         elif self.opts.resume:
             logger.info("No checkpoint to resume, train from epoch 0.")
 

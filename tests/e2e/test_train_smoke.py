@@ -112,3 +112,20 @@ def test_non_finite_loss_is_reported_with_its_terms(synthetic_kitti, tmp_path, m
     monkeypatch.setitem(losses.LOSS_TERMS, "smoothness", lambda i, o, s: (torch.tensor(float("nan")), {}))
     with pytest.raises(FloatingPointError, match=r"non-finite loss at step 1: .*loss/smoothness=nan"):
         train.main(train_args(synthetic_kitti, tmp_path, "--no_eval"))
+
+
+def test_training_starts_from_a_released_monodepth2_folder(synthetic_kitti, tmp_path):
+    from options import parse_train_options
+    from tests.unit.test_released_weights import write_md2_folder
+    from trainer import Trainer
+
+    folder = write_md2_folder(tmp_path / "mono_640x192", use_stereo=False)
+    trainer = Trainer(parse_train_options(train_args(synthetic_kitti, tmp_path, "--no_eval",
+                                                     "--pretrained_path", str(folder))))
+    trainer.close()
+    released = {name: torch.load(folder / f"{name}.pth", weights_only=True) for name in ("encoder", "depth", "pose")}
+    assert torch.equal(trainer.models["encoder"].state_dict()["encoder.layer4.1.conv2.weight"],
+                       released["encoder"]["encoder.layer4.1.conv2.weight"])
+    assert torch.equal(trainer.models["depth"].state_dict()["convs.dispconv_0.conv.weight"],
+                       released["depth"]["decoder.10.conv.weight"])
+    assert torch.equal(trainer.models["pose"].state_dict()["pose2.weight"], released["pose"]["net.3.weight"])

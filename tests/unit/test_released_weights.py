@@ -49,11 +49,10 @@ def md2_encoder(num_input_images: int, seed: int) -> dict:
     return state
 
 
-@pytest.fixture()
-def md2_folder(tmp_path):
-    folder = tmp_path / "mono_640x192"
+def write_md2_folder(folder, use_stereo: bool = True):
+    """A Monodepth2 model folder (encoder, depth, pose_encoder, pose .pth) with random weights."""
     folder.mkdir()
-    torch.save({**md2_encoder(1, 0), "height": 192, "width": 640, "use_stereo": True}, folder / "encoder.pth")
+    torch.save({**md2_encoder(1, 0), "height": 192, "width": 640, "use_stereo": use_stereo}, folder / "encoder.pth")
     torch.save(random_state(md2_depth_shapes(), 1), folder / "depth.pth")
     torch.save(md2_encoder(2, 2), folder / "pose_encoder.pth")
     pose_shapes = {"net.0.weight": (256, 512, 1, 1), "net.0.bias": (256,), "net.1.weight": (256, 256, 3, 3),
@@ -61,6 +60,11 @@ def md2_folder(tmp_path):
                    "net.3.weight": (12, 256, 1, 1), "net.3.bias": (12,)}
     torch.save(random_state(pose_shapes, 3), folder / "pose.pth")
     return folder
+
+
+@pytest.fixture()
+def md2_folder(tmp_path):
+    return write_md2_folder(tmp_path / "mono_640x192")
 
 
 def test_monodepth2_folder_maps_every_tensor_by_position(md2_folder):
