@@ -39,7 +39,8 @@ from kitti_utils import (GARG_CROP, KITTI_DEPTH_PNG_SCALE, MAX_EVAL_DEPTH, MIN_E
                          STEREO_SCALE_FACTOR)
 from layers import (DEPTH_METRIC_NAMES, compute_depth_metrics, disp_to_depth, median_scaling_ratio,
                     upsample_disp)
-from utils import atomic_output, readlines, resolve_split_dir, select_device, split_file
+from utils import (atomic_output, image_to_tensor, read_rgb, readlines, resize_area, resolve_split_dir,
+                   select_device, split_file)
 
 logger = logging.getLogger(__name__)
 
@@ -472,14 +473,8 @@ class KittiBenchmarkImages(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> dict:
-        import cv2
-
-        image = cv2.imread(str(self.paths[index]), cv2.IMREAD_COLOR)
-        if image is None:
-            raise OSError(f"could not read benchmark image {self.paths[index]}")
-        image = cv2.resize(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), (self.width, self.height),
-                           interpolation=cv2.INTER_AREA)
-        return {("color", 0, 0): torch.from_numpy(image).permute(2, 0, 1).contiguous()}
+        image = resize_area(read_rgb(self.paths[index]), self.height, self.width)
+        return {("color", 0, 0): image_to_tensor(image)}
 
 
 def write_benchmark_predictions(pred_disps: np.ndarray, out_dir: str | Path,

@@ -22,7 +22,7 @@ import torch
 
 from kitti_utils import STEREO_SCALE_FACTOR
 from layers import disp_to_depth, upsample_disp
-from utils import atomic_output, colorize_disparity, select_device
+from utils import atomic_output, colorize_disparity, read_rgb, resize_area, select_device
 
 logger = logging.getLogger(__name__)
 
@@ -67,17 +67,11 @@ def list_images(image_path: Path, ext: str) -> list[Path]:
     return paths
 
 
-def load_rgb(path: Path) -> np.ndarray:
-    """H x W x 3 uint8 RGB (greyscale files are expanded to three channels)."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise OSError(f"could not read image {path} (corrupt or not an image)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def to_network_input(images: Sequence[np.ndarray], height: int, width: int) -> np.ndarray:
     """B x height x width x 3 uint8: each RGB image area-resized (as the training loader does)."""
-    return np.stack([cv2.resize(im, (width, height), interpolation=cv2.INTER_AREA) for im in images])
+    return np.stack([resize_area(im, height, width) for im in images])
 
 
 @torch.no_grad()
@@ -106,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
         loaded = []
         for position, path in enumerate(paths[start:start + opts.batch_size], start=start + 1):
             try:
-                loaded.append((position, path, load_rgb(path)))
+                loaded.append((position, path, read_rgb(path)))
             except OSError as err:
                 logger.error("%s", err)
                 failures.append(path)

@@ -21,8 +21,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from test_simple import add_model_arguments, list_images, load_rgb, predict, to_network_input
-from utils import atomic_output, colorize_disparity, select_device
+from test_simple import add_model_arguments, list_images, predict, to_network_input
+from utils import atomic_output, colorize_disparity, read_rgb, select_device
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
         images = []
         for path in paths[start:start + opts.batch_size]:
             try:
-                images.append(load_rgb(path))
+                images.append(read_rgb(path))
             except OSError as err:
                 logger.error("%s", err)
                 failures.append(path)

@@ -54,9 +54,10 @@ def single_image_latency(ckpt: Path, image_path: Path, device, repeats: int) -> 
     """Median seconds of the network on one image (batch 1), after two warm-up runs."""
     import test_simple
     from released_weights import load_depth_model
+    from utils import read_rgb
 
     net, spec = load_depth_model(ckpt, device)
-    resized = test_simple.to_network_input([test_simple.load_rgb(image_path)], spec.height, spec.width)
+    resized = test_simple.to_network_input([read_rgb(image_path)], spec.height, spec.width)
     times = []
     for i in range(repeats + 2):
         _sync(device)

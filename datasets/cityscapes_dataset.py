@@ -20,12 +20,11 @@ import struct
 from pathlib import Path
 from typing import Sequence
 
-import cv2
 import numpy as np
 import torch
 
 from datasets.mono_dataset import MonoDataset, SplitItem
-from utils import readlines
+from utils import image_to_tensor, read_rgb, readlines, resize_area
 
 # Frames in a prepared file, from the top: -1, 0, +1.
 STACKED_FRAME_IDS = (-1, 0, 1)
@@ -101,13 +100,10 @@ class CityscapesDataset(MonoDataset):
     def load_frames(self, item: SplitItem, do_flip: bool) -> dict:
         """Decode the stacked file once and cut it into its three frames (each H x W x 3 RGB)."""
         path = self.image_path(item.folder, 0, None)
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise OSError(f"could not decode image {path} (corrupt or not an image)")
+        image = read_rgb(path)
         if image.shape[0] % len(STACKED_FRAME_IDS):
             raise ValueError(f"{path} is {image.shape[0]} rows high, not 3 stacked frames: prepare the "
                              "data with prepare_cityscapes.py --seq_length 3")
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
         frame_height = image.shape[0] // len(STACKED_FRAME_IDS)
         frames = {}
         for frame_id in self.frame_ids:
@@ -115,8 +111,7 @@ class CityscapesDataset(MonoDataset):
             frame = image[row:row + frame_height]
             if do_flip:
                 frame = frame[:, ::-1]
-            frame = cv2.resize(frame, (self.width, self.height), interpolation=cv2.INTER_AREA)
-            frames[frame_id] = np.ascontiguousarray(frame)
+            frames[frame_id] = resize_area(frame, self.height, self.width)
         return frames
 
 
@@ -150,12 +145,8 @@ class CityscapesTestSet(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> dict:
-        image = cv2.imread(str(self.paths[index]), cv2.IMREAD_COLOR)
-        if image is None:
-            raise OSError(f"could not decode {self.paths[index]}")
-        image = keep_top(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
-        image = cv2.resize(image, (self.width, self.height), interpolation=cv2.INTER_AREA)
-        return {("color", 0, 0): torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous()}
+        image = keep_top(read_rgb(self.paths[index]))
+        return {("color", 0, 0): image_to_tensor(resize_area(image, self.height, self.width))}
 
 
 def load_cityscapes_gt(gt_dir: Path, count: int) -> list[np.ndarray]:

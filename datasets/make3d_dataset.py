@@ -14,11 +14,10 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
-import cv2
 import numpy as np
 import torch
 
-from utils import readlines
+from utils import image_to_tensor, read_rgb, readlines, resize_area
 
 MAKE3D_IMAGE_DIR = "Test134"
 MAKE3D_DEPTH_DIR = "Gridlaserdata"
@@ -79,12 +78,8 @@ class Make3DTestSet(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict:
         path = make3d_paths(self.root, self.names[index])[0]
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)  # OpenCV decodes truncated JPEGs as far as they go
-        if image is None:
-            raise OSError(f"could not decode {path}")
-        image = crop_make3d_image(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
-        image = cv2.resize(image, (self.width, self.height), interpolation=cv2.INTER_AREA)
-        return {("color", 0, 0): torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous()}
+        image = crop_make3d_image(read_rgb(path))  # OpenCV decodes truncated JPEGs as far as they go
+        return {("color", 0, 0): image_to_tensor(resize_area(image, self.height, self.width))}
 
     def ground_truth(self) -> list[np.ndarray]:
         return [read_make3d_depth(make3d_paths(self.root, name)[1]) for name in self.names]

@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 from augmentation import (CROP_RESIZED_HEIGHT, CROP_RESIZED_WIDTH, CROP_X0, CROP_Y0, DEFAULT_RESIZE_RATIO,
                           DEFAULT_SPLIT_RATIO, JITTER_PARAM_DIM, draw_color_jitter, draw_local_crop,
                           draw_reshuffle_split)
+from utils import image_to_tensor, read_rgb, resize_area
 
 # Probability of a horizontal flip and of colour augmentation for a training sample (Monodepth2).
 FLIP_PROBABILITY = 0.5
@@ -178,21 +179,12 @@ class MonoDataset(Dataset):
 
     def read_image(self, path: Path, do_flip: bool) -> np.ndarray:
         """Decode ``path`` as RGB uint8 at its native size and flip it if asked."""
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise OSError(f"could not decode image {path} (corrupt or not an image)")
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        image = read_rgb(path)
         return image[:, ::-1] if do_flip else image
 
     def resize_image(self, image: np.ndarray) -> np.ndarray:
-        """Resize to the network size.
-
-        INTER_AREA is a box filter: it anti-aliases the downscale like the reference's PIL
-        LANCZOS at a fraction of the cost.
-        """
-        if image.shape[:2] != (self.height, self.width):
-            image = cv2.resize(image, (self.width, self.height), interpolation=cv2.INTER_AREA)
-        return np.ascontiguousarray(image)
+        """Resize to the network size (`utils.resize_area`)."""
+        return resize_area(image, self.height, self.width)
 
     def load_image(self, path: Path, do_flip: bool) -> np.ndarray:
         """Decode ``path`` as RGB uint8, flip if asked, and resize to the network size.
@@ -251,10 +243,10 @@ class MonoDataset(Dataset):
             frames = {frame_id: self.resize_image(image) for frame_id, image in native.items()}
         out = {}
         for frame_id, image in frames.items():
-            out[("color", frame_id, 0)] = torch.from_numpy(image).permute(2, 0, 1).contiguous()
+            out[("color", frame_id, 0)] = image_to_tensor(image)
             if crop is not None:
                 local = self.crop_local(image if native is None else native[frame_id], crop)
-                out[("color_local", frame_id, 0)] = torch.from_numpy(local).permute(2, 0, 1).contiguous()
+                out[("color_local", frame_id, 0)] = image_to_tensor(local)
         return out
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from datasets.mono_dataset import MonoDataset, SplitItem
-from utils import readlines
+from utils import image_to_tensor, read_rgb, readlines, resize_area
 
 NYU_RAW_SIZE = (640, 480)  # (W, H) of the Kinect colour frames
 # Published colour-camera calibration of the NYU Depth v2 toolbox (pixels of the 640 x 480 frame).
@@ -100,19 +100,16 @@ class NYUDataset(MonoDataset):
 
         The crop is symmetric, so flipping after it equals the reference's flip before it.
         """
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise OSError(f"could not decode image {path} (corrupt or not an image)")
+        image = read_rgb(path)
         if image.shape[:2] != NYU_RAW_SIZE[::-1]:
             raise ValueError(f"{path} is {image.shape[1]} x {image.shape[0]}: NYU training frames must be the "
                              "raw 640 x 480 Kinect frames (the calibration is for that size)")
-        image = undistort_nyu(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+        image = undistort_nyu(image)
         c = NYU_TRAIN_CROP
         image = image[c:-c, c:-c]
         if do_flip:
             image = image[:, ::-1]
-        image = cv2.resize(image, (self.width, self.height), interpolation=cv2.INTER_AREA)
-        return np.ascontiguousarray(image)
+        return resize_area(image, self.height, self.width)
 
 
 def read_nyu_h5(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -165,8 +162,7 @@ class NYUTestSet(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict:
         rgb, _ = read_nyu_h5(self.paths[index])
-        rgb = cv2.resize(crop_nyu_test(rgb), (self.width, self.height), interpolation=cv2.INTER_AREA)
-        return {("color", 0, 0): torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).contiguous()}
+        return {("color", 0, 0): image_to_tensor(resize_area(crop_nyu_test(rgb), self.height, self.width))}
 
     def ground_truth(self) -> list[np.ndarray]:
         return [crop_nyu_test(read_nyu_h5(path)[1]).copy() for path in self.paths]
