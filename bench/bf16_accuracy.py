@@ -6,9 +6,12 @@
 
 For every seed, the same configuration (same seed: same initial weights and sample order) is
 trained with ``--mixed_precision none`` and ``--mixed_precision bf16`` on the synthetic dataset
-and evaluated on its held-out drive (Eigen protocol, median scaling). The verdict compares the
-mean abs_rel difference (bf16 - fp32) with the spread of fp32's abs_rel across seeds
-(max - min): bf16 passes when its mean is within that spread. Flags after ``--`` go to train.py.
+and evaluated on its held-out drive (Eigen protocol, median scaling). A run's score is the mean
+abs_rel of its last ``--average_last`` epochs' checkpoints: short runs swing by 0.1 and more from
+one epoch to the next, which would drown any precision effect in a single epoch's score (the
+final epoch's abs_rel is reported too). The verdict compares the mean difference (bf16 - fp32)
+with the spread of fp32's scores across seeds (max - min): bf16 passes when its mean is within
+that spread. Flags after ``--`` go to train.py.
 """
 
 from __future__ import annotations
@@ -36,12 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--height", type=int, default=192)
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--num_workers", type=int, default=2)
+    parser.add_argument("--average_last", type=int, default=3,
+                        help="score a run by the mean abs_rel of its last N epochs' checkpoints")
     parser.add_argument("extra", nargs="*", help="train.py flags for every run, after --")
     return parser
 
 
-def train_and_evaluate(root: Path, run_dir: Path, seed: int, precision: str, args) -> float:
-    """abs_rel on the synthetic test drive after training one run."""
+def train_and_evaluate(root: Path, run_dir: Path, seed: int, precision: str, args) -> list[float]:
+    """abs_rel on the synthetic test drive of each of the last ``--average_last`` epochs of one run."""
     import evaluate_depth
     import train
 
@@ -51,11 +56,14 @@ def train_and_evaluate(root: Path, run_dir: Path, seed: int, precision: str, arg
                 str(args.num_epochs), "--seed", str(seed), "--weights_init", "scratch", "--no_eval",
                 "--device", args.device, "--num_workers", str(args.num_workers), "--log_dir", str(run_dir),
                 "--exp_name", name, "--no-progress_bar", "--mixed_precision", precision, *args.extra])
-    ckpt = run_dir / name / "models" / f"model{args.num_epochs - 1}.pth"
-    result = evaluate_depth.main(["--pretrained_path", str(ckpt), "--kitti_path", str(root), "--eval_split",
-                                  str(root / "splits" / "synthetic_test"), "--device", args.device,
-                                  "--num_workers", "0", "--eval_out_dir", str(run_dir / name)])
-    return result["results"][0]["metrics"]["abs_rel"]
+    scores = []
+    for epoch in range(max(0, args.num_epochs - args.average_last), args.num_epochs):
+        result = evaluate_depth.main([
+            "--pretrained_path", str(run_dir / name / "models" / f"model{epoch}.pth"), "--kitti_path", str(root),
+            "--eval_split", str(root / "splits" / "synthetic_test"), "--device", args.device,
+            "--num_workers", "0", "--eval_out_dir", str(run_dir / name)])
+        scores.append(result["results"][0]["metrics"]["abs_rel"])
+    return scores
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -67,21 +75,24 @@ def main(argv: Sequence[str] | None = None) -> dict:
         for seed in args.seeds:
             row = {"seed": seed}
             for precision in PRECISIONS:
-                score = train_and_evaluate(root, Path(run_dir), seed, precision, args)
-                scores[precision].append(score)
-                row[f"abs_rel {precision}"] = score
+                per_epoch = train_and_evaluate(root, Path(run_dir), seed, precision, args)
+                scores[precision].append(statistics.mean(per_epoch))
+                row[f"abs_rel {precision}"] = scores[precision][-1]
+                row[f"last epoch {precision}"] = per_epoch[-1]
             row["bf16 - fp32"] = row["abs_rel bf16"] - row["abs_rel none"]
             rows.append(row)
     spread = max(scores["none"]) - min(scores["none"])
     mean_delta = statistics.mean(r["bf16 - fp32"] for r in rows)
     ok = mean_delta <= spread
     rows.append({"seed": "mean", "abs_rel none": statistics.mean(scores["none"]),
-                 "abs_rel bf16": statistics.mean(scores["bf16"]), "bf16 - fp32": mean_delta})
+                 "abs_rel bf16": statistics.mean(scores["bf16"]), "bf16 - fp32": mean_delta,
+                 **{f"last epoch {p}": statistics.mean(r[f"last epoch {p}"] for r in rows) for p in PRECISIONS}})
     verdict = (f"fp32 spread between seeds {spread:.4f}; mean bf16 - fp32 {mean_delta:+.4f}: "
                + ("bf16 within the seed spread" if ok else "bf16 WORSE than the seed spread"))
     result = report(f"bf16 vs fp32 abs_rel on the synthetic test drive ({args.width}x{args.height}, "
-                    f"{args.num_epochs} epochs, device {args.device})", rows,
-                    ["seed", "abs_rel none", "abs_rel bf16", "bf16 - fp32"], args,
+                    f"{args.num_epochs} epochs, mean of the last {args.average_last}, device {args.device})",
+                    rows, ["seed", "abs_rel none", "abs_rel bf16", "bf16 - fp32", "last epoch none",
+                           "last epoch bf16"], args,
                     {"fp32_seed_spread": spread, "mean_bf16_minus_fp32": mean_delta, "bf16_ok": ok})
     print(verdict)
     return result
