@@ -67,8 +67,6 @@ def list_images(image_path: Path, ext: str) -> list[Path]:
     return paths
 
 
-
-
 def to_network_input(images: Sequence[np.ndarray], height: int, width: int) -> np.ndarray:
     """B x height x width x 3 uint8: each RGB image area-resized (as the training loader does)."""
     return np.stack([resize_area(im, height, width) for im in images])

@@ -182,10 +182,6 @@ class MonoDataset(Dataset):
         image = read_rgb(path)
         return image[:, ::-1] if do_flip else image
 
-    def resize_image(self, image: np.ndarray) -> np.ndarray:
-        """Resize to the network size (`utils.resize_area`)."""
-        return resize_area(image, self.height, self.width)
-
     def load_image(self, path: Path, do_flip: bool) -> np.ndarray:
         """Decode ``path`` as RGB uint8, flip if asked, and resize to the network size.
 
@@ -193,7 +189,7 @@ class MonoDataset(Dataset):
         """
         if self.frame_cache is not None:
             return self.frame_cache.load(self.data_path, path, do_flip)
-        return self.resize_image(self.read_image(path, do_flip))
+        return resize_area(self.read_image(path, do_flip), self.height, self.width)
 
     def use_frame_cache(self, cache) -> None:
         """Read frames from ``cache`` (a `frame_cache.FrameCache`) after checking it serves this split.
@@ -240,7 +236,7 @@ class MonoDataset(Dataset):
         if native is None:
             frames = self.load_frames(item, do_flip)
         else:
-            frames = {frame_id: self.resize_image(image) for frame_id, image in native.items()}
+            frames = {frame_id: resize_area(image, self.height, self.width) for frame_id, image in native.items()}
         out = {}
         for frame_id, image in frames.items():
             out[("color", frame_id, 0)] = image_to_tensor(image)
