@@ -21,11 +21,10 @@ hue, op_0, op_1, op_2, op_3]``, where ``op_k`` is the code of the operation appl
 (``OP_BRIGHTNESS`` = 0, ``OP_CONTRAST`` = 1, ``OP_SATURATION`` = 2, ``OP_HUE`` = 3, the same
 numbering as torchvision's ``fn_idx``).
 
-The second half of the module holds BDEdepth's two views, built the same way (parameters drawn
-per sample by the dataset, transforms batched on the device): resizing-cropping
-(`draw_local_crop`; `local_crop_camera` and `local_crop_footprint` say what a crop means for the
-warp and for the consistency loss) and splitting-permuting (`draw_reshuffle_split`,
-`reshuffle_images` and its inverse `restore_reshuffled`, both a batched `roll_images`).
+The second half of the module holds BDEdepth's splitting-permuting view, built the same way
+(split drawn per sample by the dataset, transforms batched on the device): `draw_reshuffle_split`,
+`reshuffle_images` and its inverse `restore_reshuffled`, both a batched `roll_images`. The
+resizing-cropping view's geometry lives in `local_crop`.
 """
 
 from __future__ import annotations
@@ -33,8 +32,6 @@ from __future__ import annotations
 import random
 
 import torch
-
-from layers import crop_camera_matrix, crop_intrinsics
 
 OP_BRIGHTNESS = 0
 OP_CONTRAST = 1
@@ -199,57 +196,14 @@ def apply_color_jitter(
 
 
 # --------------------------------------------------------------------------------------------
-# BDEdepth resizing-cropping ("local crop") and splitting-permuting ("patch reshuffle")
+# BDEdepth splitting-permuting ("patch reshuffle")
 #
-# As with colour jitter, the dataset draws the per-sample parameters on the host with its own
-# generator and the transforms run batched on the device. Crop vector layout
-# (``LOCAL_CROP_DIM`` floats, key ``"local_crop"``): ``[ratio, resized_width, resized_height,
-# x0, y0]``: the frames were resized to ``resized_width x resized_height`` (``int(W ratio)``,
-# ``int(H ratio)``) and cropped to the ``W x H`` box whose top-left pixel is ``(x0, y0)``.
+# As with colour jitter, the dataset draws the per-sample split on the host with its own
+# generator and the transforms run batched on the device.
 # --------------------------------------------------------------------------------------------
 
-CROP_RATIO = 0
-CROP_RESIZED_WIDTH = 1
-CROP_RESIZED_HEIGHT = 2
-CROP_X0 = 3
-CROP_Y0 = 4
-LOCAL_CROP_DIM = 5
-
-# BDEdepth's ranges: the resize ratio of the local crop and the split point of the reshuffle,
-# as fractions of the image size.
-DEFAULT_RESIZE_RATIO = (1.2, 2.0)
+# BDEdepth's range of the split point, as a fraction of the image size.
 DEFAULT_SPLIT_RATIO = (0.1, 0.9)
-
-
-def draw_local_crop(
-    rng: random.Random,
-    height: int,
-    width: int,
-    ratio_range: tuple[float, float] = DEFAULT_RESIZE_RATIO,
-) -> torch.Tensor:
-    """Draw one sample's local crop: a resize ratio and a box, shared by all its frames.
-
-    ``r ~ U(ratio_range)``; the frames are resized to ``int(W r) x int(H r)`` and cropped at
-    ``x0 = int((W_r - W) U(0, 1))``, ``y0 = int((H_r - H) U(0, 1))`` (BDEdepth's draws).
-
-    Args:
-        rng: the caller's Python random generator.
-        height: H of the network input (and of the crop), pixels.
-        width: W, likewise.
-        ratio_range: ``(low, high)`` with ``1 <= low <= high``.
-
-    Returns:
-        float32 tensor of shape ``(LOCAL_CROP_DIM,)`` (layout above; sizes and corner are
-        integers, exact in float32).
-    """
-    low, high = ratio_range
-    if not 1.0 <= low <= high:
-        raise ValueError(f"local-crop resize ratios must satisfy 1 <= low <= high, got {ratio_range}")
-    ratio = rng.uniform(low, high)
-    resized_width, resized_height = int(width * ratio), int(height * ratio)
-    x0 = int((resized_width - width) * rng.random())
-    y0 = int((resized_height - height) * rng.random())
-    return torch.tensor([ratio, resized_width, resized_height, x0, y0], dtype=torch.float32)
 
 
 def draw_reshuffle_split(
@@ -330,84 +284,3 @@ def restore_reshuffled(maps: torch.Tensor, split_xy: torch.Tensor, full_width: i
     shift = torch.round(split_xy.to(device=maps.device, dtype=torch.float32) / factor)
     return roll_images(maps, -shift)
 
-
-def local_crop_parts(crop: torch.Tensor, height: int, width: int) -> dict[str, torch.Tensor]:
-    """Unpack ``B x LOCAL_CROP_DIM`` crop vectors into named float tensors.
-
-    Returns:
-        ``ratio`` (B), ``resized`` (B x 2: W_r, H_r), ``offset`` (B x 2: x0, y0), ``full``
-        (B x 2: W, H) and ``zoom`` (B x 2: W_r / W, H_r / H, the actual magnification of the
-        frames). Built with arithmetic on ``crop``, so nothing is copied from the host.
-    """
-    if crop.dim() != 2 or crop.shape[1] != LOCAL_CROP_DIM:
-        raise ValueError(f"local crop parameters must be B x {LOCAL_CROP_DIM}, got {tuple(crop.shape)}")
-    resized = crop[:, CROP_RESIZED_WIDTH:CROP_RESIZED_HEIGHT + 1]
-    ones = torch.ones_like(crop[:, CROP_RATIO])
-    full = torch.stack([ones * width, ones * height], dim=1)
-    return {"ratio": crop[:, CROP_RATIO], "resized": resized, "offset": crop[:, CROP_X0:CROP_Y0 + 1],
-            "full": full, "zoom": resized / full}
-
-
-def local_crop_footprint(
-    crop: torch.Tensor, height: int, width: int, reference: bool = False
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Where the crop lies in the original ``H x W`` image, and its depth scale.
-
-    Args:
-        crop: ``B x LOCAL_CROP_DIM``.
-        height, width: the network input size.
-        reference: reproduce BDEdepth's window (corner ``round(W x0 / (W_r - 1))``, size
-            ``round(W / r)``, and the continuous ratio r as depth scale) instead of the exact
-            footprint of the resize-and-crop (corner ``x0 W / W_r``, size ``W^2 / W_r``, depth
-            scale ``W_r / W``).
-
-    Returns:
-        ``(offset_xy, size_xy, depth_scale)``: ``B x 2``, ``B x 2`` (original pixels) and
-        ``B``: the local view's depth times depth_scale is comparable with the original's.
-    """
-    parts = local_crop_parts(crop, height, width)
-    zoom, offset, full = parts["zoom"], parts["offset"], parts["full"]
-    if not reference:
-        return offset / zoom, full / zoom, zoom[:, 0]
-    corner = torch.round(full * offset / (parts["resized"] - 1))
-    size = torch.round(full / parts["ratio"][:, None])
-    return corner, size, parts["ratio"]
-
-
-def local_crop_camera(
-    crop: torch.Tensor, K: torch.Tensor, inv_K: torch.Tensor, height: int, width: int,
-    reference: bool = False,
-) -> dict[str, torch.Tensor]:
-    """How to warp the local view: its intrinsics, a pose correction and a depth scale.
-
-    Per sample (default): the view's own intrinsics ``K_crop = A K`` (any principal point, each
-    sample's focal length; ``layers.crop_intrinsics``) and real depth = predicted depth times
-    ``W_r / W``: the network sees the crop as if taken with the original camera, so it is
-    expected to predict the depth divided by the magnification, as in BDEdepth.
-
-    Reference (``reference=True``): BDEdepth's model: the original K, every pose replaced by
-    ``Rc T Rc^-1`` (``layers.crop_pose_correction``) with the crop centre and half-extent in
-    align-corners coordinates, ``phi = (W - 1) / (W_r - 1)``, and the focal length of batch
-    element 0; exact only for a centred principal point and equal focal lengths.
-
-    Args:
-        crop: ``B x LOCAL_CROP_DIM``.
-        K, inv_K: ``B x 4 x 4`` intrinsics of the original frames at scale 0 (pixels).
-        height, width: the network input size.
-        reference: choose the reference's model.
-
-    Returns:
-        ``K`` and ``inv_K`` (``B x 4 x 4``, scale 0 of the view), ``depth_scale`` (B), and
-        ``Rc`` (``B x 3 x 3``, or None when poses need no correction).
-    """
-    parts = local_crop_parts(crop, height, width)
-    if not reference:
-        K_crop, inv_K_crop = crop_intrinsics(K, inv_K, parts["zoom"], parts["offset"])
-        return {"K": K_crop, "inv_K": inv_K_crop, "depth_scale": parts["zoom"][:, 0], "Rc": None}
-    resized, offset, full = parts["resized"], parts["offset"], parts["full"]
-    # Centre of the crop and half its width in the align-corners grid linspace(-1, 1, W_r).
-    center = (2.0 * offset + full - 1.0) / (resized - 1.0) - 1.0
-    phi = (full[:, 0] - 1.0) / (resized[:, 0] - 1.0)
-    focal = torch.stack([K[:1, 0, 0] / width, K[:1, 1, 1] / height], dim=1)  # batch element 0
-    Rc = crop_camera_matrix(center.to(K.dtype), phi.to(K.dtype), focal)
-    return {"K": K, "inv_K": inv_K, "depth_scale": torch.ones_like(phi).to(K.dtype), "Rc": Rc}

@@ -46,6 +46,25 @@ class ModelSpec:
     pose_model_type: str = "separate_resnet"
     pose_model_input: str = "pairs"
     dataset: str = "kitti"
+    pose_num_layers: int | None = None
+
+    @property
+    def pose_layers(self) -> int:
+        """Depth of the pose ResNet: ``--pose_num_layers``, or the depth network's by default."""
+        return self.pose_num_layers or self.num_layers
+
+    @property
+    def metric_depth_scale(self) -> float | None:
+        """The factor that makes predictions metric, or None when they are up to scale.
+
+        A model that saw stereo pairs in training (stereo or mono+stereo) learned the scale of
+        its 0.1-unit baseline: its depth times 5.4 is metres on KITTI, and it is evaluated so,
+        without median scaling (Monodepth2's ``--eval_stereo``). A monocular model is median-
+        scaled. Training validation, evaluate_depth.py and test_simple.py all ask this.
+        """
+        from kitti_utils import STEREO_SCALE_FACTOR
+
+        return STEREO_SCALE_FACTOR if self.use_stereo else None
 
     @classmethod
     def from_options(cls, opts) -> "ModelSpec":
@@ -148,30 +167,3 @@ def spec_from_checkpoint(payload: dict, path: str | Path = "checkpoint") -> Mode
         raise ValueError(f"{path} has no model_spec: it was not written by this toolkit "
                          "(released Monodepth2/BDEdepth weights need their loader)")
     return ModelSpec.from_dict(payload["model_spec"])
-
-
-def build_depth_network_from_payload(payload: dict, source: str, device: torch.device | str = "cpu"):
-    """(DepthNetwork in eval mode, ModelSpec) from a loaded payload; errors name ``source``."""
-    from networks import build_depth_network
-
-    spec = spec_from_checkpoint(payload, source)
-    network = build_depth_network(backbone=spec.backbone, num_layers=spec.num_layers,
-                                  decoder=spec.decoder, scales=tuple(spec.scales), pretrained=False)
-    for key, module in (("encoder", network.encoder), ("depth", network.decoder)):
-        if key not in payload:
-            raise ValueError(f"{source} has no '{key}' weights")
-        try:
-            module.load_state_dict(payload[key])
-        except RuntimeError as err:
-            raise ValueError(f"{source}: the '{key}' weights do not fit the {spec.backbone}/{spec.decoder} "
-                             f"network they describe: {err}") from err
-    return network.to(device).eval(), spec
-
-
-def build_depth_network_from_checkpoint(path: str | Path, device: torch.device | str = "cpu"):
-    """Rebuild the depth network a checkpoint of this toolkit describes, with its weights, in eval mode.
-
-    Returns:
-        (DepthNetwork, ModelSpec)
-    """
-    return build_depth_network_from_payload(load_checkpoint(path), f"checkpoint {path}", device)

@@ -1,10 +1,13 @@
-"""Loss terms of the self-supervised objective, as a plain dict of pluggable functions.
+"""Loss terms of the self-supervised objective: a registry of declared, pluggable terms.
 
-Each term takes the batch (``inputs``), the network outputs and the `LossSettings`, and returns a
-scalar already averaged over the loss scales plus a dict of per-scale maps worth logging. The
-trainer adds ``weight * term`` for every entry of `build_loss_terms`; a new method's loss (e.g. a
-feature-metric or a depth-consistency term) is one more function and one more entry here, with
-no change to the Trainer.
+Each entry of ``LOSS_TERMS`` is a `LossTerm`: a function ``(inputs, outputs, settings, networks)
+-> (scalar, maps)`` returning a value already averaged over the loss scales plus a dict of maps
+worth logging, the weight the options give it (0 switches it off), and what it needs beyond the
+model's standard outputs: auxiliary networks it owns (built by the model, trained with it when
+they have trainable parameters, saved in its checkpoints under their names) and optional outputs
+(``"depth_features"``). The model adds ``weight * value`` for every enabled entry; a new method's
+loss (a feature-metric term with its own network, a depth-consistency term) is one function and
+one entry here, with no change to the model or the Trainer.
 
 Monodepth2's total is the mean over scales of (photometric map mean + smoothness weight *
 smoothness / 2^s); the two terms below each carry their own mean over scales, which sums to
@@ -14,8 +17,7 @@ BDEdepth (``--use_local_crop``, ``--use_patch_reshuffle``) adds a depth branch p
 view. Each branch has its own photometric and smoothness terms (the same functions, reading
 the branch's keys through a `View`), and each augmented view a scale-invariant log
 depth-consistency term against the original view. With n enabled branches
-(1 + local + reshuffle), `build_loss_terms` weights them so that the total is exactly the
-reference's::
+(1 + local + reshuffle), the weights make the total exactly the reference's::
 
     loss = (1/n) sum_branches (photometric_b + smoothness_weight * smoothness_b)
            + consistency_weight * (consistency_local + consistency_reshuffle)
@@ -25,15 +27,16 @@ i.e. ``loss_base + 0.07 loss_dc`` with ``loss_base`` the mean of the branches' b
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from augmentation import local_crop_footprint
-from layers import (crop_footprint_grid, disp_to_depth, edge_aware_smoothness, per_pixel_min_loss,
+from layers import (disp_to_depth, edge_aware_smoothness, per_pixel_min_loss,
                     reprojection_loss, scale_invariant_log_loss, upsample_disp)
+from local_crop import crop_footprint_grid, local_crop_footprint
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,7 @@ class View:
 
     Attributes:
         name: "" for the original view, "local" or "reshuffle" for BDEdepth's views; output
-            keys get the suffix ``_<name>`` (``("disp_local", s)``, ``("color_local", f, s)``
+            keys get the suffix ``_<name>`` (``("disp_local", s)``, ``("warped_local", f, s)``
             for the warped frames, ``("automask_local", s)``).
         images: the ``inputs`` key prefix of the target, source and smoothness-guide images:
             ``"color"`` or ``"color_local"`` (the reshuffled view is supervised by the original
@@ -90,20 +93,38 @@ class LossSettings:
         return scale if self.v1_multiscale else 0
 
 
-LossTerm = Callable[[dict, dict, LossSettings], "tuple[torch.Tensor, dict]"]
+LossFunction = Callable[[dict, dict, LossSettings, "torch.nn.ModuleDict"], "tuple[torch.Tensor, dict]"]
+
+
+@dataclass(frozen=True)
+class LossTerm:
+    """One registry entry.
+
+    Attributes:
+        function: ``(inputs, outputs, settings, networks) -> (scalar, maps)``; ``networks`` is
+            the model's ModuleDict ("depth", "pose" and every auxiliary network).
+        weight: the term's weight under the options; 0 leaves the term out.
+        networks: ``options -> {name: nn.Module}``, auxiliary networks the term owns (None: none).
+        needs: optional model outputs the term reads (``"depth_features"``).
+    """
+
+    function: LossFunction
+    weight: Callable[[argparse.Namespace], float]
+    networks: Callable[[argparse.Namespace], dict] | None = None
+    needs: frozenset = frozenset()
 
 
 def view_photometric_loss(inputs: dict, outputs: dict, settings: LossSettings, view: View):
     """Per-pixel minimum reprojection error with auto-masking, averaged over pixels and scales.
 
-    Reads ``outputs[(view.key("color"), f, s)]`` (source f warped into the target at scale s)
+    Reads ``outputs[(view.key("warped"), f, s)]`` (source f warped into the target at scale s)
     and the unaugmented ``inputs[(view.images, f, source_scale)]``. Returns the loss and the
     auto-mask per scale under ``(view.key("automask"), s)`` (B x 1 x H x W, 1 where a warped
     frame won the minimum).
     """
     total = 0.0
     maps = {}
-    warped_key = view.key("color")
+    warped_key = view.key("warped")
     for scale in settings.scales:
         source_scale = settings.source_scale(scale)
         target = inputs[(view.images, 0, source_scale)]
@@ -131,32 +152,32 @@ def view_smoothness_loss(inputs: dict, outputs: dict, settings: LossSettings, vi
     return total / len(settings.scales), {}
 
 
-def photometric_term(inputs: dict, outputs: dict, settings: LossSettings):
+def photometric_term(inputs: dict, outputs: dict, settings: LossSettings, networks=None):
     """The original view's photometric loss (`view_photometric_loss`)."""
     return view_photometric_loss(inputs, outputs, settings, ORIGINAL_VIEW)
 
 
-def smoothness_term(inputs: dict, outputs: dict, settings: LossSettings):
+def smoothness_term(inputs: dict, outputs: dict, settings: LossSettings, networks=None):
     """The original view's smoothness loss (`view_smoothness_loss`)."""
     return view_smoothness_loss(inputs, outputs, settings, ORIGINAL_VIEW)
 
 
-def photometric_local_term(inputs: dict, outputs: dict, settings: LossSettings):
+def photometric_local_term(inputs: dict, outputs: dict, settings: LossSettings, networks=None):
     """The local (resized-cropped) view's photometric loss, all images being local crops."""
     return view_photometric_loss(inputs, outputs, settings, LOCAL_VIEW)
 
 
-def smoothness_local_term(inputs: dict, outputs: dict, settings: LossSettings):
+def smoothness_local_term(inputs: dict, outputs: dict, settings: LossSettings, networks=None):
     """The local view's smoothness, guided by the local frame 0."""
     return view_smoothness_loss(inputs, outputs, settings, LOCAL_VIEW)
 
 
-def photometric_reshuffle_term(inputs: dict, outputs: dict, settings: LossSettings):
+def photometric_reshuffle_term(inputs: dict, outputs: dict, settings: LossSettings, networks=None):
     """The reshuffled view's photometric loss, from its restored disparity and original frames."""
     return view_photometric_loss(inputs, outputs, settings, RESHUFFLE_VIEW)
 
 
-def smoothness_reshuffle_term(inputs: dict, outputs: dict, settings: LossSettings):
+def smoothness_reshuffle_term(inputs: dict, outputs: dict, settings: LossSettings, networks=None):
     """The reshuffled view's smoothness (restored disparity, original frame 0)."""
     return view_smoothness_loss(inputs, outputs, settings, RESHUFFLE_VIEW)
 
@@ -165,7 +186,7 @@ def _teacher(depth: torch.Tensor, settings: LossSettings) -> torch.Tensor:
     return depth.detach() if settings.consistency_stop_grad else depth
 
 
-def consistency_local_term(inputs: dict, outputs: dict, settings: LossSettings):
+def consistency_local_term(inputs: dict, outputs: dict, settings: LossSettings, networks=None):
     """Scale-invariant log loss between the local view's depth and the original's, per scale.
 
     For each original pixel inside the crop's footprint, the local disparity of scale s is
@@ -194,7 +215,7 @@ def consistency_local_term(inputs: dict, outputs: dict, settings: LossSettings):
     return total / len(settings.scales), {}
 
 
-def consistency_reshuffle_term(inputs: dict, outputs: dict, settings: LossSettings):
+def consistency_reshuffle_term(inputs: dict, outputs: dict, settings: LossSettings, networks=None):
     """Scale-invariant log loss between the restored reshuffled depth and the original's.
 
     Compared at each decoder scale's own resolution (no upsampling), as in the reference.
@@ -207,46 +228,48 @@ def consistency_reshuffle_term(inputs: dict, outputs: dict, settings: LossSettin
     return total / len(settings.scales), {}
 
 
+def _branches(opts: argparse.Namespace) -> int:
+    """Depth branches the options switch on: the original view plus BDEdepth's views."""
+    return 1 + bool(getattr(opts, "use_local_crop", False)) + bool(getattr(opts, "use_patch_reshuffle", False))
+
+
+def _base_weight(flag: str | None):
+    """Photometric weight of a branch: 1/n of the base loss, when its view is on."""
+    def weight(opts: argparse.Namespace) -> float:
+        return 1.0 / _branches(opts) if flag is None or getattr(opts, flag, False) else 0.0
+    return weight
+
+
+def _smoothness_weight(flag: str | None):
+    def weight(opts: argparse.Namespace) -> float:
+        return opts.disparity_smoothness * _base_weight(flag)(opts)
+    return weight
+
+
+def _consistency_weight(flag: str):
+    def weight(opts: argparse.Namespace) -> float:
+        return getattr(opts, "consistency_weight", 0.0) if getattr(opts, flag, False) else 0.0
+    return weight
+
+
+# In the order the total is summed (the reference's: branch by branch, then consistency).
 LOSS_TERMS: dict[str, LossTerm] = {
-    "photometric": photometric_term,
-    "smoothness": smoothness_term,
-    "photometric_local": photometric_local_term,
-    "smoothness_local": smoothness_local_term,
-    "photometric_reshuffle": photometric_reshuffle_term,
-    "smoothness_reshuffle": smoothness_reshuffle_term,
-    "consistency_local": consistency_local_term,
-    "consistency_reshuffle": consistency_reshuffle_term,
+    "photometric": LossTerm(photometric_term, _base_weight(None)),
+    "smoothness": LossTerm(smoothness_term, _smoothness_weight(None)),
+    "photometric_local": LossTerm(photometric_local_term, _base_weight("use_local_crop")),
+    "smoothness_local": LossTerm(smoothness_local_term, _smoothness_weight("use_local_crop")),
+    "photometric_reshuffle": LossTerm(photometric_reshuffle_term, _base_weight("use_patch_reshuffle")),
+    "smoothness_reshuffle": LossTerm(smoothness_reshuffle_term, _smoothness_weight("use_patch_reshuffle")),
+    "consistency_local": LossTerm(consistency_local_term, _consistency_weight("use_local_crop")),
+    "consistency_reshuffle": LossTerm(consistency_reshuffle_term, _consistency_weight("use_patch_reshuffle")),
 }
 
 
-def enabled_views(opts) -> list[View]:
-    """The depth branches the options switch on, original first."""
-    views = [ORIGINAL_VIEW]
-    if getattr(opts, "use_local_crop", False):
-        views.append(LOCAL_VIEW)
-    if getattr(opts, "use_patch_reshuffle", False):
-        views.append(RESHUFFLE_VIEW)
-    return views
-
-
-def build_loss_terms(opts) -> list[tuple[str, LossTerm, float]]:
-    """(name, function, weight) for every loss term the options switch on.
-
-    Each branch's base loss (photometric + smoothness) is weighted by 1/n for n branches, and
-    each augmented view's consistency term by ``--consistency_weight`` (module docstring).
-    """
-    views = enabled_views(opts)
-    share = 1.0 / len(views)
+def build_loss_terms(opts: argparse.Namespace) -> list[tuple[str, LossTerm, float]]:
+    """(name, term, weight) for every registered term whose weight under ``opts`` is positive."""
     terms = []
-    for view in views:
-        name = view.key("photometric")
-        terms.append((name, LOSS_TERMS[name], share))
-        if opts.disparity_smoothness > 0:
-            name = view.key("smoothness")
-            terms.append((name, LOSS_TERMS[name], opts.disparity_smoothness * share))
-    consistency_weight = getattr(opts, "consistency_weight", 0.0)
-    for view in views[1:]:
-        if consistency_weight > 0:
-            name = view.key("consistency")
-            terms.append((name, LOSS_TERMS[name], consistency_weight))
+    for name, term in LOSS_TERMS.items():
+        weight = term.weight(opts)
+        if weight > 0:
+            terms.append((name, term, weight))
     return terms

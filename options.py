@@ -104,7 +104,11 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--backbone", type=str, default="resnet", choices=sorted(DEPTH_ENCODERS),
                        help="depth encoder")
     group.add_argument("--num_layers", type=int, default=18, choices=[18, 34, 50, 101, 152],
-                       help="ResNet depth of the depth and pose encoders")
+                       help="ResNet depth of the depth encoder (and of the pose encoder unless "
+                            "--pose_num_layers is given)")
+    group.add_argument("--pose_num_layers", type=int, default=None, choices=[18, 34, 50, 101, 152],
+                       help="ResNet depth of the pose encoder (default: --num_layers; the SQLdepth and "
+                            "FeatDepth recipes keep a ResNet-18 pose net beside a ResNet-50 depth net)")
     group.add_argument("--decoder", type=str, default="monodepth2", choices=sorted(DEPTH_DECODERS),
                        help="depth decoder")
     group.add_argument("--weights_init", type=str, default="pretrained", choices=["pretrained", "scratch"],

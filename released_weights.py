@@ -1,8 +1,8 @@
 """Load depth models from our checkpoints and from the released Monodepth2 / BDEdepth weights.
 
-    python released_weights.py --input models/mono_640x192 --output mono_640x192.pth
-
-``load_depth_model(path)`` accepts, with no architecture flags:
+``to_checkpoint_payload(path)`` (behind `model.load_model` and ``--pretrained_path``; the
+command ``python convert_weights.py --input models/mono_640x192 --output mono_640x192.pth`` writes
+it as a checkpoint) accepts, with no architecture flags:
 
 - a checkpoint written by this toolkit (it carries a ``model_spec``);
 - a released Monodepth2 folder: ``encoder.pth`` (a ResnetEncoder state dict plus the ``height``,
@@ -21,18 +21,13 @@ Every file is read with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
-import argparse
-import logging
 import re
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
-from checkpoints import (CHECKPOINT_FORMAT, ModelSpec, build_depth_network_from_payload, load_checkpoint,
-                         save_checkpoint)
-
-logger = logging.getLogger(__name__)
+from checkpoints import CHECKPOINT_FORMAT, ModelSpec, load_checkpoint
 
 MONODEPTH2_FILES = ("encoder.pth", "depth.pth", "pose_encoder.pth", "pose.pth")
 # Keys of Monodepth2's encoder.pth / BDEdepth's file that are settings, not tensors.
@@ -179,36 +174,3 @@ def to_checkpoint_payload(path: str | Path) -> dict:
     if "model_spec" in payload:
         return payload
     return convert_bdedepth(payload, str(path))
-
-
-def load_depth_model(path: str | Path, device: torch.device | str = "cpu"):
-    """(DepthNetwork in eval mode, ModelSpec) from any supported weights file or folder."""
-    if not Path(path).exists():
-        raise FileNotFoundError(f"--pretrained_path {path} does not exist")
-    return build_depth_network_from_payload(to_checkpoint_payload(path), str(path), device)
-
-
-def main(argv: Sequence[str] | None = None) -> Path:
-    """Convert released weights into a self-describing checkpoint."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    parser = argparse.ArgumentParser(description="Convert Monodepth2/BDEdepth weights to our checkpoint.")
-    parser.add_argument("--input", required=True, help="a Monodepth2 model folder or a BDEdepth .pth")
-    parser.add_argument("--output", required=True, help="the checkpoint to write")
-    parser.add_argument("--min_depth", type=float, default=0.1, help="depth range the model was trained with")
-    parser.add_argument("--max_depth", type=float, default=100.0, help="(released files do not store it)")
-    opts = parser.parse_args(argv)
-    source = Path(opts.input)
-    if source.is_dir():
-        payload = load_monodepth2_folder(source, opts.min_depth, opts.max_depth)
-    else:
-        payload = load_checkpoint(source)
-        if "model_spec" not in payload:
-            payload = convert_bdedepth(payload, str(source), opts.min_depth, opts.max_depth)
-    build_depth_network_from_payload(payload, str(source))  # refuse to write weights that do not load
-    save_checkpoint(opts.output, payload)
-    logger.info("wrote %s (%s)", opts.output, payload["model_spec"])
-    return Path(opts.output)
-
-
-if __name__ == "__main__":
-    main()

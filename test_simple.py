@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from kitti_utils import STEREO_SCALE_FACTOR
-from layers import disp_to_depth, upsample_disp
+from layers import upsample_disp
 from utils import atomic_output, colorize_disparity, read_rgb, resize_area, select_device
 
 logger = logging.getLogger(__name__)
@@ -72,24 +72,26 @@ def to_network_input(images: Sequence[np.ndarray], height: int, width: int) -> n
     return np.stack([resize_area(im, height, width) for im in images])
 
 
-@torch.no_grad()
-def predict(depth_net: torch.nn.Module, resized: np.ndarray, device: torch.device) -> torch.Tensor:
-    """Sigmoid disparity B x 1 x H x W (float32, on ``device``) of B x H x W x 3 uint8 images."""
+def predict(model, resized: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inverse depth, depth), each B x 1 x H x W float32 on ``device``, of B x H x W x 3 uint8 images."""
     batch = torch.from_numpy(resized).permute(0, 3, 1, 2).to(device).float() / 255.0
-    return depth_net(batch)[("disp", 0)].float()
+    return model.predict(batch)
 
 
 def main(argv: Sequence[str] | None = None) -> list[Path]:
     """Run the predictions; return the paths written. Unreadable images are reported and skipped."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     opts = build_parser().parse_args(argv)
-    from released_weights import load_depth_model
+    from model import load_model
 
     device = select_device(opts.device)
-    depth_net, spec = load_depth_model(opts.pretrained_path, device)
-    if opts.pred_metric_depth and not spec.use_stereo:
+    model = load_model(opts.pretrained_path, device)
+    spec = model.spec
+    metric_scale = spec.metric_depth_scale
+    if opts.pred_metric_depth and metric_scale is None:
         logger.warning("Warning: --pred_metric_depth is only meaningful for stereo-trained models; "
                        "this checkpoint was trained without stereo, so the depth is not metric")
+        metric_scale = STEREO_SCALE_FACTOR
     paths = list_images(Path(opts.image_path), opts.ext)
     written, failures = [], []
     for start in range(0, len(paths), opts.batch_size):
@@ -105,12 +107,11 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
         images = [image for _, _, image in loaded]
         if not loaded:
             continue
-        disp = predict(depth_net, to_network_input(images, spec.height, spec.width), device)
-        scaled_disp, depth = disp_to_depth(disp, spec.min_depth, spec.max_depth)
+        scaled_disp, depth = predict(model, to_network_input(images, spec.height, spec.width), device)
         for i, (position, path, image) in enumerate(loaded):
             output_dir = Path(opts.output_dir) if opts.output_dir else path.parent
             output_dir.mkdir(parents=True, exist_ok=True)
-            full = upsample_disp(disp[i:i + 1], image.shape[:2])[0, 0].cpu().numpy()
+            full = upsample_disp(scaled_disp[i:i + 1], image.shape[:2])[0, 0].cpu().numpy()
             jpeg = output_dir / f"{path.stem}_disp.jpeg"
             with atomic_output(jpeg, suffix=".jpeg") as tmp:
                 if not cv2.imwrite(str(tmp), cv2.cvtColor(colorize_disparity(full), cv2.COLOR_RGB2BGR)):
@@ -118,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
             outputs = [jpeg]
             if opts.pred_metric_depth:
                 npy = output_dir / f"{path.stem}_depth.npy"
-                array = (STEREO_SCALE_FACTOR * depth[i:i + 1]).cpu().numpy()
+                array = (metric_scale * depth[i:i + 1]).cpu().numpy()
             elif opts.save_npy:
                 npy = output_dir / f"{path.stem}_disp.npy"
                 array = scaled_disp[i:i + 1].cpu().numpy()

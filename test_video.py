@@ -84,10 +84,11 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     if opts.frame_duration_ms <= 0:
         raise ValueError(f"--frame_duration_ms must be positive (got {opts.frame_duration_ms})")
     paths = sorted(list_images(folder, opts.ext), key=numeric_order_key)
-    from released_weights import load_depth_model
+    from model import load_model
 
     device = select_device(opts.device)
-    depth_net, spec = load_depth_model(opts.pretrained_path, device)
+    model = load_model(opts.pretrained_path, device)
+    spec = model.spec
     frames, failures = [], []
     for start in range(0, len(paths), opts.batch_size):
         images = []
@@ -100,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
         if not images:
             continue
         resized = to_network_input(images, spec.height, spec.width)
-        disp = predict(depth_net, resized, device)[:, 0].cpu().numpy()
+        disp = predict(model, resized, device)[0][:, 0].cpu().numpy()
         frames.extend(composite(r, d) for r, d in zip(resized, disp))
         logger.info("Processed %d of %d frames", min(start + opts.batch_size, len(paths)), len(paths))
     if not frames:

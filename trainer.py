@@ -1,8 +1,9 @@
-"""The Trainer: builds everything once, then runs epochs of `train_step` with evaluation.
+"""The Trainer: the engine around the method in `model.py`.
 
 Read top to bottom: construction (`build_*`), the loop (`train` -> `train_epoch`), one step
-(`train_step`: prepare batch -> predict -> compute losses -> backward -> optimiser step), then
-the prediction phases (depth, poses, view synthesis), logging, evaluation and checkpoints.
+(`train_step`: prepare batch -> model(inputs) -> model.losses -> backward -> clip -> optimiser
+step), logging, evaluation and checkpoints. What is predicted and how it is scored is the
+model's business; the Trainer owns the loop, DDP, the run folder, checkpoints and logs.
 """
 
 from __future__ import annotations
@@ -15,23 +16,16 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from augmentation import apply_color_jitter, local_crop_camera, reshuffle_images, restore_reshuffled
-from checkpoints import (CHECKPOINT_FORMAT, RESUME_DIR, ModelSpec, load_checkpoint,
-                         load_newest_resume_checkpoint, model_state_dicts, prune_resume_checkpoints,
-                         resume_checkpoint_path, save_checkpoint)
+from checkpoints import (CHECKPOINT_FORMAT, RESUME_DIR, load_checkpoint, load_newest_resume_checkpoint,
+                         prune_resume_checkpoints, resume_checkpoint_path, save_checkpoint)
 from datasets import DATASETS
 from distributed import (broadcast_from_main, cleanup_process_group, context_from_environment,
                          epoch_sample_order, epoch_seed, gather_to_all, mean_over_ranks, sample_seed,
                          setup_process_group)
-from kitti_utils import STEREO_SCALE_FACTOR
-from layers import (backproject, crop_pose_correction, disp_to_depth, project, transformation_from_parameters,
-                    upsample_disp, warp)
-from losses import LOCAL_VIEW, ORIGINAL_VIEW, RESHUFFLE_VIEW, LossSettings, View, build_loss_terms
-from networks import build_depth_network, build_pose_network
-from options import training_frame_ids, uses_pose_network
+from model import SelfSupervisedDepth
+from options import training_frame_ids
 from speed import SpeedSettings
 from utils import (atomic_output, capture_rng_state, format_hms, readlines, resolve_split_dir, restore_rng_state,
                    seed_everything, seed_worker, select_device)
@@ -41,65 +35,14 @@ logger = logging.getLogger(__name__)
 MAX_LOGGED_IMAGES = 4
 
 
-def prepare_batch(batch: dict, device: torch.device, frame_ids: list, num_scales: int,
-                  all_frames_multiscale: bool) -> dict:
-    """Move a collated batch to ``device`` and make the float views the losses read.
-
-    Adds ``("color", f, 0)`` as float in [0, 1], ``("color_aug", f, 0)`` with the sample's
-    colour jitter (one draw per sample shared by its frames, or per frame), and smaller scales
-    ``("color", f, s)`` by 2x2 area averaging: for frame 0 only (the smoothness term's edge
-    guide) unless ``all_frames_multiscale`` (v1 multi-scale warps at every scale).
-    """
-    inputs = {key: value.to(device, non_blocking=True) if torch.is_tensor(value) else value
-              for key, value in batch.items()}
-    frames = torch.stack([inputs[("color", f, 0)] for f in frame_ids], dim=1).float() / 255.0
-    jitter = inputs["color_jitter"]
-    if jitter.dim() == 3:  # per-frame parameters: fold frames into the batch
-        b, f = frames.shape[:2]
-        enabled = inputs["do_color_aug"].repeat_interleave(f)
-        augmented = apply_color_jitter(frames.flatten(0, 1), jitter.flatten(0, 1), enabled)
-        augmented = augmented.unflatten(0, (b, f))
-    else:
-        augmented = apply_color_jitter(frames, jitter, inputs["do_color_aug"])
-    for i, frame_id in enumerate(frame_ids):
-        inputs[("color", frame_id, 0)] = frames[:, i]
-        inputs[("color_aug", frame_id, 0)] = augmented[:, i]
-    add_smaller_scales(inputs, "color", frame_ids, num_scales, all_frames_multiscale)
-    prepare_bde_views(inputs, frame_ids, num_scales, all_frames_multiscale)
-    return inputs
-
-
-def add_smaller_scales(inputs: dict, name: str, frame_ids: list, num_scales: int, all_frames: bool) -> None:
-    """``(name, f, s)`` for s >= 1 by repeated 2x2 area averaging of ``(name, f, 0)`` (in place):
-    frame 0 only (the smoothness term's edge guide) unless ``all_frames`` (v1 multi-scale)."""
-    for frame_id in frame_ids:
-        if frame_id == 0 or all_frames:
-            for scale in range(1, num_scales):
-                inputs[(name, frame_id, scale)] = F.avg_pool2d(inputs[(name, frame_id, scale - 1)], 2)
-
-
-def prepare_bde_views(inputs: dict, frame_ids: list, num_scales: int, all_frames_multiscale: bool) -> None:
-    """BDEdepth's views, on the device, when the batch carries them (in place).
-
-    Local crop: ``("color_local", f, s)`` float in [0, 1] (smaller scales as for the original
-    frames) and the jittered network input ``("color_local_aug", 0, 0)``. Reshuffle:
-    ``("color_reshuffle", 0, 0)``, frame 0 cyclically shifted by ``split_xy`` (no loop over
-    samples), and its jittered copy ``("color_reshuffle_aug", 0, 0)``. The jitter parameters
-    are ``bde_jitter``'s rows (the sample's own draw unless ``--jitter_per_frame``).
-    """
-    if "bde_jitter" not in inputs:
-        return
-    enabled = inputs["do_color_aug"]
-    if ("color_local", 0, 0) in inputs:
-        for frame_id in frame_ids:
-            inputs[("color_local", frame_id, 0)] = inputs[("color_local", frame_id, 0)].float() / 255.0
-        add_smaller_scales(inputs, "color_local", frame_ids, num_scales, all_frames_multiscale)
-        inputs[("color_local_aug", 0, 0)] = apply_color_jitter(inputs[("color_local", 0, 0)],
-                                                               inputs["bde_jitter"][:, 0], enabled)
-    if "split_xy" in inputs:
-        reshuffled = reshuffle_images(inputs[("color", 0, 0)], inputs["split_xy"])
-        inputs[("color_reshuffle", 0, 0)] = reshuffled
-        inputs[("color_reshuffle_aug", 0, 0)] = apply_color_jitter(reshuffled, inputs["bde_jitter"][:, 1], enabled)
+def bde_dataset_options(opts) -> dict:
+    """Dataset arguments of the BDEdepth views (none when both are off)."""
+    options = {}
+    if opts.use_local_crop:
+        options.update(local_crop=True, resize_ratio=tuple(opts.resize_ratio))
+    if opts.use_patch_reshuffle:
+        options.update(patch_reshuffle=True, split_ratio=tuple(opts.split_ratio))
+    return options
 
 
 class Trainer:
@@ -111,13 +54,7 @@ class Trainer:
             raise ValueError("--sync_bn needs CUDA devices (PyTorch's SyncBatchNorm has no CPU "
                              "implementation): drop --sync_bn or train on GPUs")
         self.frame_ids = training_frame_ids(opts)
-        self.source_frame_ids = self.frame_ids[1:]
-        self.temporal_frame_ids = list(opts.frame_ids)
-        self.scales = list(range(opts.num_scales))
         self.run_dir = Path(opts.log_dir).expanduser() / opts.exp_name
-        self.loss_settings = LossSettings.from_options(opts, self.source_frame_ids)
-        self.loss_terms = build_loss_terms(opts)
-        self.use_pose_net = uses_pose_network(opts)
         self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
 
         if opts.seed > 0:
@@ -158,40 +95,18 @@ class Trainer:
             raise FileExistsError(problem)
 
     def build_models(self) -> None:
-        pretrained = self.opts.weights_init == "pretrained"
-        self.models = {}
-        depth_net = build_depth_network(backbone=self.opts.backbone, num_layers=self.opts.num_layers,
-                                        decoder=self.opts.decoder, scales=tuple(self.scales),
-                                        pretrained=pretrained)
-        self.depth_net = depth_net.to(self.device)
-        self.models["encoder"] = self.depth_net.encoder
-        self.models["depth"] = self.depth_net.decoder
-        self.pose_net = None
-        if self.use_pose_net:
-            pairs = self.opts.pose_model_input == "pairs"
-            num_input_frames = 2 if pairs else len(self.temporal_frame_ids)
-            self.pose_net = build_pose_network(
-                pose_model_type=self.opts.pose_model_type, num_layers=self.opts.num_layers,
-                num_input_frames=num_input_frames, pretrained=pretrained,
-                num_frames_to_predict_for=None if pairs else num_input_frames - 1).to(self.device)
-            if self.pose_net.encoder is not None:
-                self.models["pose_encoder"] = self.pose_net.encoder
-            self.models["pose"] = self.pose_net.decoder
+        self.model = SelfSupervisedDepth.from_options(self.opts).to(self.device)
         if self.opts.sync_bn:
-            # Converting in place keeps the same Parameter objects, so self.models stays valid.
-            self.depth_net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.depth_net)
-            if self.pose_net is not None:
-                self.pose_net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.pose_net)
-        self.model_spec = ModelSpec.from_options(self.opts)
-        # Autocast/channels_last/compile wrap the networks only; self.models keeps the plain
-        # modules, so checkpoints and the optimiser see the same parameters either way.
+            # Converting in place keeps the same Parameter objects inside the model.
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        self.model_spec = self.model.spec
+        # Autocast/channels_last/compile wrap the networks' forward passes only; the model keeps
+        # the plain modules, so checkpoints and the optimiser see the same parameters either way.
         self.speed = SpeedSettings.resolve(self.opts, self.device)
-        self.depth_net = self.speed.wrap(self.depth_net)
-        if self.pose_net is not None:
-            self.pose_net = self.speed.wrap(self.pose_net)
+        self.model.wrap_networks(self.speed.wrap)
 
-    def parameters(self):
-        return [p for model in self.models.values() for p in model.parameters()]
+    def parameters(self) -> list:
+        return self.model.trainable_parameters()
 
     def build_optimizer(self) -> None:
         opts = self.opts
@@ -217,7 +132,7 @@ class Trainer:
             opts.data_path, readlines(train_file), opts.height, opts.width, self.frame_ids,
             opts.num_scales, is_train=True, img_ext=opts.img_ext, color_jitter=opts.color_jitter,
             flip=opts.flip, jitter_per_frame=opts.jitter_per_frame, split_name=str(train_file),
-            **self.bde_dataset_options())
+            **bde_dataset_options(opts))
         if getattr(opts, "frame_cache", None):
             from frame_cache import FrameCache
 
@@ -233,9 +148,14 @@ class Trainer:
         self.eval_sets = []
         # Evaluation runs on rank 0 alone; the others wait for it in their next collective.
         if opts.eval and self.dist.is_main:
-            from evaluate_depth import build_training_eval_sets
+            from datasets.benchmarks import EvalOptions
+            from evaluation import build_training_eval_sets
 
-            self.eval_sets = build_training_eval_sets(opts, self.model_spec)
+            options = EvalOptions(height=opts.height, width=opts.width, batch_size=opts.eval_batch_size,
+                                  num_workers=min(opts.num_workers, 4), img_ext=opts.img_ext,
+                                  max_depth=opts.max_depth)
+            self.eval_sets = build_training_eval_sets(opts.dataset, opts.eval_data_path or opts.data_path,
+                                                      opts.eval_split, options)
         logger.info("Using split: %s", split_dir)
         logger.info("There are %d training items and %d test items", len(self.train_dataset),
                     sum(len(eval_set.gt_depths) for eval_set in self.eval_sets))
@@ -334,27 +254,22 @@ class Trainer:
         restore_rng_state(rng_states[self.dist.rank if self.dist.rank < len(rng_states) else 0])
 
     def wrap_distributed(self) -> None:
-        """Wrap the networks in DDP (after loading, so every rank starts from the same weights).
+        """Wrap the model in DDP (after loading, so every rank starts from the same weights).
 
-        ``self.depth_model`` stays the plain network, used for evaluation on rank 0 alone; the
-        training forward goes through ``self.depth_net``/``self.pose_net``, which average
-        gradients over the ranks in backward.
+        The training forward goes through ``self.training_model``, which averages gradients
+        over the ranks in backward; ``self.model`` stays the plain module (losses, evaluation
+        on rank 0 alone, checkpoints).
         """
-        self.depth_model = self.depth_net
+        self.training_model = self.model
         if not self.dist.is_distributed:
             return
         from torch.nn.parallel import DistributedDataParallel
 
         device_ids = [self.device.index] if self.device.type == "cuda" else None
-        self.depth_net = DistributedDataParallel(self.depth_net, device_ids=device_ids)
-        if self.pose_net is not None:
-            self.pose_net = DistributedDataParallel(self.pose_net, device_ids=device_ids)
+        self.training_model = DistributedDataParallel(self.model, device_ids=device_ids)
 
     def load_model_weights(self, payload: dict, source) -> None:
-        for name, model in self.models.items():
-            if name not in payload:
-                raise ValueError(f"{source} has no '{name}' weights, needed by this configuration")
-            model.load_state_dict(payload[name])
+        self.model.load_state_dicts(payload, str(source))
 
     # ------------------------------------------------------------------------------ the loop
     def train(self) -> dict:
@@ -402,10 +317,10 @@ class Trainer:
             progress.close()
 
     def train_step(self, batch: dict):
-        inputs = prepare_batch(batch, self.device, self.frame_ids, self.opts.num_scales,
-                               self.opts.v1_multiscale)
-        outputs = self.predict(inputs)
-        losses = self.compute_losses(inputs, outputs)
+        inputs = self.model.prepare_inputs(batch, self.device)
+        outputs = self.training_model(inputs)
+        losses = self.model.losses(inputs, outputs)
+        self.check_finite(outputs, losses)
         self.optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
         if self.opts.clip_grad > 0:
@@ -415,138 +330,27 @@ class Trainer:
             self.scheduler.step()
         return inputs, outputs, losses
 
-    # ------------------------------------------------------------------------------ prediction
-    def predict(self, inputs: dict) -> dict:
-        """Disparities per scale, poses per source frame, and source frames warped to the target."""
-        outputs = dict(self.depth_net(inputs[("color_aug", 0, 0)]))
-        if self.use_pose_net:
-            outputs.update(self.predict_poses(inputs))
-        self.synthesize_views(inputs, outputs)
-        self.predict_augmented_views(inputs, outputs)
-        return outputs
+    def check_finite(self, outputs: dict, losses: dict) -> None:
+        """Stop before backward when a loss, a sampling grid, a depth or a pose is not finite.
 
-    def bde_dataset_options(self) -> dict:
-        """Dataset arguments of the BDEdepth views (none when both are off)."""
-        opts = self.opts
-        options = {}
-        if opts.use_local_crop:
-            options.update(local_crop=True, resize_ratio=tuple(opts.resize_ratio))
-        if opts.use_patch_reshuffle:
-            options.update(patch_reshuffle=True, split_ratio=tuple(opts.split_ratio))
-        return options
+        A NaN in a sampling grid leaves ``grid_sample``'s output finite but crashes its backward
+        pass on the CPU, so the grids are checked, not only the loss. The flags are reduced on
+        the device and read once: one host synchronisation per step.
 
-    def predict_augmented_views(self, inputs: dict, outputs: dict) -> None:
-        """BDEdepth's extra passes of the same depth network; the poses are reused.
-
-        Local crop: ``("disp_local", s)``, warped with the crop's cameras. Reshuffle: the
-        disparity of the permuted frame 0 is restored at every scale (``("disp_reshuffle", s)``)
-        and warped with the original cameras. The passes are separate, as in the reference, so
-        BatchNorm statistics stay per view.
+        Raises:
+            FloatingPointError: naming the step and every non-finite quantity.
         """
-        if self.opts.use_local_crop:
-            for (_, scale), disp in self.depth_net(inputs[("color_local_aug", 0, 0)]).items():
-                outputs[("disp_local", scale)] = disp
-            self.synthesize_views(inputs, outputs, LOCAL_VIEW, self.local_view_cameras(inputs))
-        if self.opts.use_patch_reshuffle:
-            for (_, scale), disp in self.depth_net(inputs[("color_reshuffle_aug", 0, 0)]).items():
-                outputs[("disp_reshuffle", scale)] = restore_reshuffled(disp, inputs["split_xy"], self.opts.width)
-            self.synthesize_views(inputs, outputs, RESHUFFLE_VIEW)
-
-    def local_view_cameras(self, inputs: dict) -> dict:
-        """Cameras of the local view: ``K``/``inv_K`` per source scale, ``Rc`` and ``depth_scale``.
-
-        See `augmentation.local_crop_camera`; ``--local_crop_geometry reference`` keeps the
-        original intrinsics and corrects the poses instead.
-        """
-        camera = local_crop_camera(inputs["local_crop"], inputs[("K", 0)], inputs[("inv_K", 0)],
-                                   self.opts.height, self.opts.width,
-                                   reference=self.opts.local_crop_geometry == "reference")
-        K, inv_K = {}, {}
-        for scale in {self.loss_settings.source_scale(s) for s in self.scales}:
-            if camera["Rc"] is not None:
-                K[scale], inv_K[scale] = inputs[("K", scale)], inputs[("inv_K", scale)]
-                continue
-            factor = 2.0 ** -scale  # scale s halves the pixel coordinates s times
-            K[scale] = torch.cat([camera["K"][:, :2] * factor, camera["K"][:, 2:]], dim=1)
-            inv_K[scale] = torch.cat([camera["inv_K"][:, :, :2] / factor, camera["inv_K"][:, :, 2:]], dim=2)
-        return {"K": K, "inv_K": inv_K, "Rc": camera["Rc"], "depth_scale": camera["depth_scale"]}
-
-    def predict_poses(self, inputs: dict) -> dict:
-        """``("cam_T_cam", 0, f)``: T_source_from_target for every temporal source frame f.
-
-        Pairs are always fed in temporal order, (f, 0) for f < 0 and (0, f) otherwise, and the
-        transform is inverted for past frames, so the pose net sees forward motion only.
-        """
-        outputs = {}
-        temporal_sources = [f for f in self.source_frame_ids if f != "s"]
-        if self.opts.pose_model_input == "pairs":
-            for frame_id in temporal_sources:
-                ordered = (frame_id, 0) if frame_id < 0 else (0, frame_id)
-                pair = torch.cat([inputs[("color_aug", f, 0)] for f in ordered], dim=1)
-                axisangle, translation = self.pose_net(pair)
-                outputs[("axisangle", 0, frame_id)] = axisangle
-                outputs[("translation", 0, frame_id)] = translation
-                outputs[("cam_T_cam", 0, frame_id)] = transformation_from_parameters(
-                    axisangle[:, 0], translation[:, 0], invert=frame_id < 0)
-        else:
-            stacked = torch.cat([inputs[("color_aug", f, 0)] for f in self.temporal_frame_ids], dim=1)
-            axisangle, translation = self.pose_net(stacked)
-            for i, frame_id in enumerate(temporal_sources):
-                outputs[("axisangle", 0, frame_id)] = axisangle
-                outputs[("translation", 0, frame_id)] = translation
-                outputs[("cam_T_cam", 0, frame_id)] = transformation_from_parameters(
-                    axisangle[:, i], translation[:, i])
-        return outputs
-
-    def synthesize_views(self, inputs: dict, outputs: dict, view: View = ORIGINAL_VIEW,
-                         cameras: dict | None = None) -> None:
-        """Warp every source frame into the target with each scale's depth.
-
-        The target's camera points depend only on its depth, so they are back-projected once per
-        scale and projected into each source camera. ``view`` names the branch's keys
-        (``("disp_local", s)`` -> ``("color_local", f, s)``, ...); ``cameras`` (from
-        `local_view_cameras`) replaces the intrinsics, corrects the poses and scales the depth.
-        """
-        height, width = self.opts.height, self.opts.width
-        for scale in self.scales:
-            disp = outputs[(view.key("disp"), scale)]
-            source_scale = self.loss_settings.source_scale(scale)
-            if not self.opts.v1_multiscale:
-                disp = upsample_disp(disp, (height, width))
-            _, depth = disp_to_depth(disp, self.opts.min_depth, self.opts.max_depth)
-            outputs[(view.key("depth"), 0, scale)] = depth
-            K, inv_K = inputs[("K", source_scale)], inputs[("inv_K", source_scale)]
-            if cameras is not None:
-                K, inv_K = cameras["K"][source_scale], cameras["inv_K"][source_scale]
-                depth = depth * cameras["depth_scale"].to(depth.dtype).view(-1, 1, 1, 1)
-            cam_points = backproject(depth, inv_K)
-            for frame_id in self.source_frame_ids:
-                T = inputs["stereo_T"] if frame_id == "s" else outputs[("cam_T_cam", 0, frame_id)]
-                if cameras is not None and cameras["Rc"] is not None:
-                    T = crop_pose_correction(T, cameras["Rc"])
-                grid = project(cam_points, K, T, depth.shape[2], depth.shape[3])
-                outputs[(view.key("color"), frame_id, scale)] = warp(
-                    inputs[(view.images, frame_id, source_scale)], grid)
-
-    def compute_losses(self, inputs: dict, outputs: dict) -> dict:
-        """Weighted sum of the loss terms; raises FloatingPointError on a non-finite loss."""
-        losses = {}
-        total = 0.0
-        for name, term, weight in self.loss_terms:
-            value, maps = term(inputs, outputs, self.loss_settings)
-            outputs.update(maps)
-            losses[f"loss/{name}"] = value
-            total = total + weight * value
-        losses["loss"] = total
-        if not torch.isfinite(total):
-            terms = ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items())
-            raise FloatingPointError(f"non-finite loss at step {self.step}: {terms}")
-        return losses
+        names, flags = SelfSupervisedDepth.finite_flags(outputs, losses)
+        if bool(flags.all()):
+            return
+        bad = [name for name, ok in zip(names, flags.tolist()) if not ok]
+        raise FloatingPointError(f"non-finite values at step {self.step}: {', '.join(bad)}; the run stops "
+                                 "before they reach the weights (lower --learning_rate or set --clip_grad, "
+                                 "then --resume from the last checkpoint)")
 
     # ------------------------------------------------------------------------------ logging
     def set_train(self) -> None:
-        for model in self.models.values():
-            model.train()
+        self.model.train()
 
     def log_step(self, inputs, outputs, losses, data_time: float, batch_time: float) -> None:
         """Losses averaged over the ranks (every rank takes part); rank 0 writes them."""
@@ -563,7 +367,7 @@ class Trainer:
         self.writer.add_scalar("lr", lr, self.step)
         batch_size = inputs[("color", 0, 0)].shape[0]
         for j in range(min(MAX_LOGGED_IMAGES, batch_size)):
-            for scale in self.scales:
+            for scale in self.model.scales:
                 disp = outputs[("disp", scale)][j].detach()
                 disp = (disp - disp.min()) / (disp.max() - disp.min() + 1e-8)
                 self.writer.add_image(f"disp_{scale}/{j}", disp.cpu().numpy(), self.step)
@@ -575,7 +379,7 @@ class Trainer:
                                       self.step)
                 if frame_id != 0:
                     self.writer.add_image(f"color_pred_{frame_id}_0/{j}",
-                                          outputs[("color", frame_id, 0)][j].detach().clamp(0, 1).cpu().numpy(),
+                                          outputs[("warped", frame_id, 0)][j].detach().clamp(0, 1).cpu().numpy(),
                                           self.step)
 
     def close(self) -> None:
@@ -589,21 +393,17 @@ class Trainer:
 
     # ------------------------------------------------------------------------------ evaluation
     def validate(self, epoch: int) -> dict:
-        """Depth metrics of the dataset's benchmark with the shared evaluation code (median-scaled
-        unless the model is stereo-only, which is scaled by 5.4); the first table's metrics."""
+        """Depth metrics of the dataset's benchmark with the shared evaluation code, scaled as
+        `ModelSpec.metric_depth_scale` says (as evaluate_depth.py does); the first table's metrics."""
         if not self.eval_sets:
             return {}
-        from evaluate_depth import evaluate_predictions, format_metrics_table, predict_disparities
+        from evaluation import Scaling, evaluate_model, format_metrics_table
 
         logger.info("Test the model at epoch %d", epoch)
-        stereo_only = self.opts.use_stereo and not self.use_pose_net
+        scaling = Scaling.for_model(self.model_spec)
         results = []
         for eval_set in self.eval_sets:
-            pred_disps = predict_disparities(self.depth_model, eval_set.loader, self.device,
-                                             self.opts.min_depth, self.opts.max_depth)
-            result = evaluate_predictions(pred_disps, eval_set.gt_depths, eval_set.protocol,
-                                          median_scaling=not stereo_only,
-                                          pred_depth_scale_factor=STEREO_SCALE_FACTOR if stereo_only else 1.0)
+            _, result = evaluate_model(self.model, eval_set, self.device, scaling)
             if result.ratios.size:
                 logger.info(result.ratio_summary())
             logger.info("%s:\n%s", eval_set.title, format_metrics_table(result.metrics))
@@ -616,8 +416,7 @@ class Trainer:
 
     # ------------------------------------------------------------------------------ checkpoints
     def weights_payload(self) -> dict:
-        return {"format": CHECKPOINT_FORMAT, "model_spec": self.model_spec.to_dict(),
-                **model_state_dicts(self.models)}
+        return {"format": CHECKPOINT_FORMAT, "model_spec": self.model_spec.to_dict(), **self.model.state_dicts()}
 
     def save_resume_checkpoint(self, epoch: int, batch_idx: int) -> None:
         """Everything needed to continue at batch ``batch_idx`` of ``epoch``, exactly.

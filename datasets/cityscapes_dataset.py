@@ -15,7 +15,6 @@ metres, in test-list order) of which the same top 75 % is kept; rows 256:768 and
 
 from __future__ import annotations
 
-import argparse
 import struct
 from pathlib import Path
 from typing import Sequence
@@ -23,6 +22,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from datasets.benchmarks import EvalOptions, EvalProtocol, EvalSet, eval_split_file
 from datasets.mono_dataset import MonoDataset, SplitItem
 from utils import image_to_tensor, read_rgb, readlines, resize_area
 
@@ -121,7 +121,7 @@ def keep_top(array: np.ndarray) -> np.ndarray:
 
 
 class CityscapesTestSet(torch.utils.data.Dataset):
-    """Raw Cityscapes test frames; items ``{("color", 0, 0): uint8 3 x height x width}``."""
+    """Raw Cityscapes test frames; items ``{("color_uint8", 0, 0): uint8 3 x height x width}``."""
 
     def __init__(self, root: str | Path, lines: Sequence[str], height: int, width: int,
                  split_name: str = "cityscapes/test_files.txt") -> None:
@@ -146,7 +146,7 @@ class CityscapesTestSet(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict:
         image = keep_top(read_rgb(self.paths[index]))
-        return {("color", 0, 0): image_to_tensor(resize_area(image, self.height, self.width))}
+        return {("color_uint8", 0, 0): image_to_tensor(resize_area(image, self.height, self.width))}
 
 
 def load_cityscapes_gt(gt_dir: Path, count: int) -> list[np.ndarray]:
@@ -164,18 +164,20 @@ def load_cityscapes_gt(gt_dir: Path, count: int) -> list[np.ndarray]:
     return maps
 
 
-def build_cityscapes_eval_sets(path: str, spec, opts: argparse.Namespace) -> list:
+# Cityscapes (ManyDepth): the maps are the top 75 % (768 x 2048) of the released ground truth,
+# scored inside CITYSCAPES_EVAL_CROP with KITTI's depth range.
+CITYSCAPES_PROTOCOL = EvalProtocol("cityscapes", crop=CITYSCAPES_EVAL_CROP)
+
+
+def build_cityscapes_eval_sets(path: str, options: EvalOptions) -> list[EvalSet]:
     """``EVAL_DATASETS["cityscapes"]``: the raw test frames under the ``cityscapes`` protocol."""
     from torch.utils.data import DataLoader
 
-    from datasets.eval_splits import eval_split_file
-    from evaluate_depth import EVAL_PROTOCOLS, EvalSet
-
     if not Path(path).is_dir():
         raise FileNotFoundError(f"--cityscapes_path {path} does not exist or is not a folder")
-    split_file = eval_split_file("cityscapes", opts)
-    dataset = CityscapesTestSet(path, readlines(split_file), spec.height, spec.width, str(split_file))
+    split_file = eval_split_file("cityscapes", options.split)
+    dataset = CityscapesTestSet(path, readlines(split_file), options.height, options.width, str(split_file))
     gt_depths = load_cityscapes_gt(split_file.parent / "gt_depths", len(dataset))
-    loader = DataLoader(dataset, batch_size=opts.batch_size, shuffle=False, num_workers=opts.num_workers)
-    return [EvalSet(title="Cityscapes", loader=loader, gt_depths=gt_depths,
-                    protocol=EVAL_PROTOCOLS["cityscapes"], name="cityscapes")]
+    loader = DataLoader(dataset, batch_size=options.batch_size, shuffle=False, num_workers=options.num_workers)
+    return [EvalSet(title="Cityscapes", loader=loader, gt_depths=gt_depths, protocol=CITYSCAPES_PROTOCOL,
+                    name="cityscapes")]

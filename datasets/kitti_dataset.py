@@ -3,6 +3,10 @@
 - `KITTIRAWDataset`: KITTI raw drives; the real dataset and the project's synthetic one share it.
 - `KITTIOdomDataset`: the odometry benchmark's ``sequences/`` layout (``--dataset kitti_odom``).
 - `KITTIDepthDataset`: raw images plus the depth benchmark's annotated maps (``--dataset kitti_depth``).
+
+And the KITTI benchmarks: the Eigen protocols, `build_kitti_eval_sets` (a split's test list and
+its exported ``gt_depths.npz``) and `KittiBenchmarkImages` (the depth-prediction server's test
+images).
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ import cv2
 import numpy as np
 import torch
 
+from datasets.benchmarks import EvalOptions, EvalProtocol, EvalSet
 from datasets.mono_dataset import SIDE_TO_CAMERA, MonoDataset, SplitItem
-from kitti_utils import KITTI_NORMALIZED_K, read_kitti_depth_png
+from kitti_utils import GARG_CROP, KITTI_FULL_RES, KITTI_NORMALIZED_K, read_kitti_depth_png
+from utils import image_to_tensor, read_rgb, readlines, resize_area, resolve_split_dir
 
 
 class KITTIRAWDataset(MonoDataset):
@@ -77,10 +83,6 @@ def odometry_pose_path(data_path: str | Path, sequence: int) -> Path:
     return Path(data_path) / "poses" / f"{sequence:02d}.txt"
 
 
-# (W, H) the reference resizes depth to for its 1 x H x W ``depth_gt`` (KITTI's most common size).
-KITTI_FULL_RES_SHAPE = (1242, 375)
-
-
 class KITTIDepthDataset(KITTIRAWDataset):
     """KITTI raw images with the annotated depth maps of the KITTI depth benchmark.
 
@@ -88,8 +90,9 @@ class KITTIDepthDataset(KITTIRAWDataset):
     Images and split lines are KITTI raw's. Every line's depth map is checked at construction.
 
     Args:
-        load_depth: add ``"depth_gt"`` (float32 1 x 375 x 1242 metres, nearest-resized,
-            flipped with the images) to each sample, as the reference's ``load_depth``.
+        load_depth: add ``"depth_gt"`` (float32 1 x 375 x 1242 metres, nearest-resized to
+            KITTI's most common size ``KITTI_FULL_RES``, flipped with the images) to each
+            sample, as the reference's ``load_depth``.
         Other arguments: as `MonoDataset`.
     """
 
@@ -125,6 +128,115 @@ class KITTIDepthDataset(KITTIRAWDataset):
         sample = super().__getitem__(key)
         if self.load_depth:
             depth = self.get_depth(self.items[int(sample["index"])], bool(sample["do_flip"]))
-            depth = cv2.resize(depth, KITTI_FULL_RES_SHAPE, interpolation=cv2.INTER_NEAREST)
+            depth = cv2.resize(depth, KITTI_FULL_RES, interpolation=cv2.INTER_NEAREST)
             sample["depth_gt"] = torch.from_numpy(depth)[None]
         return sample
+
+
+# --------------------------------------------------------------------------------------------
+# Benchmarks
+# --------------------------------------------------------------------------------------------
+
+KITTI_PROTOCOLS = {
+    "eigen": EvalProtocol("eigen", crop=GARG_CROP),
+    # The annotated maps are already filtered: every positive pixel counts, with no crop.
+    "eigen_benchmark": EvalProtocol("eigen_benchmark", gt_min=0.0, gt_max=None),
+}
+
+# KITTI depth-prediction benchmark: test images and submitted maps are 1216 x 352; the server
+# reads uint16 PNGs of depth x 256 (the same encoding as the annotated ground truth).
+BENCHMARK_SPLIT = "benchmark"
+BENCHMARK_SIZE = (352, 1216)
+BENCHMARK_IMAGES = Path("depth_selection") / "test_depth_prediction_anonymous"
+
+
+def kitti_gt_path(eval_split: str) -> Path:
+    return resolve_split_dir(eval_split) / "gt_depths.npz"
+
+
+def kitti_protocol(eval_split: str) -> EvalProtocol:
+    """The annotated-map protocol for ``eigen_benchmark``, the Eigen crop for everything else."""
+    return KITTI_PROTOCOLS["eigen_benchmark" if Path(eval_split).name == "eigen_benchmark" else "eigen"]
+
+
+def build_kitti_eval_loader(data_path: str | Path, eval_split: str, height: int, width: int,
+                            batch_size: int, num_workers: int, img_ext: str = ".png"):
+    """Loader over the split's test_files.txt (frame 0 only, no augmentation, in list order)."""
+    from torch.utils.data import DataLoader
+
+    test_list = resolve_split_dir(eval_split) / "test_files.txt"
+    if not test_list.is_file():
+        raise FileNotFoundError(f"--eval_split {eval_split}: {test_list} not found")
+    dataset = KITTIRAWDataset(data_path, readlines(test_list), height, width, [0], num_scales=1,
+                              is_train=False, img_ext=img_ext, split_name=str(test_list))
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                      pin_memory=False, drop_last=False)
+
+
+def load_kitti_gt(eval_split: str) -> list[np.ndarray]:
+    """The split's exported ground truth (``export_gt_depth.py``), N maps H_i x W_i in metres."""
+    from export_gt_depth import load_gt_depths
+
+    path = kitti_gt_path(eval_split)
+    if not path.is_file():
+        raise FileNotFoundError(f"ground truth {path} not found: run "
+                                f"`python export_gt_depth.py --data_path <KITTI root> --split {eval_split}`")
+    return load_gt_depths(path)
+
+
+def build_kitti_eval_sets(path: str, options: EvalOptions, pred_disps: np.ndarray | None = None) -> list[EvalSet]:
+    """``EVAL_DATASETS["kitti"]``: one KITTI split (``options.split``, default eigen) as one table.
+
+    The split is a standard name (eigen, eigen_benchmark) or a folder with test_files.txt and
+    gt_depths.npz. ``pred_disps`` (N x h x w inverse depths computed elsewhere) replaces the
+    network's predictions. Errors name the flag and the command that fixes them.
+    """
+    data_path = Path(path)
+    if not data_path.is_dir():
+        raise FileNotFoundError(f"--kitti_path {path} does not exist or is not a folder")
+    split = options.split or "eigen"
+    gt_depths = load_kitti_gt(split)
+    if pred_disps is not None:
+        loader, count = None, len(pred_disps)
+    else:
+        loader = build_kitti_eval_loader(data_path, split, options.height, options.width, options.batch_size,
+                                         options.num_workers, options.img_ext)
+        count = len(loader.dataset)
+    if count != len(gt_depths):
+        raise ValueError(f"--eval_split {split}: {count} predictions to score but {kitti_gt_path(split)} "
+                         f"holds {len(gt_depths)} maps; re-run `python export_gt_depth.py --split {split}`")
+    name = Path(split).name
+    return [EvalSet(title=f"KITTI with {name} split", loader=loader, gt_depths=gt_depths,
+                    protocol=kitti_protocol(split), name=name, pred_disps=pred_disps)]
+
+
+class KittiBenchmarkImages(torch.utils.data.Dataset):
+    """The KITTI depth-prediction test images: lines ``image N`` -> ``<root>/image/{N:010d}.png``.
+
+    Items are dicts with ``("color_uint8", 0, 0)``: uint8 3 x height x width RGB (area-resized, as
+    the training loader does).
+    """
+
+    def __init__(self, root: str | Path, lines: list[str], height: int, width: int,
+                 split_name: str = "benchmark/test_files.txt") -> None:
+        self.root = Path(root)
+        self.height, self.width = height, width
+        self.paths = []
+        for number, line in enumerate(lines, start=1):
+            tokens = line.split()
+            if not tokens:
+                continue
+            if len(tokens) != 2 or not tokens[1].isdigit():
+                raise ValueError(f"{split_name}, line {number}: expected 'image N', got {line!r}")
+            self.paths.append(self.root / tokens[0] / f"{int(tokens[1]):010d}.png")
+        missing = [p for p in self.paths if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(f"{len(missing)} benchmark test image(s) missing, first {missing[0]}: "
+                                    f"set --benchmark_path to the unpacked {BENCHMARK_IMAGES} folder")
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict:
+        image = resize_area(read_rgb(self.paths[index]), self.height, self.width)
+        return {("color_uint8", 0, 0): image_to_tensor(image)}

@@ -10,13 +10,13 @@ predictions capped at 70 m, on four metrics; the fourth is the RMSE of log10 dep
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
+from datasets.benchmarks import EvalOptions, EvalProtocol, EvalSet, eval_split_file
 from utils import image_to_tensor, read_rgb, readlines, resize_area
 
 MAKE3D_IMAGE_DIR = "Test134"
@@ -58,7 +58,7 @@ def crop_make3d_image(image: np.ndarray) -> np.ndarray:
 
 
 class Make3DTestSet(torch.utils.data.Dataset):
-    """Items: ``{("color", 0, 0): uint8 3 x height x width}`` (band crop, area resize)."""
+    """Items: ``{("color_uint8", 0, 0): uint8 3 x height x width}`` (band crop, area resize)."""
 
     def __init__(self, root: str | Path, names: Sequence[str], height: int, width: int) -> None:
         self.root = Path(root)
@@ -79,7 +79,7 @@ class Make3DTestSet(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         path = make3d_paths(self.root, self.names[index])[0]
         image = crop_make3d_image(read_rgb(path))  # OpenCV decodes truncated JPEGs as far as they go
-        return {("color", 0, 0): image_to_tensor(resize_area(image, self.height, self.width))}
+        return {("color_uint8", 0, 0): image_to_tensor(resize_area(image, self.height, self.width))}
 
     def ground_truth(self) -> list[np.ndarray]:
         return [read_make3d_depth(make3d_paths(self.root, name)[1]) for name in self.names]
@@ -93,18 +93,21 @@ def make3d_names(root: Path, split_file: Path | None = None) -> list[str]:
     return sorted(p.stem[len("img-"):] for p in (root / MAKE3D_IMAGE_DIR).glob("img-*.jpg"))
 
 
-def build_make3d_eval_sets(path: str, spec, opts: argparse.Namespace) -> list:
-    """``EVAL_DATASETS["make3d"]``: the C1 protocol on every ``Test134/img-*.jpg`` (or ``--make3d_split``)."""
-    from torch.utils.data import DataLoader
+# Make3D C1: 0 < gt < 70 on the 21 x 305 laser band, nearest resize, predictions capped at
+# 70 m (no lower clamp), four metrics with the log10 RMSE under its own name.
+MAKE3D_PROTOCOL = EvalProtocol("make3d", gt_min=0.0, gt_max=MAKE3D_MAX_DEPTH, interpolation="nearest",
+                               clamp_min=None, clamp_max=MAKE3D_MAX_DEPTH, metric_set="make3d")
 
-    from datasets.eval_splits import eval_split_file
-    from evaluate_depth import EVAL_PROTOCOLS, EvalSet
+
+def build_make3d_eval_sets(path: str, options: EvalOptions) -> list[EvalSet]:
+    """``EVAL_DATASETS["make3d"]``: the C1 protocol on every ``Test134/img-*.jpg`` (or a split's list)."""
+    from torch.utils.data import DataLoader
 
     root = Path(path)
     if not root.is_dir():
         raise FileNotFoundError(f"--make3d_path {path} does not exist or is not a folder")
-    split_file = eval_split_file("make3d", opts) if getattr(opts, "make3d_split", None) else None
-    dataset = Make3DTestSet(root, make3d_names(root, split_file), spec.height, spec.width)
-    loader = DataLoader(dataset, batch_size=opts.batch_size, shuffle=False, num_workers=opts.num_workers)
-    return [EvalSet(title="Make3D", loader=loader, gt_depths=dataset.ground_truth(),
-                    protocol=EVAL_PROTOCOLS["make3d"], name="make3d")]
+    split_file = eval_split_file("make3d", options.split) if options.split else None
+    dataset = Make3DTestSet(root, make3d_names(root, split_file), options.height, options.width)
+    loader = DataLoader(dataset, batch_size=options.batch_size, shuffle=False, num_workers=options.num_workers)
+    return [EvalSet(title="Make3D", loader=loader, gt_depths=dataset.ground_truth(), protocol=MAKE3D_PROTOCOL,
+                    name="make3d")]

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from augmentation import (CROP_RESIZED_HEIGHT, CROP_RESIZED_WIDTH, CROP_X0, CROP_Y0, DEFAULT_RESIZE_RATIO,
-                          DEFAULT_SPLIT_RATIO, JITTER_PARAM_DIM, draw_color_jitter, draw_local_crop,
-                          draw_reshuffle_split)
+from augmentation import DEFAULT_SPLIT_RATIO, JITTER_PARAM_DIM, draw_color_jitter, draw_reshuffle_split
+from local_crop import (CROP_RESIZED_HEIGHT, CROP_RESIZED_WIDTH, CROP_X0, CROP_Y0, DEFAULT_RESIZE_RATIO,
+                        draw_local_crop)
 from utils import image_to_tensor, read_rgb, resize_area
 
 # Probability of a horizontal flip and of colour augmentation for a training sample (Monodepth2).
@@ -231,7 +231,7 @@ class MonoDataset(Dataset):
         return np.ascontiguousarray(resized[y0:y0 + self.height, x0:x0 + self.width])
 
     def load_sample_frames(self, item: SplitItem, do_flip: bool, crop: torch.Tensor | None) -> dict:
-        """``("color", f, 0)`` and, with a crop, ``("color_local", f, 0)`` as uint8 3 x H x W."""
+        """``("color_uint8", f, 0)`` and, with a crop, ``("color_local_uint8", f, 0)`` (3 x H x W)."""
         native = self.native_frames(item, do_flip) if crop is not None else None
         if native is None:
             frames = self.load_frames(item, do_flip)
@@ -239,10 +239,10 @@ class MonoDataset(Dataset):
             frames = {frame_id: resize_area(image, self.height, self.width) for frame_id, image in native.items()}
         out = {}
         for frame_id, image in frames.items():
-            out[("color", frame_id, 0)] = image_to_tensor(image)
+            out[("color_uint8", frame_id, 0)] = image_to_tensor(image)
             if crop is not None:
                 local = self.crop_local(image if native is None else native[frame_id], crop)
-                out[("color_local", frame_id, 0)] = image_to_tensor(local)
+                out[("color_local_uint8", frame_id, 0)] = image_to_tensor(local)
         return out
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
@@ -256,9 +256,10 @@ class MonoDataset(Dataset):
 
         Keys (B is added by the DataLoader):
 
-        ``("color", f, 0)``     uint8 3 x H x W RGB of frame f at the network resolution. Frames
-                                 are unaugmented; ``prepare_batch`` makes float copies, the
-                                 jittered ``("color_aug", f, 0)`` and smaller scales on the device.
+        ``("color_uint8", f, 0)`` uint8 3 x H x W RGB of frame f at the network resolution.
+                                 Frames are unaugmented; `model.prepare_batch` makes the float
+                                 ``("color", f, s)``, the jittered ``("color_aug", f, 0)`` and
+                                 smaller scales on the device.
         ``("K", s)``, ``("inv_K", s)``  float32 4 x 4 intrinsics in pixels of scale s
                                  (s = 0 .. num_scales-1; scale s is H/2^s x W/2^s) and their inverse.
         ``"stereo_T"``           float32 4 x 4 target-to-other-camera transform (only with "s").
@@ -270,10 +271,10 @@ class MonoDataset(Dataset):
 
         BDEdepth views (training only):
 
-        ``("color_local", f, 0)`` uint8 3 x H x W: frame f resized by the sample's ratio and
-                                 cropped to the sample's box (the same box for every frame).
+        ``("color_local_uint8", f, 0)`` uint8 3 x H x W: frame f resized by the sample's ratio
+                                 and cropped to the sample's box (the same box for every frame).
         ``"local_crop"``         float32 (LOCAL_CROP_DIM,): ratio, resized W and H, crop corner
-                                 (layout in `augmentation`).
+                                 (layout in `local_crop`).
         ``"split_xy"``           int64 (2,): the reshuffle's split, ``(W - w_i, H - h_i)``.
         ``"bde_jitter"``         float32 (2, JITTER_PARAM_DIM): colour jitter of the local and
                                  the reshuffled view of frame 0 (the sample's own draw, or two

@@ -9,8 +9,8 @@ centre crop rows 44:471, columns 40:601 with depth capped at 10 m and median sca
 
 from __future__ import annotations
 
-import argparse
 import functools
+import logging
 from pathlib import Path
 from typing import Sequence
 
@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 import torch
 
+from datasets.benchmarks import EvalOptions, EvalProtocol, EvalSet, eval_split_file
 from datasets.mono_dataset import MonoDataset, SplitItem
 from utils import image_to_tensor, read_rgb, readlines, resize_area
 
@@ -141,7 +142,7 @@ def crop_nyu_test(array: np.ndarray) -> np.ndarray:
 class NYUTestSet(torch.utils.data.Dataset):
     """Labelled NYUv2 test images (one ``.h5`` path per line, relative to ``root``).
 
-    Items: ``{("color", 0, 0): uint8 3 x height x width}``, the cropped RGB area-resized.
+    Items: ``{("color_uint8", 0, 0): uint8 3 x height x width}``, the cropped RGB area-resized.
     ``ground_truth()`` gives the 427 x 561 cropped depth maps in metres, in list order.
     """
 
@@ -162,29 +163,29 @@ class NYUTestSet(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict:
         rgb, _ = read_nyu_h5(self.paths[index])
-        return {("color", 0, 0): image_to_tensor(resize_area(crop_nyu_test(rgb), self.height, self.width))}
+        return {("color_uint8", 0, 0): image_to_tensor(resize_area(crop_nyu_test(rgb), self.height, self.width))}
 
     def ground_truth(self) -> list[np.ndarray]:
         return [crop_nyu_test(read_nyu_h5(path)[1]).copy() for path in self.paths]
 
 
-def build_nyuv2_eval_sets(path: str, spec, opts: argparse.Namespace) -> list:
+# NYUv2: 0 < gt < 10 on the 427 x 561 crop, nearest resize, always median-scaled, cap 10 m.
+NYUV2_PROTOCOL = EvalProtocol("nyuv2", gt_min=0.0, gt_max=NYU_MAX_DEPTH, interpolation="nearest", clamp_min=None,
+                              clamp_max=NYU_MAX_DEPTH, always_median_scaling=True)
+
+
+def build_nyuv2_eval_sets(path: str, options: EvalOptions) -> list[EvalSet]:
     """``EVAL_DATASETS["nyuv2"]``: the labelled test set under the ``nyuv2`` protocol."""
     from torch.utils.data import DataLoader
 
-    from datasets.eval_splits import eval_split_file
-    from evaluate_depth import EVAL_PROTOCOLS, EvalSet
-
     if not Path(path).is_dir():
         raise FileNotFoundError(f"--nyuv2_path {path} does not exist or is not a folder")
-    if spec.max_depth != NYU_MAX_DEPTH:
-        import logging
-
+    if options.max_depth is not None and options.max_depth != NYU_MAX_DEPTH:
         logging.getLogger(__name__).warning(
             " NYUv2: the checkpoint's max_depth is %g; NYU models are trained with --max_depth 10",
-            spec.max_depth)
-    split_file = eval_split_file("nyuv2", opts)
-    dataset = NYUTestSet(path, readlines(split_file), spec.height, spec.width, split_name=str(split_file))
-    loader = DataLoader(dataset, batch_size=opts.batch_size, shuffle=False, num_workers=opts.num_workers)
-    return [EvalSet(title="NYUv2", loader=loader, gt_depths=dataset.ground_truth(),
-                    protocol=EVAL_PROTOCOLS["nyuv2"], name="nyuv2")]
+            options.max_depth)
+    split_file = eval_split_file("nyuv2", options.split)
+    dataset = NYUTestSet(path, readlines(split_file), options.height, options.width, split_name=str(split_file))
+    loader = DataLoader(dataset, batch_size=options.batch_size, shuffle=False, num_workers=options.num_workers)
+    return [EvalSet(title="NYUv2", loader=loader, gt_depths=dataset.ground_truth(), protocol=NYUV2_PROTOCOL,
+                    name="nyuv2")]

@@ -23,8 +23,9 @@ from torch.testing import assert_close
 
 import augmentation as aug
 import layers
+import local_crop
 import losses
-from augmentation import LOCAL_CROP_DIM
+from local_crop import LOCAL_CROP_DIM
 
 F64 = torch.float64
 
@@ -123,13 +124,13 @@ def test_draw_reshuffle_split_ranges_and_errors():
 def test_draw_local_crop_ranges_and_errors():
     rng = random.Random(0)
     for _ in range(200):
-        ratio, resized_w, resized_h, x0, y0 = aug.draw_local_crop(rng, 192, 640).tolist()
+        ratio, resized_w, resized_h, x0, y0 = local_crop.draw_local_crop(rng, 192, 640).tolist()
         assert 1.2 <= ratio <= 2.0
         assert (resized_w, resized_h) == (int(640 * ratio), int(192 * ratio))
         assert 0 <= x0 <= resized_w - 640 and 0 <= y0 <= resized_h - 192
         assert x0 == int(x0) and y0 == int(y0)
     with pytest.raises(ValueError, match="1 <= low <= high"):
-        aug.draw_local_crop(rng, 8, 8, (0.9, 1.5))
+        local_crop.draw_local_crop(rng, 8, 8, (0.9, 1.5))
 
 
 def linear_ramp(height: int, width: int, scale: float = 1.0) -> np.ndarray:
@@ -159,7 +160,7 @@ def test_identity_pose_warps_the_original_frame_onto_the_crop(ratio, x0, y0):
     local = local[y0:y0 + height, x0:x0 + width]
 
     K = intrinsics(0.6 * width, 1.9 * height, 0.37 * width, 0.61 * height)  # off-centre on purpose
-    camera = aug.local_crop_camera(crop, K, torch.linalg.inv(K), height, width)
+    camera = local_crop.local_crop_camera(crop, K, torch.linalg.inv(K), height, width)
     depth = 1.0 + torch.rand(1, 1, height, width, generator=torch.Generator().manual_seed(2), dtype=F64)
     points = layers.backproject(depth * camera["depth_scale"].view(-1, 1, 1, 1), camera["inv_K"])
     grid = layers.project(points, K, torch.eye(4, dtype=F64)[None], height, width)
@@ -193,7 +194,7 @@ def ground_truth_crop_grid(K, crop, depth, T, height, width):
 
 def warp_grid_from_camera(camera, K, T, predicted_depth, height, width):
     Rc = camera["Rc"]
-    T_used = T if Rc is None else layers.crop_pose_correction(T, Rc)
+    T_used = T if Rc is None else local_crop.crop_pose_correction(T, Rc)
     points = layers.backproject(predicted_depth * camera["depth_scale"].view(-1, 1, 1, 1), camera["inv_K"])
     return layers.project(points, camera["K"], T_used, height, width)
 
@@ -209,11 +210,11 @@ def test_pose_correction_equals_explicit_crop_intrinsics_for_a_known_translation
     T = translation(0.3, -0.1, 0.8)
     depth = 2.0 + 3.0 * torch.rand(1, 1, height, width, generator=torch.Generator().manual_seed(4), dtype=F64)
 
-    explicit = aug.local_crop_camera(crop, K, torch.linalg.inv(K), height, width)
+    explicit = local_crop.local_crop_camera(crop, K, torch.linalg.inv(K), height, width)
     phi = torch.tensor([width / resized_w], dtype=F64)
     center = torch.tensor([[(2 * x0 + width) / resized_w - 1, (2 * y0 + height) / resized_h - 1]], dtype=F64)
     focal = torch.tensor([[K[0, 0, 0] / width, K[0, 1, 1] / height]], dtype=F64)
-    Rc = layers.crop_camera_matrix(center, phi, focal)
+    Rc = local_crop.crop_camera_matrix(center, phi, focal)
     corrected = {"K": K, "inv_K": torch.linalg.inv(K), "Rc": Rc, "depth_scale": torch.ones(1, dtype=F64)}
 
     virtual_depth = depth * phi  # what the network is expected to predict for the crop
@@ -228,7 +229,7 @@ def test_pose_correction_equals_explicit_crop_intrinsics_for_a_known_translation
 
     # The reference's own parameters (align-corners centre and phi = (W-1)/(W_r-1)) are a
     # close approximation of the same warp: within a pixel.
-    reference = aug.local_crop_camera(crop, K, torch.linalg.inv(K), height, width, reference=True)
+    reference = local_crop.local_crop_camera(crop, K, torch.linalg.inv(K), height, width, reference=True)
     grid_reference = warp_grid_from_camera(reference, K, T, virtual_depth, height, width)
     pixels = (grid_reference - grid_explicit).abs() * torch.tensor([(width - 1) / 2, (height - 1) / 2], dtype=F64)
     assert pixels.max() < 1.0
@@ -244,8 +245,8 @@ def test_per_sample_crop_intrinsics_fix_off_centre_principal_points_and_mixed_fo
                    intrinsics(1.10 * width, 2.50 * height, 0.55 * width, 0.45 * height)])
     T = translation(0.3, -0.1, 0.8, batch=2)
     depth = 2.0 + 3.0 * torch.rand(2, 1, height, width, generator=torch.Generator().manual_seed(5), dtype=F64)
-    explicit = aug.local_crop_camera(crop, K, torch.linalg.inv(K), height, width)
-    reference = aug.local_crop_camera(crop, K, torch.linalg.inv(K), height, width, reference=True)
+    explicit = local_crop.local_crop_camera(crop, K, torch.linalg.inv(K), height, width)
+    reference = local_crop.local_crop_camera(crop, K, torch.linalg.inv(K), height, width, reference=True)
     for b in range(2):
         zoom = crop[b, 1] / width
         truth = ground_truth_crop_grid(K[b:b + 1], crop[b:b + 1], depth[b:b + 1], T[:1], height, width)
@@ -264,21 +265,21 @@ def test_crop_intrinsics_inverse_and_shape_checks():
     K = intrinsics(40.0, 60.0, 30.0, 20.0, batch=2)
     scale = torch.tensor([[1.5, 1.25], [2.0, 2.0]], dtype=F64)
     offset = torch.tensor([[3.0, 4.0], [0.0, 7.0]], dtype=F64)
-    K_crop, inv_K_crop = layers.crop_intrinsics(K, torch.linalg.inv(K), scale, offset)
+    K_crop, inv_K_crop = local_crop.crop_intrinsics(K, torch.linalg.inv(K), scale, offset)
     assert_close(K_crop @ inv_K_crop, torch.eye(4, dtype=F64).expand(2, 4, 4))
     assert_close(K_crop[0, 0, 0], torch.tensor(60.0, dtype=F64))
     assert_close(K_crop[0, 0, 2], torch.tensor(1.5 * 30.0 + 0.25 - 3.0, dtype=F64))
     with pytest.raises(ValueError, match="scale_xy: expected shape 2x2, got 1x2"):
-        layers.crop_intrinsics(K, K, torch.ones(1, 2), torch.ones(2, 2))
+        local_crop.crop_intrinsics(K, K, torch.ones(1, 2), torch.ones(2, 2))
 
 
 def test_pose_correction_keeps_identity_and_inverts_rc():
-    Rc = layers.crop_camera_matrix(torch.tensor([[0.3, -0.2]], dtype=F64), torch.tensor([0.6], dtype=F64),
+    Rc = local_crop.crop_camera_matrix(torch.tensor([[0.3, -0.2]], dtype=F64), torch.tensor([0.6], dtype=F64),
                                    torch.tensor([[0.58, 1.92]], dtype=F64))
     identity = torch.eye(4, dtype=F64)[None]
-    assert_close(layers.crop_pose_correction(identity, Rc), identity)
+    assert_close(local_crop.crop_pose_correction(identity, Rc), identity)
     T = translation(1.0, 2.0, 3.0)
-    corrected = layers.crop_pose_correction(T, Rc)
+    corrected = local_crop.crop_pose_correction(T, Rc)
     assert_close(corrected[0, :3, 3], Rc[0] @ torch.tensor([1.0, 2.0, 3.0], dtype=F64))
     assert_close(corrected[0, :3, :3], torch.eye(3, dtype=F64))
 
@@ -303,7 +304,7 @@ def test_local_consistency_vanishes_for_a_consistent_prediction_and_measures_a_s
     # The original view predicts a disparity linear in the pixel coordinates; a consistent
     # local view predicts the depth of the pixels it sees divided by the magnification.
     main = {("disp", s): F.avg_pool2d(ramp_disparity(2, height, width), 2 ** s) for s in (0, 1)}
-    offset, size, depth_scale = aug.local_crop_footprint(crop, height, width)
+    offset, size, depth_scale = local_crop.local_crop_footprint(crop, height, width)
     inputs = {("color", 0, 0): torch.zeros(2, 3, height, width, dtype=F64), "local_crop": crop}
 
     def local_prediction(scale_factor: float) -> dict:
@@ -332,11 +333,11 @@ def test_local_consistency_footprint_matches_the_reference_window():
     # The reference compares the window x0' = round(W x0 / (W_r - 1)), w = round(W / r).
     height, width = 32, 64
     crop = crop_vector(1.7, 108, 54, 20, 11)
-    offset, size, depth_scale = aug.local_crop_footprint(crop, height, width, reference=True)
+    offset, size, depth_scale = local_crop.local_crop_footprint(crop, height, width, reference=True)
     assert offset.tolist() == [[round(64 * 20 / 107), round(32 * 11 / 53)]]
     assert size.tolist() == [[round(64 / 1.7), round(32 / 1.7)]]
     assert depth_scale.tolist() == [1.7]
-    _, mask = layers.crop_footprint_grid(offset, size, height, width)
+    _, mask = local_crop.crop_footprint_grid(offset, size, height, width)
     x0, y0 = (int(x) for x in offset[0])
     w, h = (int(x) for x in size[0])
     expected = torch.zeros(1, 1, height, width, dtype=F64)
@@ -533,9 +534,9 @@ def test_views_run_without_host_synchronisation_on_cuda():
     torch.cuda.set_sync_debug_mode("error")
     try:
         aug.restore_reshuffled(aug.reshuffle_images(images, split), split, 32)
-        aug.local_crop_camera(crop, K, K, 16, 32)
-        aug.local_crop_camera(crop, K, K, 16, 32, reference=True)
-        offset, size, _ = aug.local_crop_footprint(crop, 16, 32)
-        layers.crop_footprint_grid(offset, size, 16, 32)
+        local_crop.local_crop_camera(crop, K, K, 16, 32)
+        local_crop.local_crop_camera(crop, K, K, 16, 32, reference=True)
+        offset, size, _ = local_crop.local_crop_footprint(crop, 16, 32)
+        local_crop.crop_footprint_grid(offset, size, 16, 32)
     finally:
         torch.cuda.set_sync_debug_mode("default")

@@ -1,0 +1,467 @@
+"""The self-supervised depth method as one module: networks, forward pass, losses, depth.
+
+`SelfSupervisedDepth` holds every network of a configuration in one ``nn.ModuleDict``
+(``networks``: ``"depth"``, ``"pose"`` when a pose network is used, and any auxiliary network a
+loss term declares) and reads top to bottom:
+
+    inputs = model.prepare_inputs(batch, device)  # uint8 frames -> float views, pyramid, jitter
+    outputs = model(inputs)                       # depth, poses, view synthesis per branch
+    losses = model.losses(inputs, outputs)        # {"loss": total, "loss/<term>": value, ...}
+    depth = model.predict_depth(images)           # the only network-output -> depth conversion
+
+The Trainer is only the engine around these calls (loop, DDP, checkpoints, logging).
+
+Batch keys (the dataset's schema is in `MonoDataset.__getitem__`):
+
+    ("color_uint8", f, 0)     uint8 B x 3 x H x W frame f as loaded (f in 0, -1, 1, ..., "s")
+    ("color", f, s)           float [0, 1] frame f at scale s (H/2^s x W/2^s); s >= 1 for frame 0
+                              only unless --v1_multiscale
+    ("color_aug", f, 0)       float [0, 1] colour-jittered frame f: what the networks see
+    ("color_local", f, s)     float local-crop view of frame f (BDEdepth --use_local_crop)
+    ("color_local_aug", 0, 0) its jittered frame 0
+    ("color_reshuffle", 0, 0), ("color_reshuffle_aug", 0, 0)
+                              frame 0 split and permuted (BDEdepth --use_patch_reshuffle)
+    ("K", s), ("inv_K", s)    B x 4 x 4 intrinsics at scale s, pixels; "stereo_T" B x 4 x 4
+
+Outputs (``forward``); ``<branch>`` is "" for the original view, "_local" or "_reshuffle":
+
+    ("disp<branch>", s)           B x 1 x H/2^s x W/2^s network output at decoder scale s
+                                  (sigmoid disparity; the reshuffled branch's is restored to the
+                                  original layout)
+    ("depth<branch>", 0, s)       B x 1 x h x w depth used to warp scale s (h x w = H x W unless
+                                  --v1_multiscale), model units (metres up to scale)
+    ("axisangle", 0, f), ("translation", 0, f)
+                                  raw pose-network outputs for source f (B x N x 1 x 3)
+    ("cam_T_cam", 0, f)           B x 4 x 4 T_source_from_target for temporal source f
+    ("sample_grid<branch>", f, s) B x h x w x 2 normalised sampling grid into source f
+    ("warped<branch>", f, s)      B x 3 x h x w source f warped into the target
+    ("depth_features", 0)         the depth encoder's feature list (only when a loss term
+                                  declares it needs "depth_features")
+    "finite_checks"               [(name, bool tensor)] device flags: grids, depths and poses
+                                  are finite (read by `nonfinite_names`)
+and, after ``losses``, the maps the terms log: ("automask<branch>", s) B x 1 x h x w.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from augmentation import apply_color_jitter, reshuffle_images, restore_reshuffled
+from checkpoints import ModelSpec
+from layers import backproject, disp_to_depth, project, transformation_from_parameters, upsample_disp, warp
+from local_crop import crop_pose_correction, local_crop_camera
+from losses import LOCAL_VIEW, ORIGINAL_VIEW, RESHUFFLE_VIEW, LossSettings, LossTerm, View, build_loss_terms
+from networks import build_depth_network, build_pose_network
+
+# Checkpoint names of the networks, in the order the optimiser has always listed their
+# parameters (resume checkpoints index optimiser state by that order).
+CHECKPOINT_NAMES = ("encoder", "depth", "pose_encoder", "pose")
+
+
+def add_smaller_scales(inputs: dict, name: str, frame_ids: Sequence, num_scales: int, all_frames: bool) -> None:
+    """``(name, f, s)`` for s >= 1 by repeated 2x2 area averaging of ``(name, f, 0)`` (in place):
+    frame 0 only (the smoothness term's edge guide) unless ``all_frames`` (v1 multi-scale)."""
+    for frame_id in frame_ids:
+        if frame_id == 0 or all_frames:
+            for scale in range(1, num_scales):
+                inputs[(name, frame_id, scale)] = F.avg_pool2d(inputs[(name, frame_id, scale - 1)], 2)
+
+
+def prepare_batch(batch: dict, device: torch.device, frame_ids: Sequence, num_scales: int,
+                  all_frames_multiscale: bool) -> dict:
+    """Move a collated batch to ``device`` and add the float views the networks and losses read.
+
+    Adds ``("color", f, 0)`` as float in [0, 1] from ``("color_uint8", f, 0)``, ``("color_aug",
+    f, 0)`` with the sample's colour jitter (one draw per sample shared by its frames, or per
+    frame), smaller scales (`add_smaller_scales`) and BDEdepth's views (`prepare_bde_views`).
+    """
+    inputs = {key: value.to(device, non_blocking=True) if torch.is_tensor(value) else value
+              for key, value in batch.items()}
+    frames = torch.stack([inputs[("color_uint8", f, 0)] for f in frame_ids], dim=1).float() / 255.0
+    jitter = inputs["color_jitter"]
+    if jitter.dim() == 3:  # per-frame parameters: fold frames into the batch
+        b, f = frames.shape[:2]
+        enabled = inputs["do_color_aug"].repeat_interleave(f)
+        augmented = apply_color_jitter(frames.flatten(0, 1), jitter.flatten(0, 1), enabled)
+        augmented = augmented.unflatten(0, (b, f))
+    else:
+        augmented = apply_color_jitter(frames, jitter, inputs["do_color_aug"])
+    for i, frame_id in enumerate(frame_ids):
+        inputs[("color", frame_id, 0)] = frames[:, i]
+        inputs[("color_aug", frame_id, 0)] = augmented[:, i]
+    add_smaller_scales(inputs, "color", frame_ids, num_scales, all_frames_multiscale)
+    prepare_bde_views(inputs, frame_ids, num_scales, all_frames_multiscale)
+    return inputs
+
+
+def prepare_bde_views(inputs: dict, frame_ids: Sequence, num_scales: int, all_frames_multiscale: bool) -> None:
+    """BDEdepth's views, on the device, when the batch carries them (in place).
+
+    Local crop: ``("color_local", f, s)`` float in [0, 1] (smaller scales as for the original
+    frames) and the jittered network input ``("color_local_aug", 0, 0)``. Reshuffle:
+    ``("color_reshuffle", 0, 0)``, frame 0 cyclically shifted by ``split_xy`` (no loop over
+    samples), and its jittered copy ``("color_reshuffle_aug", 0, 0)``. The jitter parameters
+    are ``bde_jitter``'s rows (the sample's own draw unless ``--jitter_per_frame``).
+    """
+    if "bde_jitter" not in inputs:
+        return
+    enabled = inputs["do_color_aug"]
+    if ("color_local_uint8", 0, 0) in inputs:
+        for frame_id in frame_ids:
+            inputs[("color_local", frame_id, 0)] = inputs[("color_local_uint8", frame_id, 0)].float() / 255.0
+        add_smaller_scales(inputs, "color_local", frame_ids, num_scales, all_frames_multiscale)
+        inputs[("color_local_aug", 0, 0)] = apply_color_jitter(inputs[("color_local", 0, 0)],
+                                                               inputs["bde_jitter"][:, 0], enabled)
+    if "split_xy" in inputs:
+        reshuffled = reshuffle_images(inputs[("color", 0, 0)], inputs["split_xy"])
+        inputs[("color_reshuffle", 0, 0)] = reshuffled
+        inputs[("color_reshuffle_aug", 0, 0)] = apply_color_jitter(reshuffled, inputs["bde_jitter"][:, 1], enabled)
+
+
+def output_to_depth(disp: torch.Tensor, min_depth: float, max_depth: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The one conversion of a depth network's output into depth.
+
+    Args:
+        disp: sigmoid disparity in (0, 1), any shape.
+        min_depth, max_depth: the depth range the network was trained with (model units).
+
+    Returns:
+        ``(inverse_depth, depth)``, both shaped like ``disp``: the scaled disparity of
+        `layers.disp_to_depth` (exactly 1 / depth) and the depth.
+    """
+    return disp_to_depth(disp, min_depth, max_depth)
+
+
+class SelfSupervisedDepth(nn.Module):
+    """Depth and pose networks trained by view synthesis (Monodepth2, BDEdepth's views).
+
+    Args:
+        spec: the architecture and depth range (`checkpoints.ModelSpec`).
+        loss_settings: what the loss terms read; None builds a model for inference only.
+        loss_terms: ``(name, LossTerm, weight)`` from `losses.build_loss_terms`.
+        auxiliary_networks: extra networks declared by loss terms, by name.
+        use_pose_network: build the pose network (False for stereo-only training and inference).
+        pretrained: start encoders from ImageNet weights.
+        views: the depth branches, original first (BDEdepth adds local and reshuffle).
+        bde_local_reference: warp the local view with BDEdepth's own crop-camera model.
+    """
+
+    def __init__(self, spec: ModelSpec, loss_settings: LossSettings | None = None,
+                 loss_terms: Sequence[tuple[str, LossTerm, float]] = (),
+                 auxiliary_networks: dict[str, nn.Module] | None = None, use_pose_network: bool = True,
+                 pretrained: bool = False, views: Sequence[View] = (ORIGINAL_VIEW,),
+                 bde_local_reference: bool = False) -> None:
+        super().__init__()
+        self.spec = spec
+        self.loss_settings = loss_settings
+        self.loss_terms = list(loss_terms)
+        self.views = tuple(views)
+        self.bde_local_reference = bde_local_reference
+        self.scales = list(spec.scales)
+        self.temporal_frame_ids = list(spec.frame_ids)
+        self.frame_ids = self.temporal_frame_ids + (["s"] if spec.use_stereo else [])
+        self.source_frame_ids = self.frame_ids[1:]
+        self.needs = frozenset().union(*(term.needs for _, term, _ in self.loss_terms))
+        networks = {"depth": build_depth_network(backbone=spec.backbone, num_layers=spec.num_layers,
+                                                 decoder=spec.decoder, scales=tuple(spec.scales),
+                                                 pretrained=pretrained)}
+        if use_pose_network:
+            pairs = spec.pose_model_input == "pairs"
+            num_input_frames = 2 if pairs else len(self.temporal_frame_ids)
+            networks["pose"] = build_pose_network(
+                pose_model_type=spec.pose_model_type, num_layers=spec.pose_layers,
+                num_input_frames=num_input_frames, pretrained=pretrained,
+                num_frames_to_predict_for=None if pairs else num_input_frames - 1)
+        for name, network in (auxiliary_networks or {}).items():
+            if name in networks or name in CHECKPOINT_NAMES:
+                raise ValueError(f"a loss term declares a network named {name!r}, which is taken: rename it")
+            networks[name] = network
+        self.networks = nn.ModuleDict(networks)
+        self.run_depth: Callable = self.networks["depth"]
+        self.run_pose: Callable | None = self.networks["pose"] if use_pose_network else None
+
+    # ------------------------------------------------------------------------------ construction
+    @classmethod
+    def from_options(cls, opts: argparse.Namespace, pretrained: bool | None = None) -> "SelfSupervisedDepth":
+        """The training model the command-line options describe (losses, views, networks)."""
+        from options import uses_pose_network
+
+        terms = build_loss_terms(opts)
+        auxiliary = {}
+        for _, term, _ in terms:
+            if term.networks is not None:
+                auxiliary.update(term.networks(opts))
+        views = [ORIGINAL_VIEW]
+        if opts.use_local_crop:
+            views.append(LOCAL_VIEW)
+        if opts.use_patch_reshuffle:
+            views.append(RESHUFFLE_VIEW)
+        spec = ModelSpec.from_options(opts)
+        settings = LossSettings.from_options(opts, spec.frame_ids[1:] + (["s"] if spec.use_stereo else []))
+        return cls(spec, settings, terms, auxiliary, use_pose_network=uses_pose_network(opts),
+                   pretrained=opts.weights_init == "pretrained" if pretrained is None else pretrained,
+                   views=views, bde_local_reference=opts.local_crop_geometry == "reference")
+
+    @classmethod
+    def for_inference(cls, spec: ModelSpec) -> "SelfSupervisedDepth":
+        """The depth network alone, as a checkpoint describes it (no pose network, no losses)."""
+        return cls(spec, use_pose_network=False)
+
+    def checkpoint_modules(self) -> dict[str, nn.Module]:
+        """Checkpoint name -> module: ``encoder``, ``depth`` (the decoder), ``pose_encoder``,
+        ``pose`` (the names Monodepth2 and every checkpoint of this toolkit use), then the
+        auxiliary networks under their own names."""
+        depth_net = self.networks["depth"]
+        modules = {"encoder": depth_net.encoder, "depth": depth_net.decoder}
+        if "pose" in self.networks:
+            pose_net = self.networks["pose"]
+            if pose_net.encoder is not None:
+                modules["pose_encoder"] = pose_net.encoder
+            modules["pose"] = pose_net.decoder
+        modules.update({name: net for name, net in self.networks.items() if name not in ("depth", "pose")})
+        return modules
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Parameters in checkpoint order (the optimiser's order since the first checkpoint)."""
+        return [p for module in self.checkpoint_modules().values() for p in module.parameters() if p.requires_grad]
+
+    def state_dicts(self) -> dict[str, dict]:
+        return {name: module.state_dict() for name, module in self.checkpoint_modules().items()}
+
+    def load_state_dicts(self, payload: dict, source: str, strict_names: bool = True) -> None:
+        """Load every network from a payload of ``{checkpoint name: state_dict}``.
+
+        Raises:
+            ValueError: naming ``source`` and the missing or mismatching network.
+        """
+        for name, module in self.checkpoint_modules().items():
+            if name not in payload:
+                if not strict_names:
+                    continue
+                raise ValueError(f"{source} has no '{name}' weights, needed by this configuration")
+            try:
+                module.load_state_dict(payload[name])
+            except RuntimeError as err:
+                raise ValueError(f"{source}: the '{name}' weights do not fit the {self.spec.backbone}/"
+                                 f"{self.spec.decoder} network of this configuration: {err}") from err
+
+    def wrap_networks(self, wrap: Callable[[nn.Module], nn.Module]) -> None:
+        """Run the depth and pose networks through ``wrap`` (autocast, channels_last, compile).
+
+        The wrapped callables are kept outside the module tree: parameters, checkpoints and the
+        optimiser keep seeing each weight once, under its plain name.
+        """
+        self.run_depth = wrap(self.networks["depth"])
+        if self.run_pose is not None:
+            self.run_pose = wrap(self.networks["pose"])
+
+    def train(self, mode: bool = True) -> "SelfSupervisedDepth":
+        super().train(mode)
+        # A frozen auxiliary network (no trainable parameter) keeps its inference behaviour.
+        for name, network in self.networks.items():
+            if name not in ("depth", "pose") and not any(p.requires_grad for p in network.parameters()):
+                network.eval()
+        return self
+
+    def __setattr__(self, name, value):
+        # The wrapped networks are plain callables for the forward pass, not submodules.
+        if name in ("run_depth", "run_pose"):
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
+    # ------------------------------------------------------------------------------ the batch
+    def prepare_inputs(self, batch: dict, device: torch.device) -> dict:
+        """`prepare_batch` with this model's frames and scales."""
+        return prepare_batch(batch, device, self.frame_ids, len(self.scales), self.loss_settings.v1_multiscale)
+
+    # ------------------------------------------------------------------------------ forward
+    def forward(self, inputs: dict) -> dict:
+        """Disparities, poses and warped source frames for every branch (module docstring)."""
+        outputs: dict = {"finite_checks": []}
+        target = inputs[("color_aug", 0, 0)]
+        if "depth_features" in self.needs:
+            depth_net = self.networks["depth"]
+            features = depth_net.encoder(target)
+            outputs[("depth_features", 0)] = features
+            outputs.update(depth_net.decoder(features))
+        else:
+            outputs.update(self.run_depth(target))
+        if self.run_pose is not None:
+            outputs.update(self.predict_poses(inputs))
+            for frame_id in self.source_frame_ids:
+                if frame_id != "s":
+                    self._check_finite(outputs, f"pose of frame {frame_id}", outputs[("cam_T_cam", 0, frame_id)])
+        self.synthesize_views(inputs, outputs)
+        if LOCAL_VIEW in self.views:
+            for (_, scale), disp in self.run_depth(inputs[("color_local_aug", 0, 0)]).items():
+                outputs[("disp_local", scale)] = disp
+            self.synthesize_views(inputs, outputs, LOCAL_VIEW, self.local_view_cameras(inputs))
+        if RESHUFFLE_VIEW in self.views:
+            width = inputs[("color", 0, 0)].shape[-1]
+            for (_, scale), disp in self.run_depth(inputs[("color_reshuffle_aug", 0, 0)]).items():
+                outputs[("disp_reshuffle", scale)] = restore_reshuffled(disp, inputs["split_xy"], width)
+            self.synthesize_views(inputs, outputs, RESHUFFLE_VIEW)
+        return outputs
+
+    @staticmethod
+    def _check_finite(outputs: dict, name: str, tensor: torch.Tensor) -> None:
+        # A device-side flag: reading it is left to the caller, which decides when to synchronise.
+        outputs["finite_checks"].append((name, torch.isfinite(tensor.detach()).all()))
+
+    def predict_poses(self, inputs: dict) -> dict:
+        """``("cam_T_cam", 0, f)``: T_source_from_target for every temporal source frame f.
+
+        Pairs are always fed in temporal order, (f, 0) for f < 0 and (0, f) otherwise, and the
+        transform is inverted for past frames, so the pose net sees forward motion only.
+        """
+        outputs = {}
+        temporal_sources = [f for f in self.source_frame_ids if f != "s"]
+        if self.spec.pose_model_input == "pairs":
+            for frame_id in temporal_sources:
+                ordered = (frame_id, 0) if frame_id < 0 else (0, frame_id)
+                pair = torch.cat([inputs[("color_aug", f, 0)] for f in ordered], dim=1)
+                axisangle, translation = self.run_pose(pair)
+                outputs[("axisangle", 0, frame_id)] = axisangle
+                outputs[("translation", 0, frame_id)] = translation
+                outputs[("cam_T_cam", 0, frame_id)] = transformation_from_parameters(
+                    axisangle[:, 0], translation[:, 0], invert=frame_id < 0)
+        else:
+            stacked = torch.cat([inputs[("color_aug", f, 0)] for f in self.temporal_frame_ids], dim=1)
+            axisangle, translation = self.run_pose(stacked)
+            for i, frame_id in enumerate(temporal_sources):
+                outputs[("axisangle", 0, frame_id)] = axisangle
+                outputs[("translation", 0, frame_id)] = translation
+                outputs[("cam_T_cam", 0, frame_id)] = transformation_from_parameters(
+                    axisangle[:, i], translation[:, i])
+        return outputs
+
+    def local_view_cameras(self, inputs: dict) -> dict:
+        """Cameras of the local view: ``K``/``inv_K`` per source scale, ``Rc`` and ``depth_scale``.
+
+        See `local_crop.local_crop_camera`; ``--local_crop_geometry reference`` keeps the
+        original intrinsics and corrects the poses instead.
+        """
+        height, width = inputs[("color", 0, 0)].shape[-2:]
+        camera = local_crop_camera(inputs["local_crop"], inputs[("K", 0)], inputs[("inv_K", 0)],
+                                   height, width, reference=self.bde_local_reference)
+        K, inv_K = {}, {}
+        for scale in {self.loss_settings.source_scale(s) for s in self.scales}:
+            if camera["Rc"] is not None:
+                K[scale], inv_K[scale] = inputs[("K", scale)], inputs[("inv_K", scale)]
+                continue
+            factor = 2.0 ** -scale  # scale s halves the pixel coordinates s times
+            K[scale] = torch.cat([camera["K"][:, :2] * factor, camera["K"][:, 2:]], dim=1)
+            inv_K[scale] = torch.cat([camera["inv_K"][:, :, :2] / factor, camera["inv_K"][:, :, 2:]], dim=2)
+        return {"K": K, "inv_K": inv_K, "Rc": camera["Rc"], "depth_scale": camera["depth_scale"]}
+
+    def synthesize_views(self, inputs: dict, outputs: dict, view: View = ORIGINAL_VIEW,
+                         cameras: dict | None = None) -> None:
+        """Warp every source frame into the target with each scale's depth.
+
+        The target's camera points depend only on its depth, so they are back-projected once per
+        scale and projected into each source camera. ``view`` names the branch's keys
+        (``("disp_local", s)`` -> ``("warped_local", f, s)``, ...); ``cameras`` (from
+        `local_view_cameras`) replaces the intrinsics, corrects the poses and scales the depth.
+        """
+        height, width = inputs[("color", 0, 0)].shape[-2:]
+        settings = self.loss_settings
+        for scale in self.scales:
+            disp = outputs[(view.key("disp"), scale)]
+            source_scale = settings.source_scale(scale)
+            if not settings.v1_multiscale:
+                disp = upsample_disp(disp, (height, width))
+            _, depth = output_to_depth(disp, self.spec.min_depth, self.spec.max_depth)
+            outputs[(view.key("depth"), 0, scale)] = depth
+            self._check_finite(outputs, f"{view.key('depth')} at scale {scale}", depth)
+            K, inv_K = inputs[("K", source_scale)], inputs[("inv_K", source_scale)]
+            if cameras is not None:
+                K, inv_K = cameras["K"][source_scale], cameras["inv_K"][source_scale]
+                depth = depth * cameras["depth_scale"].to(depth.dtype).view(-1, 1, 1, 1)
+            cam_points = backproject(depth, inv_K)
+            for frame_id in self.source_frame_ids:
+                T = inputs["stereo_T"] if frame_id == "s" else outputs[("cam_T_cam", 0, frame_id)]
+                if cameras is not None and cameras["Rc"] is not None:
+                    T = crop_pose_correction(T, cameras["Rc"])
+                grid = project(cam_points, K, T, depth.shape[2], depth.shape[3])
+                self._check_finite(outputs, f"{view.key('sample_grid')} of frame {frame_id} at scale {scale}", grid)
+                outputs[(view.key("sample_grid"), frame_id, scale)] = grid
+                outputs[(view.key("warped"), frame_id, scale)] = warp(
+                    inputs[(view.images, frame_id, source_scale)], grid)
+
+    # ------------------------------------------------------------------------------ losses
+    def losses(self, inputs: dict, outputs: dict) -> dict:
+        """``{"loss": weighted total, "loss/<term>": value}``; the terms' maps go into ``outputs``.
+
+        No check here: `nonfinite_names` reads the terms' and the forward pass's flags, so the
+        caller decides when to synchronise with the device.
+        """
+        losses = {}
+        total = 0.0
+        for name, term, weight in self.loss_terms:
+            value, maps = term.function(inputs, outputs, self.loss_settings, self.networks)
+            outputs.update(maps)
+            losses[f"loss/{name}"] = value
+            total = total + weight * value
+        losses["loss"] = total
+        return losses
+
+    @staticmethod
+    def finite_flags(outputs: dict, losses: dict) -> tuple[list[str], torch.Tensor]:
+        """(names, one bool tensor of flags on the device): the loss terms, total, grids, depths, poses."""
+        names = [name for name in losses]
+        flags = [torch.isfinite(value.detach()).all() if torch.is_tensor(value) else
+                 torch.tensor(bool(value == value and abs(value) != float("inf")))
+                 for value in losses.values()]
+        device = flags[0].device if flags else torch.device("cpu")
+        for name, flag in outputs.get("finite_checks", []):
+            names.append(name)
+            flags.append(flag)
+        return names, torch.stack([flag.to(device) for flag in flags])
+
+    # ------------------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor, scale: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inverse depth and depth of a batch of images: the one place a network output becomes depth.
+
+        Args:
+            images: B x 3 x H x W RGB in [0, 1] at the network's size (``spec.height x spec.width``).
+            scale: decoder scale to read (0: full resolution).
+
+        Returns:
+            ``(inverse_depth, depth)``, each B x 1 x H/2^s x W/2^s float32 in model units (metres
+            up to scale; see `ModelSpec.metric_depth_scale`). The inverse depth is the scaled
+            disparity the Monodepth2 lineage evaluates, post-processes and saves.
+        """
+        disp = self.networks["depth"](images)[("disp", scale)].float()
+        return output_to_depth(disp, self.spec.min_depth, self.spec.max_depth)
+
+    def predict_depth(self, images: torch.Tensor, inverse: bool = False, scale: int = 0) -> torch.Tensor:
+        """`predict`'s depth, or its inverse depth with ``inverse=True``."""
+        inverse_depth, depth = self.predict(images, scale)
+        return inverse_depth if inverse else depth
+
+def load_model(path: str, device: torch.device | str = "cpu") -> SelfSupervisedDepth:
+    """The inference model (eval mode) of any supported weights: a checkpoint of this toolkit, a
+    released Monodepth2 folder or a BDEdepth file (`released_weights.to_checkpoint_payload`).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: the weights do not describe or fit a network of this toolkit (named).
+    """
+    from pathlib import Path
+
+    from checkpoints import spec_from_checkpoint
+    from released_weights import to_checkpoint_payload
+
+    if not Path(path).exists():
+        raise FileNotFoundError(f"--pretrained_path {path} does not exist")
+    payload = to_checkpoint_payload(path)
+    model = SelfSupervisedDepth.for_inference(spec_from_checkpoint(payload, path))
+    model.load_state_dicts(payload, str(path))
+    return model.to(device).eval()
