@@ -27,10 +27,9 @@ def freeze_batchnorm(trainer: Trainer) -> None:
 
     def set_train() -> None:
         original_set_train()
-        for model in trainer.models.values():
-            for module in model.modules():
-                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-                    module.eval()
+        for module in trainer.model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.eval()
 
     trainer.set_train = set_train
 
@@ -43,8 +42,8 @@ def main(argv=None) -> None:
         freeze_batchnorm(trainer)
     rank = trainer.dist.rank
     trainer.train()
-    weights = {f"{name}.{key}": value for name, model in trainer.models.items()
-               for key, value in model.state_dict().items()}
+    weights = {f"{name}.{key}": value for name, state in trainer.model.state_dicts().items()
+               for key, value in state.items()}
     torch.save(weights, out_dir / f"rank{rank}.pth")
 
 

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import evaluate_depth
+import evaluation
 import evaluate_pose
 import prepare_cityscapes
 import train
@@ -78,7 +79,7 @@ def test_kitti_depth_trains_and_its_maps_score_known_predictions(tmp_path):
     gt = KITTIDepthDataset(tmp_path / "kitti", lines, 64, 192, [0], 1).ground_truth()
     np.testing.assert_array_equal(gt[0], maps[1])
     halved = [np.where(d > 0, 2.0 / np.maximum(d, 1e-6), 1.0) for d in gt]  # depth / 2 everywhere
-    result = evaluate_depth.evaluate_predictions(halved, gt, "eigen_benchmark", median_scaling=False)
+    result = evaluation.evaluate_predictions(halved, gt, "eigen_benchmark", median_scaling=False)
     assert result.metrics["abs_rel"] == pytest.approx(0.5, abs=1e-6)
     assert result.metrics["a1"] == 0.0
 
@@ -162,6 +163,6 @@ def test_evaluate_depth_runs_every_benchmark_in_one_call(tmp_path, checkpoint_64
     disps = np.load(tmp_path / "eval" / "disps_nyuv2_split.npy")
     assert disps.shape == (2, 64, 96)
     gt = NYUTestSet(nyu, [f"val/{i:05d}.h5" for i in range(2)], 64, 96).ground_truth()
-    expected = evaluate_depth.evaluate_predictions(disps, gt, "nyuv2")
+    expected = evaluation.evaluate_predictions(disps, gt, "nyuv2")
     assert results["nyuv2"]["metrics"] == pytest.approx(expected.metrics)
     assert torch.isfinite(torch.tensor(list(results["cityscapes"]["metrics"].values()))).all()

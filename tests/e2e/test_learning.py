@@ -13,8 +13,10 @@ import torch
 
 import train
 from checkpoints import load_checkpoint
-from evaluate_depth import build_kitti_eval_loader, evaluate_predictions, load_kitti_gt, predict_disparities
-from networks import build_depth_network
+from checkpoints import ModelSpec
+from datasets.kitti_dataset import build_kitti_eval_loader, load_kitti_gt
+from evaluation import evaluate_predictions, predict_inverse_depths
+from model import SelfSupervisedDepth
 from utils import seed_everything
 
 SEED = 1234
@@ -39,8 +41,8 @@ def test_monocular_training_learns_depth(synthetic_kitti, tmp_path, capsys):
     loader = build_kitti_eval_loader(synthetic_kitti, eval_split, HEIGHT, WIDTH, batch_size=8, num_workers=0)
 
     seed_everything(SEED)  # the Trainer seeds the same way before building its networks
-    untrained = build_depth_network(num_layers=18, scales=(0, 1, 2, 3), pretrained=False)
-    untrained_disps = predict_disparities(untrained, loader, torch.device("cpu"), 0.1, 100.0)
+    untrained = SelfSupervisedDepth.for_inference(ModelSpec(height=HEIGHT, width=WIDTH, num_layers=18))
+    untrained_disps = predict_inverse_depths(untrained, loader, torch.device("cpu"))
     untrained = evaluate_predictions(untrained_disps, gt_depths).metrics
     constant = evaluate_predictions(np.ones((len(gt_depths), HEIGHT, WIDTH), np.float32), gt_depths).metrics
 

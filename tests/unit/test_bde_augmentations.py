@@ -448,13 +448,13 @@ def test_dataset_returns_one_crop_box_for_every_frame(kitti_root):
         if sample["do_flip"]:
             native = native[:, ::-1]
         expected = dataset.crop_local(np.ascontiguousarray(native), crop)
-        assert sample[("color_local", frame_id, 0)].shape == (3, 32, 64)
-        np.testing.assert_array_equal(sample[("color_local", frame_id, 0)].permute(1, 2, 0).numpy(), expected)
+        assert sample[("color_local_uint8", frame_id, 0)].shape == (3, 32, 64)
+        np.testing.assert_array_equal(sample[("color_local_uint8", frame_id, 0)].permute(1, 2, 0).numpy(), expected)
     again = dataset[(0, 11)]
-    for key in ("local_crop", "split_xy", "bde_jitter", ("color_local", 1, 0)):
+    for key in ("local_crop", "split_xy", "bde_jitter", ("color_local_uint8", 1, 0)):
         assert torch.equal(again[key], sample[key])
     plain = KITTIRAWDataset(kitti_root, [f"{DRIVE} 2 l"], 32, 64, [0, -1, 1], 2, is_train=True)[(0, 11)]
-    assert not {"local_crop", "split_xy", "bde_jitter", ("color_local", 0, 0)} & set(plain)
+    assert not {"local_crop", "split_xy", "bde_jitter", ("color_local_uint8", 0, 0)} & set(plain)
 
 
 def available_backbones():
@@ -474,9 +474,9 @@ def available_backbones():
 def test_every_parameter_gets_a_gradient_in_every_branch(kitti_root, backbone, decoder, geometry):
     from torch.utils.data import default_collate
 
-    import trainer as trainer_module
+    from checkpoints import ModelSpec
     from datasets import KITTIRAWDataset
-    from networks import build_depth_network, build_pose_network
+    from model import SelfSupervisedDepth
 
     torch.manual_seed(0)
     height, width, num_scales = 64, 64, 2
@@ -490,25 +490,23 @@ def test_every_parameter_gets_a_gradient_in_every_branch(kitti_root, backbone, d
                               is_train=True, local_crop=True, patch_reshuffle=True)
     batch = default_collate([dataset[(0, 1)], dataset[(1, 2)]])
 
-    trainer = trainer_module.Trainer.__new__(trainer_module.Trainer)
-    trainer.opts = opts
-    trainer.frame_ids, trainer.source_frame_ids, trainer.temporal_frame_ids = frame_ids, [-1, 1], frame_ids
-    trainer.scales = list(range(num_scales))
-    trainer.loss_settings = losses.LossSettings.from_options(opts, [-1, 1])
-    trainer.use_pose_net = True
-    trainer.depth_net = build_depth_network(backbone=backbone, decoder=decoder, scales=tuple(range(num_scales)))
-    trainer.pose_net = build_pose_network(num_input_frames=2)
-    inputs = trainer_module.prepare_batch(batch, torch.device("cpu"), frame_ids, num_scales, False)
-    outputs = trainer.predict(inputs)
-    for key in (("disp_local", 1), ("disp_reshuffle", 1), ("color_local", -1, 1), ("color_reshuffle", 1, 0)):
+    spec = ModelSpec(backbone=backbone, decoder=decoder, height=height, width=width, scales=list(range(num_scales)),
+                     frame_ids=frame_ids)
+    model = SelfSupervisedDepth(spec, losses.LossSettings.from_options(opts, [-1, 1]), losses.build_loss_terms(opts),
+                                views=(losses.ORIGINAL_VIEW, losses.LOCAL_VIEW, losses.RESHUFFLE_VIEW),
+                                bde_local_reference=geometry == "reference")
+    inputs = model.prepare_inputs(batch, torch.device("cpu"))
+    outputs = model(inputs)
+    for key in (("disp_local", 1), ("disp_reshuffle", 1), ("warped_local", -1, 1), ("warped_reshuffle", 1, 0)):
         assert key in outputs
+    networks = {"depth": model.networks["depth"], "pose": model.networks["pose"]}
 
     def without_gradient(names: list) -> set:
-        trainer.depth_net.zero_grad(set_to_none=True)
-        trainer.pose_net.zero_grad(set_to_none=True)
-        total = sum(losses.LOSS_TERMS[name](inputs, outputs, trainer.loss_settings)[0] for name in names)
+        model.zero_grad(set_to_none=True)
+        total = sum(losses.LOSS_TERMS[name].function(inputs, outputs, model.loss_settings, model.networks)[0]
+                    for name in names)
         total.backward(retain_graph=True)
-        return {f"{net_name}.{n}" for net_name, net in (("depth", trainer.depth_net), ("pose", trainer.pose_net))
+        return {f"{net_name}.{n}" for net_name, net in networks.items()
                 for n, p in net.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0}
 
     # A parameter idle in the original branch (e.g. a PReLU slope that only ever sees

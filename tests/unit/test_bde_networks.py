@@ -10,7 +10,8 @@ import torch
 from torchvision import models
 
 import networks
-from checkpoints import ModelSpec, build_depth_network_from_checkpoint, save_checkpoint
+from checkpoints import ModelSpec, save_checkpoint
+from model import load_model
 from networks import (
     BDEResnetEncoder,
     GridDecoder,
@@ -426,8 +427,9 @@ def test_model_spec_rebuilds_bde_networks_from_a_checkpoint(backbone, tmp_path):
     path = tmp_path / "model0.pth"
     save_checkpoint(path, {"model_spec": spec.to_dict(), "encoder": net.encoder.state_dict(),
                            "depth": net.decoder.state_dict()})
-    rebuilt, loaded_spec = build_depth_network_from_checkpoint(path)
-    assert loaded_spec == spec
+    loaded = load_model(path)
+    rebuilt = loaded.networks["depth"]
+    assert loaded.spec == spec
     image = torch.rand(1, 3, H, W)
     with torch.no_grad():
         assert torch.equal(rebuilt(image)[("disp", 0)], net.eval()(image)[("disp", 0)])

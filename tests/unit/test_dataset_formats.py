@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from argparse import Namespace
 from pathlib import Path
 
 import cv2
@@ -21,7 +20,7 @@ from datasets.custom_dataset import parse_intrinsics
 from datasets.make3d_dataset import Make3DTestSet, make3d_names, read_make3d_depth
 from datasets.nyu_dataset import (NYU_CX, NYU_CY, NYU_DISTORTION, NYU_FX, NYU_FY, NYUTestSet,
                                   nyu_camera_matrix)
-from evaluate_depth import EVAL_PROTOCOLS, evaluate_predictions
+from evaluation import EVAL_PROTOCOLS, evaluate_predictions
 from tests.format_writers import (CITYSCAPES_INTRINSIC, KITTI_DEPTH_DRIVE, write_cityscapes_raw, write_custom,
                                   write_kitti_depth, write_make3d, write_nyu_h5, write_nyu_raw, write_odometry)
 
@@ -29,7 +28,7 @@ HEIGHT, WIDTH = 32, 64
 
 
 def rgb_of(sample, frame_id=0) -> np.ndarray:
-    return sample[("color", frame_id, 0)].permute(1, 2, 0).numpy()
+    return sample[("color_uint8", frame_id, 0)].permute(1, 2, 0).numpy()
 
 
 def area_resize(image: np.ndarray, width=WIDTH, height=HEIGHT) -> np.ndarray:
@@ -250,7 +249,7 @@ def test_nyu_h5_test_set_and_protocol(tmp_path):
     depth[44:471, 40:601] = two_level_depth((427, 561), 2.0, 4.0)
     write_nyu_h5(tmp_path / "val" / "official" / "00001.h5", rgb, depth)
     dataset = NYUTestSet(tmp_path, ["val/official/00001.h5"], 64, 96)
-    np.testing.assert_array_equal(dataset[0][("color", 0, 0)].permute(1, 2, 0).numpy(),
+    np.testing.assert_array_equal(dataset[0][("color_uint8", 0, 0)].permute(1, 2, 0).numpy(),
                                   area_resize(rgb[44:471, 40:601], 96, 64))
     gt = dataset.ground_truth()
     assert gt[0].shape == (427, 561)
@@ -279,7 +278,7 @@ def test_make3d_grid_image_crop_and_log10_metric(tmp_path):
     depth = read_make3d_depth(tmp_path / "Gridlaserdata" / f"depth_sph_corr-{names[0]}.mat")
     np.testing.assert_array_equal(depth, grid[17:38].astype(np.float32))
     dataset = Make3DTestSet(tmp_path, names, 32, 64)
-    assert (dataset[0][("color", 0, 0)].float() - 200).abs().max() <= 2  # only the band, JPEG-rounded
+    assert (dataset[0][("color_uint8", 0, 0)].float() - 200).abs().max() <= 2  # only the band, JPEG-rounded
     # constant prediction -> median-scaled to the valid median; count near/far pixels by hand
     valid = depth[(depth > 0) & (depth < 70)]
     median = np.median(valid)
@@ -345,12 +344,12 @@ def test_cityscapes_test_set_and_protocol(tmp_path):
     gt = np.full((128, 256), 40.0, dtype=np.float32)
     gt[32:96, 24:232] = two_level_depth((64, 208), 10.0, 20.0)
     np.save(split / "gt_depths" / "000_depth.npy", gt)
-    from datasets.eval_splits import eval_split_file
+    from datasets.benchmarks import eval_split_file
 
-    split_file = eval_split_file("cityscapes", Namespace(cityscapes_split=str(split)))
+    split_file = eval_split_file("cityscapes", str(split))
     dataset = CityscapesTestSet(tmp_path, (split_file).read_text().splitlines(), 32, 64)
     raw = read_rgb(tmp_path / "leftImg8bit_sequence" / "test" / "berlin" / "berlin_000000_000019_leftImg8bit.png")
-    np.testing.assert_array_equal(dataset[0][("color", 0, 0)].permute(1, 2, 0).numpy(), area_resize(raw[:96]))
+    np.testing.assert_array_equal(dataset[0][("color_uint8", 0, 0)].permute(1, 2, 0).numpy(), area_resize(raw[:96]))
     maps = load_cityscapes_gt(split / "gt_depths", 1)
     assert maps[0].shape == (96, 256)
     # constant prediction -> median 15 m inside the window: (5/10 + 5/20) / 2 = 0.375

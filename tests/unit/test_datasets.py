@@ -42,12 +42,12 @@ def test_key_schema_and_shapes(kitti_root):
     dataset = make(kitti_root, [f"{DRIVE} 2 l"], frame_ids=(0, -1, 1, "s"))
     sample = dataset[0]
     frames = [0, -1, 1, "s"]
-    expected = ({("color", f, 0) for f in frames} | {("K", s) for s in range(4)}
+    expected = ({("color_uint8", f, 0) for f in frames} | {("K", s) for s in range(4)}
                 | {("inv_K", s) for s in range(4)}
                 | {"stereo_T", "color_jitter", "do_color_aug", "do_flip", "index"})
     assert set(sample) == expected
     for f in frames:
-        image = sample[("color", f, 0)]
+        image = sample[("color_uint8", f, 0)]
         assert image.dtype == torch.uint8 and image.shape == (3, HEIGHT, WIDTH)
     assert sample["color_jitter"].shape == (JITTER_PARAM_DIM,)
     assert not sample["do_flip"] and not sample["do_color_aug"]  # evaluation mode: no augmentation
@@ -68,7 +68,7 @@ def test_images_are_the_decoded_frames_resized(kitti_root):
     for frame_id, frame in ((0, 3), (-1, 2), (1, 4)):
         raw = cv2.imread(str(kitti_root / DRIVE / "image_03" / "data" / f"{frame:010d}.png"))
         expected = cv2.resize(cv2.cvtColor(raw, cv2.COLOR_BGR2RGB), (WIDTH, HEIGHT), interpolation=cv2.INTER_AREA)
-        np.testing.assert_array_equal(sample[("color", frame_id, 0)].permute(1, 2, 0).numpy(), expected)
+        np.testing.assert_array_equal(sample[("color_uint8", frame_id, 0)].permute(1, 2, 0).numpy(), expected)
 
 
 class ConstantDraws(random.Random):
@@ -90,7 +90,7 @@ def test_augmentation_is_a_pure_function_of_the_sample_seed(kitti_root):
     dataset = make(kitti_root, [f"{DRIVE} 2 l", f"{DRIVE} 3 l"], is_train=True)
     draws = [dataset[(1, seed)] for seed in range(12)]
     again = dataset[(1, 5)]
-    for key in (("color", 0, 0), "color_jitter", "do_flip", "do_color_aug"):
+    for key in (("color_uint8", 0, 0), "color_jitter", "do_flip", "do_color_aug"):
         assert torch.equal(again[key], draws[5][key])
     assert int(again["index"]) == 1
     # twelve seeds must not all give the same decision (probability 2 * 0.5^12 per flag)
@@ -114,7 +114,7 @@ def test_stereo_transform_sign(kitti_root, monkeypatch, side, flipped, expected)
     if flipped:
         raw = raw[:, ::-1]
     expected_image = cv2.resize(np.ascontiguousarray(raw), (WIDTH, HEIGHT), interpolation=cv2.INTER_AREA)
-    np.testing.assert_array_equal(sample[("color", "s", 0)].permute(1, 2, 0).numpy(), expected_image)
+    np.testing.assert_array_equal(sample[("color_uint8", "s", 0)].permute(1, 2, 0).numpy(), expected_image)
 
 
 def test_flip_mirrors_principal_point(kitti_root, monkeypatch):
@@ -186,7 +186,7 @@ def test_stereo_needs_a_side(kitti_root):
 def test_reads_the_real_kitti_frame(realdata):
     root = realdata / "kitti_raw"
     dataset = KITTIRAWDataset(root, ["2011_09_26/2011_09_26_drive_0005_sync 0 l"], 192, 640, [0], 1)
-    image = dataset[0][("color", 0, 0)]
+    image = dataset[0][("color_uint8", 0, 0)]
     raw = cv2.imread(str(root / "2011_09_26/2011_09_26_drive_0005_sync/image_02/data/0000000000.png"))
     assert raw.shape == (375, 1242, 3)
     expected = cv2.resize(cv2.cvtColor(raw, cv2.COLOR_BGR2RGB), (640, 192), interpolation=cv2.INTER_AREA)

@@ -1,4 +1,4 @@
-"""evaluate_depth: protocol conventions in closed form, and main() on a tiny KITTI-layout folder."""
+"""evaluation and evaluate_depth: protocol conventions in closed form, and main() on a tiny KITTI-layout folder."""
 
 from __future__ import annotations
 
@@ -13,7 +13,10 @@ import torch
 
 import evaluate_depth
 from checkpoints import CHECKPOINT_FORMAT, ModelSpec, save_checkpoint
-from evaluate_depth import EVAL_PROTOCOLS, EvalSet, evaluate_predictions
+import evaluation
+from datasets.benchmarks import EvalProtocol, EvalSet
+from datasets.kitti_dataset import load_kitti_gt
+from evaluation import EVAL_PROTOCOLS, evaluate_predictions
 from export_gt_depth import save_gt_depths
 from kitti_utils import read_kitti_depth_png
 from networks import build_depth_network
@@ -41,7 +44,7 @@ def test_garg_crop_fractions_on_the_kitti_size():
 def test_depth_bounds_of_the_two_kitti_protocols():
     gt = np.array([[0.0, 1e-3, 0.5, 80.0, 90.0]], dtype=np.float32)
     assert EVAL_PROTOCOLS["eigen_benchmark"].valid_mask(gt).tolist() == [[False, True, True, True, True]]
-    no_crop = evaluate_depth.EvalProtocol("eigen_no_crop")
+    no_crop = EvalProtocol("eigen_no_crop")
     assert no_crop.valid_mask(gt).tolist() == [[False, False, True, False, False]]
 
 
@@ -64,7 +67,7 @@ def test_median_is_numpy_s_mean_of_the_middle_values():
 def test_post_processing_ramps():
     width = 100
     plain, flipped = torch.full((1, 1, 2, width), 2.0), torch.full((1, 1, 2, width), 4.0)
-    out = evaluate_depth.post_process_disparity(plain, flipped)[0, 0, 0]
+    out = evaluation.post_process_disparity(plain, flipped)[0, 0, 0]
     x = np.linspace(0, 1, width)
     left = 1 - np.clip(20 * (x - 0.05), 0, 1)  # 1 up to x = 0.05, 0 from x = 0.1
     want = left[::-1] * 2.0 + left * 4.0 + (1 - left - left[::-1]) * 3.0
@@ -75,7 +78,7 @@ def test_post_processing_ramps():
 def test_benchmark_pngs_encode_depth_times_256(tmp_path):
     disps = np.full((2, 6, 20), 0.27, dtype=np.float32)  # depth 5.4 / 0.27 = 20 m
     disps[1] = 0.01  # 540 m, clipped to 80
-    paths = evaluate_depth.write_benchmark_predictions(disps, tmp_path)
+    paths = evaluation.write_benchmark_predictions(disps, tmp_path, 5.4)
     assert [p.name for p in paths] == ["0000000000.png", "0000000001.png"]
     raw = cv2.imread(str(paths[0]), cv2.IMREAD_UNCHANGED)
     assert raw.dtype == np.uint16 and raw.shape == (352, 1216)
@@ -153,7 +156,7 @@ def test_eigen_to_benchmark_selects_the_listed_frames(kitti, tmp_path, monkeypat
     ids = tmp_path / "eigen_to_benchmark_ids.npy"
     np.save(ids, np.array([2, 1, 0]))
     monkeypatch.setattr(split_lists, "ensure_split_file", lambda split, name: ids)
-    gt = evaluate_depth.load_kitti_gt(str(kitti / "splits" / "eigen_benchmark"))
+    gt = load_kitti_gt(str(kitti / "splits" / "eigen_benchmark"))
     disps = np.stack([1.0 / g for g in gt[::-1]])  # stored in reverse: only the ids put them right
     np.save(tmp_path / "eigen.npy", disps)
     report = evaluate_depth.main(["--ext_disp_to_eval", str(tmp_path / "eigen.npy"), "--kitti_path", str(kitti),
@@ -179,15 +182,15 @@ def test_benchmark_split_writes_server_pngs(kitti, tmp_path, monkeypatch):
 
 def test_datasets_run_in_reference_order_through_the_registry(kitti, tmp_path, monkeypatch):
     def fake(name):
-        def build(path, spec, opts):
+        def build(path, options):
             gt = np.full((4, 4), 2.0, np.float32)
-            protocol = evaluate_depth.EvalProtocol(name, gt_min=0.0, gt_max=None)
+            protocol = EvalProtocol(name, gt_min=0.0, gt_max=None)
             return [EvalSet(title=f"{name} at {Path(path).name}", loader=None, gt_depths=[gt], protocol=protocol,
                             pred_disps=np.full((1, 4, 4), 0.5, np.float32))]
         return build
 
-    monkeypatch.setitem(evaluate_depth.EVAL_DATASETS, "nyuv2", fake("nyuv2"))
-    monkeypatch.setitem(evaluate_depth.EVAL_DATASETS, "make3d", fake("make3d"))
+    monkeypatch.setitem(evaluation.EVAL_DATASETS, "nyuv2", fake("nyuv2"))
+    monkeypatch.setitem(evaluation.EVAL_DATASETS, "make3d", fake("make3d"))
     report = evaluate_depth.main(base_args(kitti, "--nyuv2_path", "/n", "--make3d_path", "/m", "--eval_split",
                                            str(kitti / "splits" / "eigen"), "--eval_out_dir", str(tmp_path)))
     assert [r["name"] for r in report["results"]] == ["eigen", "make3d", "nyuv2"]
@@ -195,13 +198,13 @@ def test_datasets_run_in_reference_order_through_the_registry(kitti, tmp_path, m
 
 
 def test_flag_errors_name_the_fix(kitti, capsys, monkeypatch):
-    monkeypatch.delitem(evaluate_depth.EVAL_DATASETS, "cityscapes", raising=False)
+    monkeypatch.delitem(evaluation.EVAL_DATASETS, "cityscapes", raising=False)
     with pytest.raises(SystemExit):
         evaluate_depth.main(["--pretrained_path", "x.pth"])
     assert "give at least one of --kitti_path, --make3d_path, --nyuv2_path, --cityscapes_path" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         evaluate_depth.main(["--pretrained_path", "x.pth", "--cityscapes_path", "/c"])
-    assert "--cityscapes_path needs the 'cityscapes' entry of evaluate_depth.EVAL_DATASETS" in capsys.readouterr().err
+    assert "--cityscapes_path needs the 'cityscapes' entry of evaluation.EVAL_DATASETS" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match="ground truth .*gt_depths.npz not found: run `python export_gt_depth.py"):
         empty = kitti / "splits" / "no_gt"
         empty.mkdir(exist_ok=True)

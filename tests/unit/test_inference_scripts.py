@@ -34,9 +34,9 @@ def checkpoint(tmp_path_factory) -> Path:
 
 def reference_disp(checkpoint: Path, rgb: np.ndarray) -> torch.Tensor:
     """The sigmoid disparity 1 x 1 x 64 x 192 computed here without the script."""
-    from checkpoints import build_depth_network_from_checkpoint
+    from model import load_model
 
-    net, _ = build_depth_network_from_checkpoint(checkpoint)
+    net = load_model(checkpoint).networks["depth"]
     resized = cv2.resize(rgb, (WIDTH, HEIGHT), interpolation=cv2.INTER_AREA)
     with torch.no_grad():
         return net(torch.from_numpy(resized).permute(2, 0, 1)[None].float() / 255.0)[("disp", 0)]

@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+import convert_weights
 import released_weights
 from checkpoints import load_checkpoint
+from model import load_model
 from networks import build_depth_network
 
 ENC = [64, 64, 128, 256, 512]  # ResNet-18 channels (reference spec 4.1)
@@ -62,13 +64,19 @@ def write_md2_folder(folder, use_stereo: bool = True):
     return folder
 
 
+def load_depth_model(path):
+    """(depth network, spec) through the one loading path of every script."""
+    model = load_model(path)
+    return model.networks["depth"], model.spec
+
+
 @pytest.fixture()
 def md2_folder(tmp_path):
     return write_md2_folder(tmp_path / "mono_640x192")
 
 
 def test_monodepth2_folder_maps_every_tensor_by_position(md2_folder):
-    net, spec = released_weights.load_depth_model(md2_folder)
+    net, spec = load_depth_model(md2_folder)
     assert (spec.height, spec.width, spec.use_stereo) == (192, 640, True)
     assert (spec.backbone, spec.num_layers, spec.decoder, spec.scales) == ("resnet", 18, "monodepth2", [0, 1, 2, 3])
     depth = torch.load(md2_folder / "depth.pth", weights_only=True)
@@ -102,10 +110,10 @@ def test_monodepth2_pose_is_converted(md2_folder):
 
 
 def test_converted_checkpoint_round_trips(md2_folder, tmp_path):
-    out = released_weights.main(["--input", str(md2_folder), "--output", str(tmp_path / "md2.pth")])
+    out = convert_weights.main(["--input", str(md2_folder), "--output", str(tmp_path / "md2.pth")])
     assert load_checkpoint(out)["model_spec"]["width"] == 640
-    net, spec = released_weights.load_depth_model(out)
-    reference, _ = released_weights.load_depth_model(md2_folder)
+    net, spec = load_depth_model(out)
+    reference, _ = load_depth_model(md2_folder)
     image = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(net(image)[("disp", 0)], reference(image)[("disp", 0)])
@@ -114,9 +122,9 @@ def test_converted_checkpoint_round_trips(md2_folder, tmp_path):
 def test_monodepth2_folder_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="depth.pth is missing"):
         (tmp_path / "encoder.pth").write_bytes(b"")
-        released_weights.load_depth_model(tmp_path)
+        load_depth_model(tmp_path)
     with pytest.raises(FileNotFoundError, match="--pretrained_path .* does not exist"):
-        released_weights.load_depth_model(tmp_path / "nope.pth")
+        load_depth_model(tmp_path / "nope.pth")
 
 
 @pytest.mark.parametrize("backbone", ["resnet", "hrnet"])
@@ -129,7 +137,7 @@ def test_bdedepth_file_loads_without_flags(tmp_path, backbone):
     path = tmp_path / f"kitti_{backbone}18_640x192.pth"
     torch.save({"encoder": encoder, "depth": reference.decoder.state_dict(), "height": 192, "width": 640,
                 "use_stereo": False}, path)
-    net, spec = released_weights.load_depth_model(path)
+    net, spec = load_depth_model(path)
     assert (spec.backbone, spec.decoder, spec.scales, spec.height, spec.width) == (backbone, "bdedepth", [0], 192, 640)
     image = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
@@ -140,4 +148,4 @@ def test_foreign_file_is_refused_with_its_name(tmp_path):
     path = tmp_path / "other.pth"
     torch.save({"state_dict": {}}, path)
     with pytest.raises(ValueError, match=r"other.pth has no 'encoder' weights"):
-        released_weights.load_depth_model(path)
+        load_depth_model(path)

@@ -68,7 +68,7 @@ def test_frame_cache_works_in_worker_processes(tmp_path):
     loader = torch.utils.data.DataLoader(dataset, batch_size=3, num_workers=1, sampler=[(0, 1), (1, 2), (2, 3)])
     batch = next(iter(loader))
     expected = default_collate([make(tmp_path / "data")[key] for key in [(0, 1), (1, 2), (2, 3)]])
-    assert torch.equal(batch[("color", -1, 0)], expected[("color", -1, 0)])
+    assert torch.equal(batch[("color_uint8", -1, 0)], expected[("color_uint8", -1, 0)])
 
 
 def test_frame_cache_refuses_another_size_with_the_rebuild_command(tmp_path):
@@ -212,7 +212,7 @@ def test_a_training_step_with_every_speed_flag_on_cpu(tmp_path):
         before = [p.detach().clone() for p in trainer.parameters()]
         inputs, outputs, losses = trainer.train_step(batch)
         assert torch.isfinite(losses["loss"]) and losses["loss"].dtype == torch.float32
-        assert outputs[("disp", 0)].dtype == outputs[("color", -1, 0)].dtype == torch.float32
+        assert outputs[("disp", 0)].dtype == outputs[("warped", -1, 0)].dtype == torch.float32
         assert outputs[("depth", 0, 0)].dtype == torch.float32
         assert any(not torch.equal(a, b) for a, b in zip(before, trainer.parameters()))
     finally:
