@@ -142,7 +142,7 @@ def plot_trajectory(gt_xyz: np.ndarray, pred_xyz: np.ndarray, path: Path, title:
 def build_pose_network_from_checkpoint(path: str | Path, device: torch.device):
     """(PoseNetwork for pairs in eval mode, ModelSpec) from a train.py checkpoint."""
     from checkpoints import load_checkpoint, spec_from_checkpoint
-    from networks import build_pose_network
+    from model import SelfSupervisedDepth
 
     payload = load_checkpoint(path)
     spec = spec_from_checkpoint(payload, path)
@@ -151,12 +151,9 @@ def build_pose_network_from_checkpoint(path: str | Path, device: torch.device):
     if spec.pose_model_input != "pairs":
         raise ValueError(f"{path}: the pose network takes all {len(spec.frame_ids)} frames at once "
                          "(--pose_model_input all); evaluate_pose.py needs a pairs model")
-    network = build_pose_network(pose_model_type=spec.pose_model_type, num_layers=spec.num_layers,
-                                 num_input_frames=2, pretrained=False)
-    if network.encoder is not None:
-        network.encoder.load_state_dict(payload["pose_encoder"])
-    network.decoder.load_state_dict(payload["pose"])
-    return network.to(device).eval(), spec
+    model = SelfSupervisedDepth(spec)
+    model.load_state_dicts(payload, str(path))
+    return model.networks["pose"].to(device).eval(), spec
 
 
 @torch.no_grad()
@@ -166,7 +163,7 @@ def predict_local_transforms(pose_net, loader, device: torch.device) -> np.ndarr
 
     transforms = []
     for batch in loader:
-        pair = torch.cat([batch[("color", 0, 0)], batch[("color", 1, 0)]], dim=1).to(device).float() / 255.0
+        pair = torch.cat([batch[("color_uint8", 0, 0)], batch[("color_uint8", 1, 0)]], dim=1).to(device).float() / 255.0
         axisangle, translation = pose_net(pair)
         transforms.append(transformation_from_parameters(axisangle[:, 0], translation[:, 0]).cpu().double())
     return torch.cat(transforms).numpy()
@@ -202,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     from torch.utils.data import DataLoader
 
     from datasets import KITTIOdomDataset
-    from datasets.eval_splits import eval_split_file
+    from datasets.benchmarks import eval_split_file
     from datasets.kitti_dataset import odometry_pose_path
 
     device = select_device(opts.device)
@@ -211,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     report = {"checkpoint": str(opts.pretrained_path), "track_length": TRACK_LENGTH, "sequences": {}}
     for split in opts.eval_split:
         sequence = ODOM_SPLITS[split]
-        split_file = eval_split_file("odom", opts, f"test_files_{sequence:02d}.txt")
+        split_file = eval_split_file("odom", getattr(opts, "odom_split", None), f"test_files_{sequence:02d}.txt")
         dataset = KITTIOdomDataset(opts.data_path, readlines(split_file), spec.height, spec.width, [0, 1],
                                    num_scales=1, is_train=False, img_ext=opts.img_ext, split_name=str(split_file))
         loader = DataLoader(dataset, batch_size=opts.batch_size, shuffle=False, num_workers=opts.num_workers)

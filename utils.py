@@ -108,7 +108,7 @@ def resize_area(image: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:
-    """H x W x 3 uint8 -> 3 x H x W uint8 tensor (contiguous), the layout of ``("color", f, 0)``."""
+    """H x W x 3 uint8 -> 3 x H x W uint8 tensor (contiguous), the layout of ``("color_uint8", f, 0)``."""
     return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous()
 
 

@@ -53,11 +53,11 @@ def _sync(device) -> None:
 def single_image_latency(ckpt: Path, image_path: Path, device, repeats: int) -> float:
     """Median seconds of the network on one image (batch 1), after two warm-up runs."""
     import test_simple
-    from released_weights import load_depth_model
+    from model import load_model
     from utils import read_rgb
 
-    net, spec = load_depth_model(ckpt, device)
-    resized = test_simple.to_network_input([read_rgb(image_path)], spec.height, spec.width)
+    net = load_model(ckpt, device)
+    resized = test_simple.to_network_input([read_rgb(image_path)], net.spec.height, net.spec.width)
     times = []
     for i in range(repeats + 2):
         _sync(device)

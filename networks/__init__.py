@@ -5,10 +5,18 @@ Registries map the names accepted on the command line to factories with one sign
 - ``DEPTH_ENCODERS[name](num_layers, pretrained, context)`` -> encoder with ``num_ch_enc``;
   with ``context=True`` it returns a full-resolution context feature in front of its five
   features (BDEdepth, reference spec 4.3);
-- ``DEPTH_DECODERS[name](num_ch_enc, scales)`` -> decoder returning {("disp", s): ...};
-  decoders listed in ``CONTEXT_DECODERS`` read the context feature;
+- ``DEPTH_DECODERS[name](num_ch_enc, scales, reductions)`` -> decoder returning
+  {("disp", s): ...}; decoders listed in ``CONTEXT_DECODERS`` read the context feature;
 - ``POSE_NETWORKS[name](num_layers, pretrained, num_input_frames, num_frames_to_predict_for)``
   -> ``PoseNetwork``.
+
+The encoder contract (checked by `check_encoder_contract`, described by `encoder_feature_info`
+as timm's ``feature_info`` does): ``forward(image B x 3 x H x W)`` returns a list of features,
+finest first; the encoder declares ``num_ch_enc`` (channels per level) and may declare
+``reductions`` (stride per level; default 2, 4, 8, 16, 32 for five levels, 4..32 for four, as a
+ConvNeXt has) and ``has_context`` (a stride-1 context feature of ``num_ch_enc[0]`` channels in
+front, BDEdepth). Decoders take the channels and strides, so a four-level backbone plugs into
+the Monodepth2 decoder.
 
 New backbones and decoders are added by adding entries; option parsers use
 ``choices=sorted(REGISTRY)``. ``DEPTH_NETWORK_COMBINATIONS`` lists the (backbone, decoder) pairs
@@ -57,6 +65,8 @@ __all__ = [
     "ResnetEncoder",
     "build_depth_network",
     "check_depth_network_choice",
+    "check_encoder_contract",
+    "encoder_feature_info",
     "build_pose_network",
     "upsample",
 ]
@@ -130,11 +140,15 @@ def _hrnet_depth_encoder(num_layers: int, pretrained: bool, context: bool = Fals
     return HRNetEncoder(num_layers, pretrained, context=context)
 
 
-def _monodepth2_decoder(num_ch_enc: Sequence[int], scales: Sequence[int]) -> nn.Module:
-    return DepthDecoder(num_ch_enc, scales=scales)
+def _monodepth2_decoder(num_ch_enc: Sequence[int], scales: Sequence[int],
+                        reductions: Sequence[int] | None = None) -> nn.Module:
+    return DepthDecoder(num_ch_enc, scales=scales, reductions=reductions)
 
 
-def _bdedepth_decoder(num_ch_enc: Sequence[int], scales: Sequence[int]) -> nn.Module:
+def _bdedepth_decoder(num_ch_enc: Sequence[int], scales: Sequence[int],
+                      reductions: Sequence[int] | None = None) -> nn.Module:
+    if reductions is not None and list(reductions) != [2, 4, 8, 16, 32]:
+        raise ValueError(f"the BDEdepth grid decoder needs five features of strides 2..32 (got {list(reductions)})")
     return GridDecoder(num_ch_enc, scales=scales)
 
 
@@ -198,6 +212,44 @@ POSE_NETWORKS: dict[str, Callable[..., PoseNetwork]] = {
 }
 
 
+def encoder_feature_info(encoder: nn.Module) -> list[dict[str, int]]:
+    """``[{"num_chs": C, "reduction": r}, ...]``: what each feature of ``encoder``'s output is.
+
+    The context feature (``has_context``) comes first at stride 1, then one entry per level of
+    ``num_ch_enc`` with its stride from ``reductions`` (default 2^(i+1) for five levels, 4..32
+    for four).
+    """
+    channels = list(encoder.num_ch_enc)
+    reductions = getattr(encoder, "reductions", None)
+    if reductions is None:
+        reductions = [2 ** (6 - len(channels) + i) for i in range(len(channels))]
+    info = [{"num_chs": c, "reduction": r} for c, r in zip(channels, reductions)]
+    if getattr(encoder, "has_context", False):
+        info.insert(0, {"num_chs": channels[0], "reduction": 1})
+    return info
+
+
+def check_encoder_contract(encoder: nn.Module, height: int = 64, width: int = 64) -> None:
+    """Run ``encoder`` on a zero image and compare each feature with `encoder_feature_info`.
+
+    Raises:
+        ValueError: naming the level whose channels or size differ from what the encoder declares.
+    """
+    was_training = encoder.training
+    encoder.eval()
+    with torch.no_grad():
+        features = encoder(torch.zeros(1, 3, height, width))
+    encoder.train(was_training)
+    declared = encoder_feature_info(encoder)
+    if len(features) != len(declared):
+        raise ValueError(f"{type(encoder).__name__} returns {len(features)} features but declares {len(declared)}")
+    for level, (feature, info) in enumerate(zip(features, declared)):
+        expected = (1, info["num_chs"], height // info["reduction"], width // info["reduction"])
+        if tuple(feature.shape) != expected:
+            raise ValueError(f"{type(encoder).__name__} feature {level}: shape {tuple(feature.shape)}, declared "
+                             f"{expected} (num_chs {info['num_chs']}, stride {info['reduction']})")
+
+
 def _lookup(registry: dict[str, Callable], name: str, flag: str) -> Callable:
     if name not in registry:
         raise ValueError(f"{flag} must be one of {sorted(registry)} (got {name!r})")
@@ -246,7 +298,7 @@ def build_depth_network(
     make_encoder = DEPTH_ENCODERS[backbone]
     make_decoder = DEPTH_DECODERS[decoder]
     encoder = make_encoder(num_layers, pretrained, context=decoder in CONTEXT_DECODERS)
-    return DepthNetwork(encoder, make_decoder(encoder.num_ch_enc, scales))
+    return DepthNetwork(encoder, make_decoder(encoder.num_ch_enc, scales, getattr(encoder, "reductions", None)))
 
 
 def build_pose_network(

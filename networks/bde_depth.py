@@ -66,6 +66,8 @@ class BDEResnetEncoder(ResnetEncoder):
             channels and is not listed, as in BDEdepth).
     """
 
+    has_context = True  # the stride-1 context feature comes first (networks.encoder_feature_info)
+
     def __init__(self, num_layers: int, pretrained: bool) -> None:
         super().__init__(num_layers, pretrained, num_input_images=1)
         self.conv1, self.bn1 = _clone_stem(self.encoder.conv1, self.encoder.bn1, stride=1)

@@ -8,7 +8,7 @@ import math
 import pytest
 
 import train
-import trainer as trainer_module
+import model as model_module
 from checkpoints import load_checkpoint
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -22,14 +22,14 @@ def test_training_with_both_augmentations(synthetic_kitti, tmp_path, monkeypatch
         (split / name).write_text("\n".join(lines) + "\n")
 
     recorded = []
-    compute_losses = trainer_module.Trainer.compute_losses
+    compute_losses = model_module.SelfSupervisedDepth.losses
 
     def recording(self, inputs, outputs):
         losses = compute_losses(self, inputs, outputs)
         recorded.append({name: float(value.detach()) for name, value in losses.items()})
         return losses
 
-    monkeypatch.setattr(trainer_module.Trainer, "compute_losses", recording)
+    monkeypatch.setattr(model_module.SelfSupervisedDepth, "losses", recording)
     train.main(["--data_path", str(synthetic_kitti), "--split", str(split), "--log_dir", str(tmp_path / "runs"),
                 "--exp_name", "bde", "--weights_init", "scratch", "--height", "64", "--width", "192",
                 "--batch_size", "2", "--num_epochs", "1", "--num_workers", "0", "--num_scales", "2",

@@ -35,14 +35,42 @@ def train_args(root: Path, tmp_path: Path, *extra: str) -> list[str]:
             "--device", "cpu", "--no-progress_bar", *extra]
 
 
+def pose_input_channels(payload: dict) -> int:
+    return payload["pose_encoder"]["encoder.conv1.weight"].shape[1]
+
+
+# Each mode's own effect, read off its checkpoint: what it must change beyond "it runs".
+MODE_EFFECTS = {
+    # Monodepth2: a separate ResNet pose encoder fed (source, target) pairs of 6 channels.
+    "mono": lambda payload, clips: pose_input_channels(payload) == 6 and not clips,
+    # Stereo only: no pose network at all, and a metric model (5.4) described by its spec.
+    "stereo": lambda payload, clips: "pose" not in payload and "pose_encoder" not in payload
+    and payload["model_spec"]["use_stereo"],
+    # PoseCNN has no separate encoder; the cosine schedule steps every batch.
+    "mono_stereo_posecnn": lambda payload, clips: "pose" in payload and "pose_encoder" not in payload,
+    # All three frames at once: 9 input channels.
+    "all_v1_avg": lambda payload, clips: pose_input_channels(payload) == 9,
+    # --clip_grad 1.0 clips every step with that norm.
+    "ablations": lambda payload, clips: clips == [1.0, 1.0],
+}
+
+
 @pytest.mark.parametrize("extra", [
     [],
     ["--use_stereo", "--frame_ids", "0", "--num_scales", "1"],
     ["--use_stereo", "--pose_model_type", "posecnn", "--lr_sche_type", "cos", "--optimizer", "sgd"],
     ["--pose_model_input", "all", "--v1_multiscale", "--avg_reprojection", "--jitter_per_frame"],
     ["--no-automask", "--no-ssim", "--optimizer", "adam", "--clip_grad", "1.0"],
-], ids=["mono", "stereo", "mono_stereo_posecnn", "all_v1_avg", "ablations"])
-def test_training_modes_run_and_write_artifacts(synthetic_kitti, tmp_path, extra):
+], ids=list(MODE_EFFECTS))
+def test_training_modes_run_and_write_artifacts(synthetic_kitti, tmp_path, extra, request, monkeypatch):
+    clips = []
+    clip = torch.nn.utils.clip_grad_norm_
+
+    def recording_clip(parameters, max_norm, *args, **kwargs):
+        clips.append(max_norm)
+        return clip(parameters, max_norm, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", recording_clip)
     metrics = train.main(train_args(synthetic_kitti, tmp_path, *extra))
     run = tmp_path / "runs" / "smoke"
     assert set(metrics) == {"abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3"}
@@ -51,6 +79,7 @@ def test_training_modes_run_and_write_artifacts(synthetic_kitti, tmp_path, extra
     assert opts["frame_ids"] == ([0] if "--frame_ids" in extra else [0, -1, 1])
     payload = load_checkpoint(run / "models" / "model0.pth")
     assert payload["model_spec"]["height"] == 64 and payload["model_spec"]["width"] == 192
+    assert MODE_EFFECTS[request.node.callspec.id](payload, clips)
     resume = load_checkpoint(run / "checkpoints" / "step000000002.pth")
     assert (resume["epoch"], resume["batch_idx"], resume["step"]) == (1, 0, 2)
     assert set(resume["rng_states"][0]) >= {"python", "numpy", "torch"}

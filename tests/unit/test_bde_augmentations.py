@@ -467,6 +467,7 @@ def available_backbones():
     return pairs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone, decoder, geometry", [
     *[(backbone, decoder, "per_sample") for backbone, decoder in available_backbones()],
     ("resnet", "monodepth2", "reference"),

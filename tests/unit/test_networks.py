@@ -381,3 +381,62 @@ def test_eval_mode_is_deterministic_and_batch_independent():
     for a, b, single in zip(pose_a, pose_b, pose_single):
         assert torch.equal(a, b)
         assert torch.allclose(a[1:], single, atol=1e-6)
+
+
+# ---- the encoder contract and four-level backbones -----------------------------------------------
+
+
+@pytest.mark.parametrize("backbone, context", [("resnet", False), ("resnet", True), ("hrnet", False), ("hrnet", True)])
+def test_every_registered_encoder_meets_its_declared_contract(backbone, context):
+    from networks import DEPTH_ENCODERS, check_encoder_contract, encoder_feature_info
+
+    encoder = DEPTH_ENCODERS[backbone](18, False, context=context)
+    check_encoder_contract(encoder, 64, 96)
+    info = encoder_feature_info(encoder)
+    assert [i["reduction"] for i in info] == ([1] if context else []) + [2, 4, 8, 16, 32]
+
+
+class FourLevelEncoder(torch.nn.Module):
+    """A ConvNeXt-shaped stand-in: four features at strides 4, 8, 16 and 32."""
+
+    num_ch_enc = [8, 16, 24, 32]
+    reductions = [4, 8, 16, 32]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stages = torch.nn.ModuleList(
+            torch.nn.Conv2d(3 if i == 0 else self.num_ch_enc[i - 1], c, 4 if i == 0 else 2, stride=4 if i == 0 else 2)
+            for i, c in enumerate(self.num_ch_enc))
+
+    def forward(self, x):
+        features = []
+        for stage in self.stages:
+            x = stage(x)
+            features.append(x)
+        return features
+
+
+def test_a_four_level_backbone_plugs_into_the_monodepth2_decoder():
+    from networks import DepthDecoder, DepthNetwork, check_encoder_contract
+
+    encoder = FourLevelEncoder()
+    check_encoder_contract(encoder, 64, 96)
+    decoder = DepthDecoder(encoder.num_ch_enc, scales=(0, 1, 2, 3), reductions=encoder.reductions)
+    # Level 1 (stride 2) has no encoder feature to concatenate; level 2 takes the stride-4 one.
+    assert decoder.convs["upconv_1_1"].conv.conv.in_channels == decoder.num_ch_dec[1]
+    assert decoder.convs["upconv_2_1"].conv.conv.in_channels == decoder.num_ch_dec[2] + 8
+    outputs = DepthNetwork(encoder, decoder)(torch.rand(2, 3, 64, 96))
+    assert [outputs[("disp", s)].shape[-2:] for s in range(4)] == [(64 >> s, 96 >> s) for s in range(4)]
+    outputs[("disp", 0)].mean().backward()
+    assert all(p.grad is not None for p in encoder.parameters())
+
+
+def test_the_contract_check_names_a_lying_encoder():
+    from networks import check_encoder_contract
+
+    encoder = FourLevelEncoder()
+    encoder.reductions = [2, 4, 8, 16]
+    with pytest.raises(ValueError, match=r"feature 0: shape \(1, 8, 16, 24\), declared \(1, 8, 32, 48\)"):
+        check_encoder_contract(encoder, 64, 96)
+    with pytest.raises(ValueError, match="strides must be powers of two ending at 32"):
+        __import__("networks").DepthDecoder([8, 16, 24, 32], reductions=[2, 4, 8, 16])

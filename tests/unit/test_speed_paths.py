@@ -187,6 +187,7 @@ def test_train_options_parse_the_speed_flags():
         "auto", None, None, None)
 
 
+@pytest.mark.slow
 def test_a_training_step_with_every_speed_flag_on_cpu(tmp_path):
     """bf16 + channels_last + fused AdamW + frame cache: one real Trainer step, finite float32 losses."""
     from options import parse_train_options

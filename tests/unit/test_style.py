@@ -35,3 +35,57 @@ def test_checkpoints_are_loaded_weights_only():
             if "weights_only=True" not in match.group(1):
                 offenders.append(path.name)
     assert not offenders, f"torch.load without weights_only=True in {offenders}"
+
+
+def _project_imports() -> dict[str, set[str]]:
+    """Module name -> the project modules it imports (at any depth of the file: lazy imports count)."""
+    names = {p.relative_to(REPO).with_suffix("").as_posix().replace("/", ".").removesuffix(".__init__"): p
+             for p in SOURCES if "bench" not in p.parts}
+    graph = {}
+    for name, path in names.items():
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                candidates = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                module = node.module or ""
+                if node.level:
+                    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+                    base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                    module = f"{base}.{module}" if module else base
+                # "from package import submodule" imports the submodule, not the package's names.
+                submodules = [f"{module}.{alias.name}" for alias in node.names if f"{module}.{alias.name}" in names]
+                candidates = submodules or [module]
+            else:
+                continue
+            imported |= {c for c in candidates if c in names and c != name}
+        graph[name] = imported
+    return graph
+
+
+def test_no_import_cycle_among_the_project_modules():
+    graph = _project_imports()
+    cycles = []
+    state: dict[str, int] = {}
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        for child in sorted(graph[node]):
+            if state.get(child) == 1:
+                cycles.append(stack[stack.index(child):] + [child])
+            elif child not in state:
+                visit(child, stack + [child])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert not cycles, f"import cycles: {cycles}"
+
+
+def test_no_library_module_imports_a_script():
+    scripts = {p.stem for p in SCRIPTS}
+    library = [name for name in _project_imports() if name.split(".")[0] not in scripts]
+    graph = _project_imports()
+    offenders = {name: sorted(graph[name] & scripts) for name in library if graph[name] & scripts}
+    assert not offenders, f"library modules importing command-line scripts: {offenders}"
