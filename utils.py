@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import random
+import re
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -53,6 +55,49 @@ def split_file(split: str, name: str) -> Path:
     return folder / name
 
 
+# Temporaries of atomic writes are named ``.<final name>.<random>.atomic-tmp<suffix>``: hidden,
+# beside their destination, and recognisable by `is_atomic_temporary`, so that the leftovers of a
+# killed write can be found and removed at the next start (`run_folder.remove_stale_temporaries`).
+ATOMIC_TEMPORARY_MARKER = ".atomic-tmp"
+_ATOMIC_TEMPORARY_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]+" + re.escape(ATOMIC_TEMPORARY_MARKER) + r"(\.[^.]+)?$")
+
+
+def is_atomic_temporary(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is named like the temporary file of an `atomic_output` write."""
+    return bool(_ATOMIC_TEMPORARY_NAME.match(Path(path).name))
+
+
+def _folder_is_full(folder: Path) -> bool:
+    """True when no block is left for an unprivileged writer on ``folder``'s file system."""
+    try:
+        return os.statvfs(folder).f_bavail == 0
+    except (OSError, AttributeError):  # statvfs is POSIX-only
+        return False
+
+
+def describe_write_error(err: BaseException, path: Path) -> OSError | None:
+    """One clear OSError naming ``path`` (never a temporary) and the cause; None if not a write error.
+
+    A full disk is recognised from ENOSPC/EDQUOT, or from a writer that hides the OSError in
+    its own exception type (torch's ``unexpected pos``) when the file system has no space left.
+    The returned error keeps the errno, so it is a PermissionError, FileNotFoundError, ... as
+    the original was.
+    """
+    code = getattr(err, "errno", None) if isinstance(err, OSError) else None
+    if code in (errno.ENOSPC, errno.EDQUOT) or (code is None and _folder_is_full(path.parent)):
+        return OSError(errno.ENOSPC, f"no space left on the device of {path.parent} (disk full or quota "
+                                     f"reached): {path} was not written and the previous version, if "
+                                     "any, is unchanged; free some space or write elsewhere")
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return OSError(code, f"cannot write {path}: the folder {path.parent} is not writable "
+                             f"({os.strerror(code)}); fix its permissions or choose another folder")
+    if isinstance(err, OSError):
+        reason = err.strerror or str(err)
+        return OSError(code, f"could not write {path}: {reason}") if code else OSError(
+            f"could not write {path}: {reason}")
+    return None
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
@@ -60,10 +105,19 @@ def atomic_output(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     Readers therefore see either the old file or the complete new one, never a half-written
     file, and a failure leaves nothing behind. The data is fsynced before the rename.
     ``suffix`` keeps the extension for writers that insist on it (``np.savez`` adds ``.npz``).
+
+    Raises:
+        OSError: the folder cannot be created or written, the disk is full, or the write failed;
+            the message names ``path`` (not the hidden temporary) and the cause. Errors of the
+            block that are not write errors pass through unchanged.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=ATOMIC_TEMPORARY_MARKER + suffix,
+                                        dir=path.parent)
+    except OSError as err:
+        raise describe_write_error(err, path) from err
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -76,21 +130,64 @@ def atomic_output(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
+    except Exception as err:
+        clear = describe_write_error(err, path)
+        if clear is None:
+            raise
+        raise clear from err
     finally:
         if tmp.exists():
             tmp.unlink()
 
 
+class UnreadableImageError(OSError):
+    """An image file that is missing, truncated or not an image (the message names it)."""
+
+
+JPEG_START_OF_SCAN = b"\xff\xda"
+JPEG_END_OF_IMAGE = b"\xff\xd9"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# The IEND chunk with its fixed CRC: the last 8 bytes of every complete PNG.
+PNG_END_CHUNK = b"IEND\xaeB`\x82"
+
+
+def check_image_complete(data: bytes, path: str | os.PathLike) -> None:
+    """Raise UnreadableImageError when a JPEG or PNG file was cut short.
+
+    OpenCV decodes a truncated JPEG as far as it goes and fills the rest with grey, with only a
+    warning on stderr. A complete JPEG has its end-of-image marker after the last start-of-scan
+    marker (entropy-coded data escapes 0xFF, so neither occurs inside it, and an EXIF thumbnail's
+    markers come before the main image's scan); a complete PNG has the IEND chunk. Other formats
+    are left to the decoder.
+    """
+    if data[:2] == b"\xff\xd8":
+        last_scan = data.rfind(JPEG_START_OF_SCAN)
+        if last_scan < 0 or data.find(JPEG_END_OF_IMAGE, last_scan) < 0:
+            raise UnreadableImageError(f"image {path} is a truncated JPEG (no end-of-image marker after its "
+                                       "last scan): re-copy or re-extract it")
+    elif data[:8] == PNG_SIGNATURE:
+        if data.rfind(PNG_END_CHUNK) < 0:
+            raise UnreadableImageError(f"image {path} is a truncated PNG (no IEND chunk): re-copy or "
+                                       "re-extract it")
+
+
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
     """Decode an image file as H x W x 3 uint8 RGB (greyscale expanded to three channels).
 
-    Raises OSError naming the file when it is missing, truncated or not an image.
+    Raises:
+        UnreadableImageError (an OSError) naming the file when it is missing, truncated (JPEG
+        and PNG are checked for their end markers) or not an image.
     """
     import cv2
 
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise UnreadableImageError(f"could not read image {path}: {err.strerror or err}") from err
+    check_image_complete(data, path)
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR) if data else None
     if image is None:
-        raise OSError(f"could not read image {path} (corrupt or not an image)")
+        raise UnreadableImageError(f"could not read image {path} (corrupt or not an image)")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
