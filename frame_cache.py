@@ -87,6 +87,34 @@ def dataset_frame_paths(dataset) -> list[Path]:
     return sorted(paths)
 
 
+# The index entries the reader relies on, with their JSON types.
+INDEX_FIELDS = {"format": int, "dataset": str, "img_ext": str, "height": int, "width": int, "rows": int,
+                "split": str, "command": str, "frames": dict}
+
+
+def read_index(index_path: Path, hint: str) -> dict:
+    """Parse ``index.json`` as plain JSON data (never code) and check the fields the reader uses.
+
+    Raises:
+        ValueError: naming the file: not JSON (e.g. a pickle), not an object, or a field missing or
+            of the wrong type; ``hint`` says how to rebuild the cache.
+    """
+    try:
+        index = json.loads(index_path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"--frame_cache: {index_path} is not a JSON frame-cache index ({err}); {hint}") from err
+    if not isinstance(index, dict):
+        raise ValueError(f"--frame_cache: {index_path} holds a JSON {type(index).__name__}, not a frame-cache "
+                         f"index; {hint}")
+    if index.get("format") != CACHE_FORMAT:
+        return index  # another version: the caller names it and the rebuild command
+    wrong = [name for name, kind in INDEX_FIELDS.items()
+             if not isinstance(index.get(name), kind) or isinstance(index.get(name), bool)]
+    if wrong:
+        raise ValueError(f"--frame_cache: {index_path} lacks or mistypes the fields {wrong}; {hint}")
+    return index
+
+
 class FrameCache:
     """Read side of a frame cache folder (see the module docstring).
 
@@ -115,7 +143,7 @@ class FrameCache:
         if not index_path.is_file():
             raise FileNotFoundError(f"--frame_cache {root}: no {INDEX_FILE} there (not a frame cache, or its "
                                     f"build did not finish); {hint}")
-        index = json.loads(index_path.read_text())
+        index = read_index(index_path, hint)
         if index.get("format") != CACHE_FORMAT:
             raise ValueError(f"--frame_cache {root}: format {index.get('format')} is not the supported "
                              f"{CACHE_FORMAT}; rebuild it: {index.get('command', hint)}")

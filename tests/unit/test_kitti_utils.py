@@ -282,8 +282,9 @@ def test_export_writes_one_velodyne_map_per_test_line(synthetic_root):
     output = export_gt_depth.main(["--data_path", str(synthetic_root), "--split", str(split_dir)])
     assert output == split_dir / "gt_depths.npz"
     assert sorted(p.name for p in split_dir.iterdir()) == ["gt_depths.npz", "test_files.txt"]  # no temp files
-    with np.load(output, allow_pickle=True) as archive:
-        assert archive.files == ["data"] and archive["data"].dtype == object
+    with np.load(output, allow_pickle=False) as archive:  # our format holds no pickles
+        assert archive.files == [export_gt_depth.gt_key(i) for i in range(FRAMES - 2)]
+        assert all(archive[name].dtype == np.float32 for name in archive.files)
 
     lines = readlines(split_dir / "test_files.txt")
     depths = export_gt_depth.load_gt_depths(output)
