@@ -59,12 +59,17 @@ def split_file(split: str, name: str) -> Path:
 # beside their destination, and recognisable by `is_atomic_temporary`, so that the leftovers of a
 # killed write can be found and removed at the next start (`run_folder.remove_stale_temporaries`).
 ATOMIC_TEMPORARY_MARKER = ".atomic-tmp"
-_ATOMIC_TEMPORARY_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]+" + re.escape(ATOMIC_TEMPORARY_MARKER) + r"(\.[^.]+)?$")
+_ATOMIC_TEMPORARY_NAMES = (
+    re.compile(r"^\..+\.[A-Za-z0-9_]+" + re.escape(ATOMIC_TEMPORARY_MARKER) + r"(\.[^.]+)?$"),
+    # Earlier versions: ``.<final name>.<8 random characters>.tmp<suffix>``.
+    re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.[^.]+)?$"),
+)
 
 
 def is_atomic_temporary(path: str | os.PathLike) -> bool:
     """Whether ``path`` is named like the temporary file of an `atomic_output` write."""
-    return bool(_ATOMIC_TEMPORARY_NAME.match(Path(path).name))
+    name = Path(path).name
+    return any(pattern.match(name) for pattern in _ATOMIC_TEMPORARY_NAMES)
 
 
 def _folder_is_full(folder: Path) -> bool:
