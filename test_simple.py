@@ -6,6 +6,10 @@ Writes ``<name>_disp.jpeg`` (magma colour map, normalised from the map's minimum
 percentile, at the input's size) and, with ``--save_npy``, ``<name>_disp.npy`` (the scaled
 disparity at network resolution, 1 x 1 x H x W) or, with ``--pred_metric_depth``,
 ``<name>_depth.npy`` (metric depth of a stereo-trained model).
+
+Exit status: 0 when every image was processed; 1 when an image could not be read (missing,
+truncated, not an image), unless ``--skip_unreadable`` allows skipping it, and always 1 when no
+image at all was processed. The readable images are processed either way.
 """
 
 from __future__ import annotations
@@ -29,12 +33,28 @@ logger = logging.getLogger(__name__)
 OUTPUT_SUFFIXES = ("_disp", "_depth")
 
 
+class SkippedInputsError(RuntimeError):
+    """Some inputs could not be read (without --skip_unreadable), or none could: exit status 1."""
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (got {value})")
+    return value
+
+
 def add_model_arguments(parser: argparse.ArgumentParser, unit: str = "images") -> None:
-    """The weights, batch and device flags shared by test_simple.py and test_video.py."""
+    """The weights, batch, device and skipping flags shared by test_simple.py and test_video.py."""
     parser.add_argument("--pretrained_path", required=True,
                         help="checkpoint written by train.py, a released BDEdepth .pth, or a released "
                              "Monodepth2 folder (encoder.pth, depth.pth)")
-    parser.add_argument("--batch_size", type=int, default=8, help=f"{unit} per forward pass")
+    parser.add_argument("--batch_size", type=positive_int, default=8, help=f"{unit} per forward pass (>= 1)")
+    parser.add_argument("--skip_unreadable", action="store_true",
+                        help=f"leave out {unit} that cannot be read (missing, truncated, not an image) and "
+                             "exit 0 if the others were processed; by default such inputs make the exit "
+                             "status 1")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--no_cuda", dest="device", action="store_const", const="cpu", help=argparse.SUPPRESS)
 
@@ -79,8 +99,27 @@ def predict(depth_net: torch.nn.Module, resized: np.ndarray, device: torch.devic
     return depth_net(batch)[("disp", 0)].float()
 
 
+def check_failures(failures: Sequence[Path], processed: int, total: int, skip_unreadable: bool,
+                   unit: str = "image") -> None:
+    """Raise SkippedInputsError when nothing was processed, or inputs failed without --skip_unreadable."""
+    if not failures:
+        return
+    names = ", ".join(map(str, failures[:10])) + (" ..." if len(failures) > 10 else "")
+    if not processed:
+        raise SkippedInputsError(f"none of the {total} {unit}s could be read: {names}")
+    if not skip_unreadable:
+        raise SkippedInputsError(f"{len(failures)} of {total} {unit}s could not be read: {names}; fix or remove "
+                                 "them, or pass --skip_unreadable to leave them out")
+    logger.warning("Left out %d unreadable %s(s) (--skip_unreadable): %s", len(failures), unit, names)
+
+
 def main(argv: Sequence[str] | None = None) -> list[Path]:
-    """Run the predictions; return the paths written. Unreadable images are reported and skipped."""
+    """Run the predictions; return the paths written.
+
+    Raises:
+        SkippedInputsError: after processing the readable images, when some could not be read
+            (unless --skip_unreadable) or none could.
+    """
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     opts = build_parser().parse_args(argv)
     from released_weights import load_depth_model
@@ -129,10 +168,13 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
             written.extend(outputs)
             logger.info("Processed %d of %d images - saved predictions to: %s",
                         position, len(paths), ", ".join(map(str, outputs)))
-    if failures:
-        logger.error("%d image(s) could not be read: %s", len(failures), ", ".join(map(str, failures)))
+    check_failures(failures, len(paths) - len(failures), len(paths), opts.skip_unreadable)
     return written
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (SkippedInputsError, FileNotFoundError) as err:
+        logger.error("error: %s", err)
+        sys.exit(1)
