@@ -88,7 +88,16 @@ def describe_write_error(err: BaseException, path: Path) -> OSError | None:
     The returned error keeps the errno, so it is a PermissionError, FileNotFoundError, ... as
     the original was.
     """
-    code = getattr(err, "errno", None) if isinstance(err, OSError) else None
+    # Writers wrap the OS's error in their own (torch: RuntimeError "unexpected pos", raised
+    # while handling the OSError), so look along the chain of causes and contexts.
+    chain, cause = [], err
+    while cause is not None and len(chain) < 10:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    os_error = next((e for e in chain if isinstance(e, OSError) and e.errno), None)
+    if os_error is not None:
+        err = os_error
+    code = err.errno if isinstance(err, OSError) else None
     if code in (errno.ENOSPC, errno.EDQUOT) or (code is None and _folder_is_full(path.parent)):
         return OSError(errno.ENOSPC, f"no space left on the device of {path.parent} (disk full or quota "
                                      f"reached): {path} was not written and the previous version, if "
