@@ -25,11 +25,11 @@ import contextlib
 import json
 import math
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Mapping
 
-from utils import is_atomic_temporary
 
 RESUME_DIR = "checkpoints"  # as checkpoints.RESUME_DIR (not imported: that module needs torch)
 WEIGHTS_DIR = "models"
@@ -65,6 +65,22 @@ ARITHMETIC_OPTIONS = (
 COSINE_SCHEDULE_OPTIONS = ("num_epochs",)
 
 _MISSING = object()
+
+# Temporaries of atomic writes (utils.atomic_output) are named ``.<final name>.<random>.atomic-tmp<suffix>``:
+# hidden, beside their destination, and recognisable, so the leftovers of a killed write can be
+# found and removed at the next start.
+ATOMIC_TEMPORARY_MARKER = ".atomic-tmp"
+_ATOMIC_TEMPORARY_NAMES = (
+    re.compile(r"^\..+\.[A-Za-z0-9_]+" + re.escape(ATOMIC_TEMPORARY_MARKER) + r"(\.[^.]+)?$"),
+    # Earlier versions: ``.<final name>.<8 random characters>.tmp<suffix>``.
+    re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.[^.]+)?$"),
+)
+
+
+def is_atomic_temporary(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is named like the temporary file of a `utils.atomic_output` write."""
+    name = Path(path).name
+    return any(pattern.match(name) for pattern in _ATOMIC_TEMPORARY_NAMES)
 
 
 def check_exp_name(exp_name: str) -> None:

@@ -6,13 +6,15 @@ import contextlib
 import errno
 import os
 import random
-import re
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import torch
+
+# Temporaries are named by run_folder's rule, so leftovers of killed writes can be found there.
+from run_folder import ATOMIC_TEMPORARY_MARKER, is_atomic_temporary  # noqa: F401 (re-exported)
 
 REPO_ROOT = Path(__file__).resolve().parent
 SPLITS_DIR = REPO_ROOT / "splits"
@@ -53,23 +55,6 @@ def split_file(split: str, name: str) -> Path:
         if f"{split}/{name}" in SPLIT_FILES:
             ensure_split_file(split, name)
     return folder / name
-
-
-# Temporaries of atomic writes are named ``.<final name>.<random>.atomic-tmp<suffix>``: hidden,
-# beside their destination, and recognisable by `is_atomic_temporary`, so that the leftovers of a
-# killed write can be found and removed at the next start (`run_folder.remove_stale_temporaries`).
-ATOMIC_TEMPORARY_MARKER = ".atomic-tmp"
-_ATOMIC_TEMPORARY_NAMES = (
-    re.compile(r"^\..+\.[A-Za-z0-9_]+" + re.escape(ATOMIC_TEMPORARY_MARKER) + r"(\.[^.]+)?$"),
-    # Earlier versions: ``.<final name>.<8 random characters>.tmp<suffix>``.
-    re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.[^.]+)?$"),
-)
-
-
-def is_atomic_temporary(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is named like the temporary file of an `atomic_output` write."""
-    name = Path(path).name
-    return any(pattern.match(name) for pattern in _ATOMIC_TEMPORARY_NAMES)
 
 
 def _folder_is_full(folder: Path) -> bool:
