@@ -142,6 +142,36 @@ def test_read_calib_file_errors_name_the_file(tmp_path):
         read_calib_file(bad)
 
 
+def edit_calibration(path: Path, key: str, new_line: str | None) -> None:
+    """Replace (or, with None, drop) the line of ``key`` in a calibration file."""
+    lines = [line for line in path.read_text().splitlines() if not line.startswith(f"{key}:")]
+    path.write_text("\n".join(lines + ([new_line] if new_line else [])) + "\n")
+
+
+@pytest.mark.parametrize("file_name, key, replacement, expected", [
+    ("calib_cam_to_cam.txt", "P_rect_02", None, "has no 'P_rect_02' entry (expected 12 numbers)"),
+    ("calib_cam_to_cam.txt", "P_rect_02", "P_rect_02: 1 0 0 0 0 1 0 0 0 0 1",
+     "'P_rect_02' should hold 12 numbers, found 11"),
+    ("calib_cam_to_cam.txt", "R_rect_00", "R_rect_00: 1 0 0 0 1 0 0 0 1 0", "'R_rect_00' should hold 9 numbers, found 10"),
+    ("calib_cam_to_cam.txt", "S_rect_02", "S_rect_02: 1242", "'S_rect_02' should hold 2 numbers, found 1"),
+    ("calib_cam_to_cam.txt", "S_rect_02", "S_rect_02: unknown", "'S_rect_02' should hold 2 numbers, got the text"),
+    ("calib_cam_to_cam.txt", "S_rect_02", "S_rect_02: 0 0", "'S_rect_02' should hold a positive image size"),
+    ("calib_velo_to_cam.txt", "T", None, "has no 'T' entry (expected 3 numbers)"),
+    ("calib_velo_to_cam.txt", "R", "R: 1 0 0 0 1 0", "'R' should hold 9 numbers, found 6"),
+])
+def test_broken_calibration_names_the_file_the_key_and_what_was_expected(tmp_path, file_name, key, replacement,
+                                                                         expected):
+    write_calibration(tmp_path, 12, 8)
+    scan = tmp_path / "scan.bin"
+    random_scan(scan, np.random.default_rng(0), 50, 12, 8, 8.0)
+    generate_depth_map(tmp_path, scan)  # the intact calibration works
+    edit_calibration(tmp_path / file_name, key, replacement)
+    with pytest.raises(ValueError) as refused:
+        generate_depth_map(tmp_path, scan)
+    message = str(refused.value)
+    assert message.startswith(f"calibration file {tmp_path / file_name}") and expected in message
+
+
 # -------------------------------------------------------------------------------------- velodyne
 def test_load_velodyne_points_replaces_reflectance_with_one(tmp_path):
     raw = np.arange(12, dtype=np.float32).reshape(3, 4)
