@@ -133,6 +133,23 @@ def read_reference_gt_depths(path: str | os.PathLike, member: str = REFERENCE_GT
     return [np.asarray(depth, dtype=np.float32) for depth in maps]
 
 
+def check_gt_values(depths: Sequence[np.ndarray], path: str | os.PathLike) -> list[np.ndarray]:
+    """Refuse maps with non-finite or negative depths (0 marks "no ground truth", never inf/NaN).
+
+    Such values would turn every metric into nan/inf; the error names the file and the map
+    (map i is line i + 1 of the split's test_files.txt).
+    """
+    for index, depth in enumerate(depths):
+        bad = ~np.isfinite(depth) | (depth < 0)
+        if bad.any():
+            row, col = np.argwhere(bad)[0]
+            raise ValueError(f"{path}: map {index} (line {index + 1} of the split's test_files.txt) holds "
+                             f"{int(bad.sum())} non-finite or negative depth(s), first {depth[row, col]} at row "
+                             f"{row}, column {col}; ground truth must be finite metres >= 0 (0 = unknown). "
+                             "Re-create it with export_gt_depth.py")
+    return list(depths)
+
+
 def load_gt_depths(path: str | os.PathLike) -> list[np.ndarray]:
     """Load ``gt_depths.npz`` as a list of H x W float32 depth maps (metres, 0 = invalid).
 
@@ -141,8 +158,8 @@ def load_gt_depths(path: str | os.PathLike) -> list[np.ndarray]:
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: naming ``path``: not an npz of depth maps, keys missing or mixed, or pickled
-            objects other than arrays of numbers.
+        ValueError: naming ``path``: not an npz of depth maps, keys missing or mixed, pickled
+            objects other than arrays of numbers, or depths that are non-finite or negative.
     """
     path = Path(path)
     if not path.is_file():
@@ -158,7 +175,7 @@ def load_gt_depths(path: str | os.PathLike) -> list[np.ndarray]:
     with archive:
         names = list(archive.files)
         if names == [REFERENCE_GT_KEY]:
-            return read_reference_gt_depths(path)
+            return check_gt_values(read_reference_gt_depths(path), path)
         indices = sorted(int(m.group(1)) for name in names if (m := _GT_KEY.match(name)))
         if not names or len(indices) != len(names) or indices != list(range(len(indices))):
             raise ValueError(f"{path}: expected the keys {gt_key(0)} .. {gt_key(max(len(names) - 1, 0))} "
@@ -174,7 +191,7 @@ def load_gt_depths(path: str | os.PathLike) -> list[np.ndarray]:
                 raise ValueError(f"{path}: {gt_key(index)} is a {depth.dtype} array of shape {depth.shape}, "
                                  "not a 2-D depth map")
             depths.append(depth.astype(np.float32, copy=False))
-        return depths
+        return check_gt_values(depths, path)
 
 
 def _parse_line(line: str, line_number: int, split_file: Path) -> tuple[str, int]:

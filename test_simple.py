@@ -26,7 +26,7 @@ import torch
 
 from kitti_utils import STEREO_SCALE_FACTOR
 from layers import disp_to_depth, upsample_disp
-from utils import atomic_output, colorize_disparity, read_rgb, resize_area, select_device
+from utils import atomic_output, colorize_disparity, positive_int, read_rgb, resize_area, select_device
 
 logger = logging.getLogger(__name__)
 
@@ -35,14 +35,6 @@ OUTPUT_SUFFIXES = ("_disp", "_depth")
 
 class SkippedInputsError(RuntimeError):
     """Some inputs could not be read (without --skip_unreadable), or none could: exit status 1."""
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer (got {value})")
-    return value
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, unit: str = "images") -> None:

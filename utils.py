@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import errno
 import os
@@ -18,6 +19,22 @@ from run_folder import ATOMIC_TEMPORARY_MARKER, is_atomic_temporary  # noqa: F40
 
 REPO_ROOT = Path(__file__).resolve().parent
 SPLITS_DIR = REPO_ROOT / "splits"
+
+
+def positive_int(text: str) -> int:
+    """argparse ``type=``: an integer >= 1 (batch sizes, counts); the error names the value."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (got {value})")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse ``type=``: an integer >= 0 (worker counts, where 0 means the main process)."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 (got {value})")
+    return value
 
 
 def readlines(path: str | os.PathLike) -> list[str]:

@@ -123,3 +123,24 @@ def test_not_an_npz_is_refused(tmp_path):
         export_gt_depth.load_gt_depths(path)
     with pytest.raises(FileNotFoundError, match="run export_gt_depth.py"):
         export_gt_depth.load_gt_depths(tmp_path / "absent.npz")
+
+
+@pytest.mark.parametrize("value", [np.inf, np.nan, -1.0])
+@pytest.mark.parametrize("reference_format", [False, True])
+def test_non_finite_or_negative_ground_truth_is_refused_naming_the_map(tmp_path, value, reference_format):
+    maps = sample_maps()
+    maps[2][4, 1] = value
+    path = tmp_path / "gt_depths.npz"
+    if reference_format:
+        data = np.empty(len(maps), dtype=object)
+        data[:] = [None] * len(maps)
+        for i, depth in enumerate(maps):
+            data[i] = depth
+        np.savez_compressed(path, data=data)
+    else:
+        export_gt_depth.save_gt_depths(path, maps)
+    with pytest.raises(ValueError) as refused:
+        export_gt_depth.load_gt_depths(path)
+    message = str(refused.value)
+    assert f"{path}: map 2 (line 3 of the split's test_files.txt) holds 1 non-finite or negative" in message
+    assert "at row 4, column 1" in message
