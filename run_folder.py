@@ -66,10 +66,10 @@ COSINE_SCHEDULE_OPTIONS = ("num_epochs",)
 
 _MISSING = object()
 
-# Temporaries of atomic writes (utils.atomic_output) are named ``.<final name>.<random>.atomic-tmp<suffix>``:
+# Temporaries of atomic writes (utils.atomic_output) are named ``.<final name>.<random>.atomic.tmp<suffix>``:
 # hidden, beside their destination, and recognisable, so the leftovers of a killed write can be
 # found and removed at the next start.
-ATOMIC_TEMPORARY_MARKER = ".atomic-tmp"
+ATOMIC_TEMPORARY_MARKER = ".atomic.tmp"
 _ATOMIC_TEMPORARY_NAMES = (
     re.compile(r"^\..+\.[A-Za-z0-9_]+" + re.escape(ATOMIC_TEMPORARY_MARKER) + r"(\.[^.]+)?$"),
     # Earlier versions: ``.<final name>.<8 random characters>.tmp<suffix>``.

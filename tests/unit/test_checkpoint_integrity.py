@@ -129,7 +129,7 @@ def test_full_disk_during_save_names_the_file_and_leaves_nothing(tmp_path, monke
     message = str(failure.value)
     assert failure.value.errno == errno.ENOSPC
     assert f"{target} was not written" in message and "no space left" in message
-    assert "atomic-tmp" not in message and "unexpected pos" not in message
+    assert "atomic.tmp" not in message and "unexpected pos" not in message
     assert target.read_bytes() == before  # the previous version is intact
     assert [p.name for p in target.parent.iterdir()] == [target.name]  # no temporary left
 
@@ -161,7 +161,7 @@ def test_unwritable_folder_is_named_not_the_temporary(tmp_path, monkeypatch):
             tmp.write_text("{}")
     message = str(failure.value)
     assert f"cannot write {folder / 'opt.json'}" in message and f"{folder} is not writable" in message
-    assert "atomic-tmp" not in message and list(folder.iterdir()) == []
+    assert "atomic.tmp" not in message and list(folder.iterdir()) == []
 
 
 def test_errors_inside_the_block_name_the_final_path(tmp_path):
@@ -182,6 +182,7 @@ def test_temporaries_are_recognisable(tmp_path):
     with atomic_output(tmp_path / "model3.pth") as tmp:
         seen.append(tmp)
         assert is_atomic_temporary(tmp) and tmp.name.startswith(".model3.pth.")
+        assert tmp.match("*.tmp*")  # what the end-to-end tests glob for leftovers
     with atomic_output(tmp_path / "gt_depths.npz", suffix=".npz") as tmp:
         assert is_atomic_temporary(tmp) and tmp.suffix == ".npz"
     assert is_atomic_temporary(tmp_path / ".step000000004.pth.k2j4_x9a.tmp")  # earlier versions' naming

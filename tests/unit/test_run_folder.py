@@ -65,7 +65,7 @@ def test_a_failed_first_save_does_not_count_as_a_run(tmp_path):
     (run_dir / "checkpoints").mkdir(parents=True)
     (run_dir / "logger.log").write_text("crashed before the first save\n")
     assert check_run_folder(tmp_path, "run", resume=False, overwrite=False) == run_dir
-    (run_dir / "checkpoints" / ".step000000002.pth.k2j4x9ab.atomic-tmp").write_bytes(b"half")
+    (run_dir / "checkpoints" / ".step000000002.pth.k2j4x9ab.atomic.tmp").write_bytes(b"half")
     assert check_run_folder(tmp_path, "run", resume=False, overwrite=False) == run_dir
     (run_dir / "models").mkdir()
     (run_dir / "models" / "model0.pth").write_bytes(b"weights")
@@ -153,9 +153,9 @@ def test_an_unwritable_folder_is_named(tmp_path, monkeypatch):
 
 def test_remove_stale_temporaries_removes_only_killed_writes(tmp_path):
     run_dir = make_run(tmp_path / "run")
-    stale = [run_dir / "checkpoints" / ".step000000012.pth.a1b2c3d4.atomic-tmp",
-             run_dir / "models" / ".model1.pth.zz_99xyq.atomic-tmp",
-             run_dir / ".opt.json.q1w2e3r4.atomic-tmp",
+    stale = [run_dir / "checkpoints" / ".step000000012.pth.a1b2c3d4.atomic.tmp",
+             run_dir / "models" / ".model1.pth.zz_99xyq.atomic.tmp",
+             run_dir / ".opt.json.q1w2e3r4.atomic.tmp",
              run_dir / "checkpoints" / ".step000000011.pth.k2j4x9ab.tmp"]  # earlier versions' naming
     for path in stale:
         path.write_bytes(b"half a checkpoint")
