@@ -91,6 +91,32 @@ def predict(depth_net: torch.nn.Module, resized: np.ndarray, device: torch.devic
     return depth_net(batch)[("disp", 0)].float()
 
 
+def check_output_folders(folders: Sequence[Path]) -> None:
+    """Create each output folder and prove it writable before any prediction is made.
+
+    Raises:
+        OSError: naming the folder that cannot be created or written.
+    """
+    from run_folder import check_writable
+
+    for folder in sorted(set(folders)):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise type(err)(err.errno, f"cannot create the output folder {folder}: {err.strerror or err}; "
+                                       "choose another --output_dir") from err
+        check_writable(folder)
+
+
+def check_finite_predictions(disp: torch.Tensor, paths: Sequence[Path]) -> None:
+    """Refuse non-finite disparities (a diverged checkpoint), naming the inputs that produced them."""
+    finite = torch.isfinite(disp.flatten(1)).all(dim=1).cpu().tolist()
+    bad = [str(path) for path, ok in zip(paths, finite) if not ok]
+    if bad:
+        raise ValueError(f"the network predicts non-finite disparities for {', '.join(bad)}: the weights are "
+                         "broken (a diverged or damaged checkpoint); nothing was written for them")
+
+
 def check_failures(failures: Sequence[Path], processed: int, total: int, skip_unreadable: bool,
                    unit: str = "image") -> None:
     """Raise SkippedInputsError when nothing was processed, or inputs failed without --skip_unreadable."""
@@ -111,6 +137,8 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     Raises:
         SkippedInputsError: after processing the readable images, when some could not be read
             (unless --skip_unreadable) or none could.
+        OSError: an output folder is not writable (checked before any prediction).
+        ValueError: the network predicts non-finite values (a diverged checkpoint).
     """
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     opts = build_parser().parse_args(argv)
@@ -122,6 +150,7 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
         logger.warning("Warning: --pred_metric_depth is only meaningful for stereo-trained models; "
                        "this checkpoint was trained without stereo, so the depth is not metric")
     paths = list_images(Path(opts.image_path), opts.ext)
+    check_output_folders([Path(opts.output_dir)] if opts.output_dir else [path.parent for path in paths])
     written, failures = [], []
     for start in range(0, len(paths), opts.batch_size):
         # (position in the whole list, path, image): the progress counter counts every input,
@@ -137,10 +166,10 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
         if not loaded:
             continue
         disp = predict(depth_net, to_network_input(images, spec.height, spec.width), device)
+        check_finite_predictions(disp, [path for _, path, _ in loaded])
         scaled_disp, depth = disp_to_depth(disp, spec.min_depth, spec.max_depth)
         for i, (position, path, image) in enumerate(loaded):
             output_dir = Path(opts.output_dir) if opts.output_dir else path.parent
-            output_dir.mkdir(parents=True, exist_ok=True)
             full = upsample_disp(disp[i:i + 1], image.shape[:2])[0, 0].cpu().numpy()
             jpeg = output_dir / f"{path.stem}_disp.jpeg"
             with atomic_output(jpeg, suffix=".jpeg") as tmp:
@@ -167,6 +196,6 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
 if __name__ == "__main__":
     try:
         main()
-    except (SkippedInputsError, FileNotFoundError) as err:
+    except (SkippedInputsError, OSError, ValueError) as err:
         logger.error("error: %s", err)
         sys.exit(1)

@@ -24,8 +24,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from test_simple import (SkippedInputsError, add_model_arguments, check_failures, list_images, predict,
-                         to_network_input)
+from test_simple import (SkippedInputsError, add_model_arguments, check_failures, check_finite_predictions,
+                         check_output_folders, list_images, predict, to_network_input)
 from utils import atomic_output, colorize_disparity, read_rgb, select_device
 
 logger = logging.getLogger(__name__)
@@ -93,27 +93,31 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     if opts.frame_duration_ms <= 0:
         raise ValueError(f"--frame_duration_ms must be positive (got {opts.frame_duration_ms})")
     paths = sorted(list_images(folder, opts.ext), key=numeric_order_key)
+    output_dir = Path(opts.output_dir) if opts.output_dir else folder
+    check_output_folders([output_dir])  # before predicting: the video is written only at the end
     from released_weights import load_depth_model
 
     device = select_device(opts.device)
     depth_net, spec = load_depth_model(opts.pretrained_path, device)
     frames, failures = [], []
     for start in range(0, len(paths), opts.batch_size):
-        images = []
+        images, read = [], []
         for path in paths[start:start + opts.batch_size]:
             try:
                 images.append(read_rgb(path))
+                read.append(path)
             except OSError as err:
                 logger.error("%s", err)
                 failures.append(path)
         if not images:
             continue
         resized = to_network_input(images, spec.height, spec.width)
-        disp = predict(depth_net, resized, device)[:, 0].cpu().numpy()
+        disp = predict(depth_net, resized, device)
+        check_finite_predictions(disp, read)
+        disp = disp[:, 0].cpu().numpy()
         frames.extend(composite(r, d) for r, d in zip(resized, disp))
         logger.info("Processed %d of %d frames", min(start + opts.batch_size, len(paths)), len(paths))
     check_failures(failures, len(frames), len(paths), opts.skip_unreadable, unit="frame")
-    output_dir = Path(opts.output_dir) if opts.output_dir else folder
     written = []
     if opts.gif:
         written.append(output_dir / f"{folder.resolve().name}_depth.gif")
@@ -128,6 +132,6 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
 if __name__ == "__main__":
     try:
         main()
-    except (SkippedInputsError, FileNotFoundError, NotADirectoryError) as err:
+    except (SkippedInputsError, OSError, ValueError) as err:
         logger.error("error: %s", err)
         sys.exit(1)

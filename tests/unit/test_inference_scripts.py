@@ -143,12 +143,38 @@ def test_video_refuses_a_truncated_frame_before_writing(checkpoint, tmp_path):
             str(tmp_path / "out"), "--device", "cpu", "--no_mp4"]
     with pytest.raises(test_simple.SkippedInputsError, match=r"1 of 3 frames could not be read: .*frame1\.png"):
         test_video.main(argv)
-    assert not (tmp_path / "out").exists()
+    assert list((tmp_path / "out").iterdir()) == []
     written = test_video.main(argv + ["--skip_unreadable"])
     from PIL import Image
 
     with Image.open(written[0]) as gif:
         assert gif.n_frames == 2
+
+
+def test_an_output_folder_that_cannot_be_made_is_refused_before_predicting(checkpoint, tmp_path, monkeypatch):
+    write_image(tmp_path / "a.png", 64, 192, seed=1)
+    (tmp_path / "taken").write_text("a file where the output folder should go")
+    for script in (test_simple, test_video):
+        monkeypatch.setattr(script, "predict", lambda *args: pytest.fail("predicted before checking the folder"))
+    for script in (test_simple, test_video):
+        with pytest.raises(OSError, match=f"cannot create the output folder {tmp_path / 'taken'}"):
+            script.main(["--image_path", str(tmp_path), "--pretrained_path", str(checkpoint), "--device", "cpu",
+                         "--output_dir", str(tmp_path / "taken")])
+
+
+def test_non_finite_predictions_are_refused_naming_the_image(checkpoint, tmp_path):
+    from checkpoints import load_checkpoint
+
+    payload = load_checkpoint(checkpoint)
+    payload["depth"] = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+                        for k, v in payload["depth"].items()}
+    broken = tmp_path / "diverged.pth"
+    save_checkpoint(broken, payload)
+    write_image(tmp_path / "a.png", 64, 192, seed=1)
+    with pytest.raises(ValueError, match=f"non-finite disparities for {tmp_path / 'a.png'}"):
+        test_simple.main(["--image_path", str(tmp_path / "a.png"), "--pretrained_path", str(broken),
+                          "--device", "cpu"])
+    assert not (tmp_path / "a_disp.jpeg").exists()
 
 
 def test_metric_depth_is_the_stereo_scaled_depth(checkpoint, tmp_path):
