@@ -22,7 +22,6 @@ from above.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -31,7 +30,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from utils import atomic_output, non_negative_int, positive_int, readlines, select_device
+from utils import atomic_output, non_negative_int, positive_int, readlines, select_device, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -246,8 +245,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         logger.info("   Trajectory plot: %s", plot)
         report["sequences"][f"{sequence:02d}"] = {"ate_mean": float(ates.mean()), "ate_std": float(ates.std()),
                                                   "num_snippets": int(len(ates)), "plot": str(plot)}
-    with atomic_output(out_dir / "pose_metrics.json") as tmp:
-        tmp.write_text(json.dumps(report, indent=2))
+    write_json(out_dir / "pose_metrics.json", report)
     return report
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import math
 import os
 import random
 import tempfile
@@ -154,6 +155,33 @@ def atomic_output(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def non_finite_entries(data, where: str = "") -> list[str]:
+    """Paths (``sequences/09/ate_mean``, ``metrics[2]``) of every NaN or infinite float in nested data."""
+    if isinstance(data, float):
+        return [] if math.isfinite(data) else [where or "<value>"]
+    if isinstance(data, dict):
+        return [p for key, value in data.items() for p in non_finite_entries(value, f"{where}/{key}".lstrip("/"))]
+    if isinstance(data, (list, tuple)):
+        return [p for i, value in enumerate(data) for p in non_finite_entries(value, f"{where}[{i}]")]
+    return []
+
+
+def write_json(path: str | os.PathLike, data) -> None:
+    """Write ``data`` as strict JSON, atomically; NaN and infinity are refused, not written as invalid JSON.
+
+    Raises:
+        ValueError: naming ``path`` and every non-finite entry (nothing is written).
+    """
+    bad = non_finite_entries(data)
+    if bad:
+        raise ValueError(f"refusing to write {path}: non-finite values at {', '.join(bad[:10])}"
+                         f"{' ...' if len(bad) > 10 else ''} (JSON has no NaN or infinity)")
+    import json
+
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, allow_nan=False))
 
 
 class UnreadableImageError(OSError):

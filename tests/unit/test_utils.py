@@ -86,3 +86,16 @@ def test_missing_and_non_images_are_named(tmp_path):
     (tmp_path / "text.png").write_text("not an image")
     with pytest.raises(OSError, match=f"could not read image {tmp_path / 'text.png'} \\(corrupt or not an image\\)"):
         read_rgb(tmp_path / "text.png")
+
+
+def test_write_json_refuses_non_finite_values_naming_them(tmp_path):
+    from utils import write_json
+
+    path = tmp_path / "metrics.json"
+    write_json(path, {"abs_rel": 0.1, "per_image": [1.0, 2.0]})
+    assert path.read_text().startswith("{")
+    with pytest.raises(ValueError) as refused:
+        write_json(path, {"abs_rel": float("nan"), "per_image": [1.0, float("inf")], "name": "eigen"})
+    assert str(refused.value) == (f"refusing to write {path}: non-finite values at abs_rel, per_image[1] "
+                                  "(JSON has no NaN or infinity)")
+    assert "abs_rel\": 0.1" in path.read_text()  # the previous file is untouched
