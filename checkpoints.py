@@ -128,8 +128,11 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
 
 def _describe_load_failure(path: Path, err: Exception) -> str:
     """Why torch.load refused ``path``, in our words (never torch's "weights_only=False" advice)."""
-    with open(path, "rb") as f:
-        head = f.read(4096)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError as read_error:
+        return f"checkpoint {path} cannot be read: {read_error.strerror or read_error}"
     if not head:
         return f"checkpoint {path} is empty (a crash before its data reached the disk): it is corrupt"
     if not head.strip(b"\0"):

@@ -115,11 +115,11 @@ def read_reference_gt_depths(path: str | os.PathLike, member: str = REFERENCE_GT
     try:
         with zipfile.ZipFile(path) as archive, archive.open(f"{member}.npy") as f:
             version = np.lib.format.read_magic(f)
-            shape, _, dtype = _read_array_header(f, version)
+            shape, fortran_order, dtype = _read_array_header(f, version)
             if dtype.hasobject:
                 array = RestrictedArrayUnpickler(f).load()
             else:  # a plain stack of equally sized maps
-                array = np.frombuffer(f.read(), dtype=dtype).reshape(shape)
+                array = np.frombuffer(f.read(), dtype=dtype).reshape(shape, order="F" if fortran_order else "C")
     except (pickle.UnpicklingError, zipfile.BadZipFile, ValueError, EOFError, KeyError, TypeError) as err:
         raise ValueError(f"{path}: its '{member}' entry is not an array of depth maps; refused without "
                          f"running anything it holds ({err}). Re-create it with export_gt_depth.py") from err

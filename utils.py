@@ -83,35 +83,37 @@ def _folder_is_full(folder: Path) -> bool:
         return False
 
 
-def describe_write_error(err: BaseException, path: Path) -> OSError | None:
+def describe_write_error(err: BaseException, path: Path, temporary: Path | None = None) -> OSError | None:
     """One clear OSError naming ``path`` (never a temporary) and the cause; None if not a write error.
 
-    A full disk is recognised from ENOSPC/EDQUOT, or from a writer that hides the OSError in
-    its own exception type (torch's ``unexpected pos``) when the file system has no space left.
+    A write error is an OSError with an errno about ``path``, ``temporary`` or no file at all,
+    found along the exception's chain of causes (writers wrap the OS's error in their own:
+    torch raises RuntimeError "unexpected pos" while handling an ENOSPC), or a RuntimeError
+    while the file system has no space left. Errors about other files (an input that could not
+    be read inside the block) and messages without an errno are not write errors.
     The returned error keeps the errno, so it is a PermissionError, FileNotFoundError, ... as
     the original was.
     """
-    # Writers wrap the OS's error in their own (torch: RuntimeError "unexpected pos", raised
-    # while handling the OSError), so look along the chain of causes and contexts.
     chain, cause = [], err
     while cause is not None and len(chain) < 10:
         chain.append(cause)
         cause = cause.__cause__ or cause.__context__
+    ours = {None, str(path), str(temporary) if temporary else None}
     os_error = next((e for e in chain if isinstance(e, OSError) and e.errno), None)
-    if os_error is not None:
-        err = os_error
-    code = err.errno if isinstance(err, OSError) else None
-    if code in (errno.ENOSPC, errno.EDQUOT) or (code is None and _folder_is_full(path.parent)):
+    if os_error is not None and os_error.filename not in ours:
+        return None
+    code = os_error.errno if os_error is not None else None
+    full = code in (errno.ENOSPC, errno.EDQUOT) or (
+        code is None and isinstance(err, RuntimeError) and _folder_is_full(path.parent))
+    if full:
         return OSError(errno.ENOSPC, f"no space left on the device of {path.parent} (disk full or quota "
                                      f"reached): {path} was not written and the previous version, if "
                                      "any, is unchanged; free some space or write elsewhere")
     if code in (errno.EACCES, errno.EPERM, errno.EROFS):
         return OSError(code, f"cannot write {path}: the folder {path.parent} is not writable "
                              f"({os.strerror(code)}); fix its permissions or choose another folder")
-    if isinstance(err, OSError):
-        reason = err.strerror or str(err)
-        return OSError(code, f"could not write {path}: {reason}") if code else OSError(
-            f"could not write {path}: {reason}")
+    if code is not None:
+        return OSError(code, f"could not write {path}: {os_error.strerror or os_error}")
     return None
 
 
@@ -133,8 +135,8 @@ def atomic_output(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=ATOMIC_TEMPORARY_MARKER + suffix,
                                         dir=path.parent)
-    except OSError as err:
-        raise describe_write_error(err, path) from err
+    except OSError as err:  # every file named here (the folder, the temporary) is part of the write
+        raise (describe_write_error(err, path, err.filename and Path(err.filename)) or err) from err
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -148,7 +150,7 @@ def atomic_output(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except Exception as err:
-        clear = describe_write_error(err, path)
+        clear = describe_write_error(err, path, tmp)
         if clear is None:
             raise
         raise clear from err

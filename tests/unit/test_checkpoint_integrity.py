@@ -188,3 +188,15 @@ def test_temporaries_are_recognisable(tmp_path):
     assert is_atomic_temporary(tmp_path / ".step000000004.pth.k2j4_x9a.tmp")  # earlier versions' naming
     for name in ("model3.pth", ".hidden", "opt.json", ".model.pth.tmp", "step.tmp.pth"):
         assert not is_atomic_temporary(tmp_path / name), name
+
+
+def test_errors_about_other_files_pass_through_unchanged(tmp_path):
+    target = tmp_path / "out.npy"
+    with pytest.raises(FileNotFoundError) as failure:
+        with atomic_output(target):
+            open(tmp_path / "missing_input.png", "rb")
+    assert "missing_input.png" in str(failure.value) and "could not write" not in str(failure.value)
+    with pytest.raises(OSError, match=r"^could not encode the image$"):  # a writer's own message, no errno
+        with atomic_output(target):
+            raise OSError("could not encode the image")
+    assert list(tmp_path.iterdir()) == []
