@@ -148,6 +148,8 @@ def _describe_load_failure(path: Path, err: Exception) -> str:
                 "was refused because loading them could run code. Use a file written by this toolkit, "
                 "or released Monodepth2/BDEdepth weights")
     first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if "weights_only" in first_line:  # torch's advice to load unsafely is never ours to give
+        first_line = type(err).__name__
     return f"checkpoint {path} is unreadable (truncated or corrupt): {first_line}"
 
 

@@ -295,8 +295,11 @@ def _require_range(opts: argparse.Namespace, name: str, low: float, high: float,
     above = value > low if low_open else value >= low
     below = value < high if high_open else value <= high
     if not (above and below):
-        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-        raise ValueError(f"--{name} must lie in {interval} (got {value}){fix}")
+        if high == math.inf:
+            rule = f"be {'>' if low_open else '>='} {low:g}"
+        else:
+            rule = f"lie in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ValueError(f"--{name} must {rule} (got {value}){fix}")
 
 
 def _validate_numbers(opts: argparse.Namespace) -> None:
