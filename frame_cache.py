@@ -22,11 +22,14 @@ dataset class or image extension, or lacks a frame the split needs.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
 INDEX_FILE = "index.json"
@@ -202,6 +205,18 @@ class FrameCache:
         return np.ascontiguousarray(frame[:, ::-1]) if do_flip else np.array(frame)
 
 
+def remove_stale_temporaries(root: Path) -> list[Path]:
+    """Delete the hidden temporaries a killed build left in the cache folder (up to a whole frames.u8)."""
+    from run_folder import is_atomic_temporary
+
+    if not root.is_dir():
+        return []
+    stale = sorted(p for p in root.iterdir() if is_atomic_temporary(p) and p.is_file() and not p.is_symlink())
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def _decode_both(args) -> tuple[np.ndarray, np.ndarray | None]:
     """The frame as the loader makes it, and its flipped version when mirroring is not exact."""
     dataset, path = args
@@ -242,6 +257,10 @@ def build_frame_cache(dataset, output: str | os.PathLike, split: str, num_worker
 
     check_cacheable(dataset)
     root = Path(output).expanduser()
+    removed = remove_stale_temporaries(root)
+    if removed:
+        logger.info("removed %d temporary file(s) of an interrupted build: %s", len(removed),
+                    ", ".join(map(str, removed)))
     paths = dataset_frame_paths(dataset)
     frames: dict[str, list[int]] = {}
     rows = 0
