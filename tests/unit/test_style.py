@@ -161,7 +161,8 @@ def test_the_loader_check_catches_every_spelling(snippet):
     "import torch\ntorch.hub.load_state_dict_from_url(url, weights_only=True)",
     "import numpy as np\nnp.load(path)",
     "import numpy as np\nnp.load(path, allow_pickle=False)",
-    "import pickle\nclass Strict(pickle.Unpickler):\n    def find_class(self, module, name):\n        raise pickle.UnpicklingError(name)",
+    "import pickle\nclass Strict(pickle.Unpickler):\n    def find_class(self, module, name):\n"
+    "        raise pickle.UnpicklingError(name)",
     "import yaml\nyaml.load(text, Loader=yaml.SafeLoader)",
     "import json\njson.load(f)",
     "model.load_state_dict(state)",
