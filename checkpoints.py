@@ -9,12 +9,20 @@ so evaluation and inference rebuild the exact network without architecture flags
 checkpoint (``checkpoints/step{step:09d}.pth``) adds the optimiser, scheduler, position (epoch,
 batch, step), the run's augmentation seed and every rank's random states.
 Everything is loaded with ``torch.load(weights_only=True)``: a checkpoint can never run code.
+
+Every checkpoint written here also carries ``"checksum": {"algorithm": "sha256", "digest": hex}``,
+a SHA-256 over the whole payload (tensor bytes, dtypes and shapes, and every plain value, in a
+fixed key order; see `payload_checksum`). `load_checkpoint` verifies it, so a file damaged in
+place (a bad sector, bytes overwritten by a faulty copy) is reported as corrupt instead of loading
+weights of 3.4e38; files without one (older checkpoints, released weights) load as before.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,24 +92,126 @@ class ModelSpec:
         return dataclasses.asdict(self)
 
 
+CHECKSUM_KEY = "checksum"
+CHECKSUM_ALGORITHM = "sha256"
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format is a zip archive
+
+
+def _hash_value(digest, value: Any) -> None:
+    """Feed ``value`` into ``digest`` unambiguously: a type tag, then its content."""
+    if isinstance(value, torch.Tensor):
+        flat = value.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"T{value.dtype}{tuple(value.shape)};".encode())
+        # Reinterpreting as bytes works for every dtype (bf16 has no NumPy equivalent).
+        digest.update(flat.view(torch.uint8).numpy() if flat.numel() else b"")
+    elif isinstance(value, dict):
+        digest.update(f"D{len(value)};".encode())
+        # Keys of one dict may mix types (optimizer states use int keys); order by type, then text.
+        for key in sorted(value, key=lambda k: (type(k).__name__, repr(k))):
+            digest.update(f"K{type(key).__name__}:{key!r};".encode())
+            _hash_value(digest, value[key])
+    elif isinstance(value, (list, tuple)):
+        digest.update(f"L{type(value).__name__}{len(value)};".encode())
+        for item in value:
+            _hash_value(digest, item)
+    else:  # int, float, bool, str, None, torch.Size entries, ...: their repr round-trips exactly
+        digest.update(f"V{type(value).__name__}:{value!r};".encode())
+
+
+def payload_checksum(payload: dict[str, Any]) -> str:
+    """SHA-256 hex digest of a checkpoint payload, its own ``checksum`` entry left out.
+
+    Tensors enter as their dtype, shape and raw bytes; dicts in sorted key order; so the digest
+    depends only on the values, not on the order they were inserted or the device they live on.
+    """
+    digest = hashlib.sha256()
+    _hash_value(digest, {k: v for k, v in payload.items() if k != CHECKSUM_KEY})
+    return digest.hexdigest()
+
+
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` atomically (temporary file, fsync, rename)."""
+    """Write ``payload`` with its checksum, atomically (temporary file, fsync, rename).
+
+    Raises:
+        OSError: naming ``path`` and the cause (a full disk, a folder that is not writable).
+    """
+    path = Path(path)
+    stamped = {k: v for k, v in payload.items() if k != CHECKSUM_KEY}
+    stamped[CHECKSUM_KEY] = {"algorithm": CHECKSUM_ALGORITHM, "digest": payload_checksum(stamped)}
     with atomic_output(path) as tmp:
-        torch.save(payload, tmp)
+        # Through a Python file object, so that a full disk raises OSError(ENOSPC) instead of
+        # torch's "unexpected pos" RuntimeError.
+        with open(tmp, "wb") as f:
+            torch.save(stamped, f)
+
+
+def _describe_load_failure(path: Path, err: Exception) -> str:
+    """Why torch.load refused ``path``, in our words (never torch's "weights_only=False" advice)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError as read_error:
+        return f"checkpoint {path} cannot be read: {read_error.strerror or read_error}"
+    if not head:
+        return f"checkpoint {path} is empty (a crash before its data reached the disk): it is corrupt"
+    if not head.strip(b"\0"):
+        return (f"checkpoint {path} is corrupt: it is filled with zero bytes (a crash before its data "
+                "reached the disk, or a damaged copy)")
+    if not head.startswith(ZIP_MAGIC):
+        return (f"checkpoint {path} is corrupt or not a torch checkpoint: it does not start like one "
+                "(torch.save writes a zip archive)")
+    refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+    if refused or "Weights only load failed" in str(err):
+        what = f" ({refused.group(1)})" if refused else ""
+        return (f"checkpoint {path} holds Python objects other than tensors and plain values{what}; it "
+                "was refused because loading them could run code. Use a file written by this toolkit, "
+                "or released Monodepth2/BDEdepth weights")
+    first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if "weights_only" in first_line:  # torch's advice to load unsafely is never ours to give
+        first_line = type(err).__name__
+    return f"checkpoint {path} is unreadable (truncated or corrupt): {first_line}"
+
+
+def _to_device(value: Any, device: str | torch.device) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return type(value)((k, _to_device(v, device)) for k, v in value.items())
+    if isinstance(value, list):
+        return [_to_device(v, device) for v in value]
+    return value
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint safely; errors name the file and what is wrong with it."""
+    """Load a checkpoint safely and verify its checksum when it has one.
+
+    Returns:
+        The payload as it was given to `save_checkpoint` (the checksum entry removed).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is truncated, zero-filled, damaged (checksum mismatch), not a torch
+            file, or holds objects other than tensors and plain values; the message names it.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises several types for truncated or foreign files
-        raise ValueError(f"checkpoint {path} is unreadable (truncated, corrupt, or not a "
-                         f"weights-only torch file): {err}") from err
+        # Onto the CPU first: the checksum is computed there, and a corrupt file never touches the GPU.
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for truncated, foreign or unsafe files
+        raise ValueError(_describe_load_failure(path, err)) from err
     if not isinstance(payload, dict):
         raise ValueError(f"checkpoint {path} does not hold a dict of weights")
+    stored = payload.pop(CHECKSUM_KEY, None)
+    if stored is not None:
+        if not isinstance(stored, dict) or stored.get("algorithm") != CHECKSUM_ALGORITHM:
+            raise ValueError(f"checkpoint {path} has a checksum this version cannot verify ({stored!r})")
+        if payload_checksum(payload) != stored.get("digest"):
+            raise ValueError(f"checkpoint {path} is corrupt: its contents do not match the checksum written "
+                             "with it (damaged on disk or in a copy)")
+    if torch.device(map_location) != torch.device("cpu"):
+        payload = _to_device(payload, map_location)
     return payload
 
 

@@ -22,7 +22,6 @@ from above.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -31,7 +30,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from utils import atomic_output, readlines, select_device
+from utils import atomic_output, non_negative_int, positive_int, readlines, select_device, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +58,9 @@ def load_poses_file(path: str | Path) -> np.ndarray:
             values = []
         if len(values) != 12:
             raise ValueError(f"{path}, line {number}: expected 12 numbers (a 3 x 4 pose), got {line[:80]!r}")
+        if not np.all(np.isfinite(values)):
+            raise ValueError(f"{path}, line {number}: the pose holds non-finite values ({line[:80]!r}); "
+                             "re-extract the odometry poses (data_odometry_poses.zip)")
         pose = np.eye(4)
         pose[:3] = np.reshape(values, (3, 4))
         poses.append(pose)
@@ -103,6 +105,18 @@ def snippet_ates(pred_local: np.ndarray, gt_local: np.ndarray, track_length: int
     return np.array([compute_ate(snippet_positions(gt_local[i:i + track_length - 1]),
                                  snippet_positions(pred_local[i:i + track_length - 1]))
                      for i in range(len(gt_local) - 1)])
+
+
+def check_finite_ates(ates: np.ndarray, split_file: Path) -> None:
+    """Refuse non-finite errors (a diverged pose network), naming the first snippet that has one.
+
+    Snippet i starts at line i + 1 of ``split_file``.
+    """
+    bad = np.flatnonzero(~np.isfinite(ates))
+    if len(bad):
+        raise ValueError(f"the trajectory error of {len(bad)} snippet(s) is not finite, first the one starting at "
+                         f"line {bad[0] + 1} of {split_file}: the pose network predicts non-finite transforms "
+                         "(a diverged checkpoint?); no metrics were written")
 
 
 def compose_trajectory(local: np.ndarray) -> np.ndarray:
@@ -183,8 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     ext.add_argument("--jpg", dest="img_ext", action="store_const", const=".jpg")
     ext.add_argument("--png", dest="img_ext", action="store_const", const=".png")
     parser.set_defaults(img_ext=".png")
-    parser.add_argument("--batch_size", type=int, default=16)
-    parser.add_argument("--num_workers", type=int, default=4)
+    parser.add_argument("--batch_size", type=positive_int, default=16, help="frame pairs per forward pass (>= 1)")
+    parser.add_argument("--num_workers", type=non_negative_int, default=4,
+                        help="data-loader worker processes (0: load in the main process)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--eval_out_dir", default=None,
                         help="where poses_<SS>.npy, trajectory_<SS>.png and pose_metrics.json go "
@@ -215,6 +230,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         gt_global = load_poses_file(odometry_pose_path(opts.data_path, sequence))
         pred_local = predict_local_transforms(pose_net, loader, device)
         ates = snippet_ates(pred_local, local_transforms(gt_global))
+        check_finite_ates(ates, split_file)
         with atomic_output(out_dir / f"poses_{sequence:02d}.npy", suffix=".npy") as tmp:
             np.save(tmp, pred_local)
         plot = plot_trajectory(gt_global[:, :3, 3] - gt_global[0, :3, 3],
@@ -226,8 +242,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         logger.info("   Trajectory plot: %s", plot)
         report["sequences"][f"{sequence:02d}"] = {"ate_mean": float(ates.mean()), "ate_std": float(ates.std()),
                                                   "num_snippets": int(len(ates)), "plot": str(plot)}
-    with atomic_output(out_dir / "pose_metrics.json") as tmp:
-        tmp.write_text(json.dumps(report, indent=2))
+    write_json(out_dir / "pose_metrics.json", report)
     return report
 
 

@@ -22,11 +22,14 @@ dataset class or image extension, or lacks a frame the split needs.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
 INDEX_FILE = "index.json"
@@ -87,6 +90,34 @@ def dataset_frame_paths(dataset) -> list[Path]:
     return sorted(paths)
 
 
+# The index entries the reader relies on, with their JSON types.
+INDEX_FIELDS = {"format": int, "dataset": str, "img_ext": str, "height": int, "width": int, "rows": int,
+                "split": str, "command": str, "frames": dict}
+
+
+def read_index(index_path: Path, hint: str) -> dict:
+    """Parse ``index.json`` as plain JSON data (never code) and check the fields the reader uses.
+
+    Raises:
+        ValueError: naming the file: not JSON (e.g. a pickle), not an object, or a field missing or
+            of the wrong type; ``hint`` says how to rebuild the cache.
+    """
+    try:
+        index = json.loads(index_path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"--frame_cache: {index_path} is not a JSON frame-cache index ({err}); {hint}") from err
+    if not isinstance(index, dict):
+        raise ValueError(f"--frame_cache: {index_path} holds a JSON {type(index).__name__}, not a frame-cache "
+                         f"index; {hint}")
+    if index.get("format") != CACHE_FORMAT:
+        return index  # another version: the caller names it and the rebuild command
+    wrong = [name for name, kind in INDEX_FIELDS.items()
+             if not isinstance(index.get(name), kind) or isinstance(index.get(name), bool)]
+    if wrong:
+        raise ValueError(f"--frame_cache: {index_path} lacks or mistypes the fields {wrong}; {hint}")
+    return index
+
+
 class FrameCache:
     """Read side of a frame cache folder (see the module docstring).
 
@@ -115,7 +146,7 @@ class FrameCache:
         if not index_path.is_file():
             raise FileNotFoundError(f"--frame_cache {root}: no {INDEX_FILE} there (not a frame cache, or its "
                                     f"build did not finish); {hint}")
-        index = json.loads(index_path.read_text())
+        index = read_index(index_path, hint)
         if index.get("format") != CACHE_FORMAT:
             raise ValueError(f"--frame_cache {root}: format {index.get('format')} is not the supported "
                              f"{CACHE_FORMAT}; rebuild it: {index.get('command', hint)}")
@@ -174,6 +205,18 @@ class FrameCache:
         return np.ascontiguousarray(frame[:, ::-1]) if do_flip else np.array(frame)
 
 
+def remove_stale_temporaries(root: Path) -> list[Path]:
+    """Delete the hidden temporaries a killed build left in the cache folder (up to a whole frames.u8)."""
+    from run_folder import is_atomic_temporary
+
+    if not root.is_dir():
+        return []
+    stale = sorted(p for p in root.iterdir() if is_atomic_temporary(p) and p.is_file() and not p.is_symlink())
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def _decode_both(args) -> tuple[np.ndarray, np.ndarray | None]:
     """The frame as the loader makes it, and its flipped version when mirroring is not exact."""
     dataset, path = args
@@ -214,6 +257,10 @@ def build_frame_cache(dataset, output: str | os.PathLike, split: str, num_worker
 
     check_cacheable(dataset)
     root = Path(output).expanduser()
+    removed = remove_stale_temporaries(root)
+    if removed:
+        logger.info("removed %d temporary file(s) of an interrupted build: %s", len(removed),
+                    ", ".join(map(str, removed)))
     paths = dataset_frame_paths(dataset)
     frames: dict[str, list[int]] = {}
     rows = 0

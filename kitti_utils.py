@@ -111,18 +111,50 @@ def load_velodyne_points(path: str | os.PathLike) -> np.ndarray:
     return points
 
 
+def calib_values(calib: dict[str, np.ndarray | str], key: str, count: int, path: str | os.PathLike) -> np.ndarray:
+    """The ``count`` numbers stored under ``key`` in a parsed calibration file, as float64.
+
+    Raises:
+        ValueError: naming ``path``, ``key`` and what was expected: the key is missing, its value
+            is not numeric, or it holds another number of values (a truncated or foreign file).
+    """
+    if key not in calib:
+        raise ValueError(f"calibration file {path} has no '{key}' entry (expected {count} numbers); the file "
+                         "is incomplete or not a KITTI calibration file: re-extract it from the KITTI archive")
+    value = calib[key]
+    if isinstance(value, str):
+        raise ValueError(f"calibration file {path}: '{key}' should hold {count} numbers, got the text "
+                         f"{value[:60]!r}; re-extract the file from the KITTI archive")
+    if value.size != count:
+        raise ValueError(f"calibration file {path}: '{key}' should hold {count} numbers, found {value.size}; "
+                         "re-extract the file from the KITTI archive")
+    if not np.all(np.isfinite(value)):
+        raise ValueError(f"calibration file {path}: '{key}' holds non-finite values ({value.tolist()}); "
+                         "re-extract the file from the KITTI archive")
+    return value
+
+
 def _velo_to_image_projection(calib_dir: Path, cam: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """P_rect_0{cam} @ R_rect_00 @ [R|T]_velo_to_cam (3 x 4, float64) and the (h, w) of S_rect_02."""
-    cam2cam = read_calib_file(calib_dir / "calib_cam_to_cam.txt")
-    velo2cam_calib = read_calib_file(calib_dir / "calib_velo_to_cam.txt")
+    """P_rect_0{cam} @ R_rect_00 @ [R|T]_velo_to_cam (3 x 4, float64) and the (h, w) of S_rect_02.
+
+    Raises:
+        ValueError: naming the file and key when an entry is missing or has the wrong length.
+    """
+    cam2cam_path = calib_dir / "calib_cam_to_cam.txt"
+    velo2cam_path = calib_dir / "calib_velo_to_cam.txt"
+    cam2cam = read_calib_file(cam2cam_path)
+    velo2cam_calib = read_calib_file(velo2cam_path)
     velo2cam = np.eye(4)
-    velo2cam[:3, :3] = np.asarray(velo2cam_calib["R"]).reshape(3, 3)
-    velo2cam[:3, 3] = np.asarray(velo2cam_calib["T"]).reshape(3)
+    velo2cam[:3, :3] = calib_values(velo2cam_calib, "R", 9, velo2cam_path).reshape(3, 3)
+    velo2cam[:3, 3] = calib_values(velo2cam_calib, "T", 3, velo2cam_path)
     r_rect = np.eye(4)
-    r_rect[:3, :3] = np.asarray(cam2cam["R_rect_00"]).reshape(3, 3)
-    p_rect = np.asarray(cam2cam[f"P_rect_0{cam}"]).reshape(3, 4)
+    r_rect[:3, :3] = calib_values(cam2cam, "R_rect_00", 9, cam2cam_path).reshape(3, 3)
+    p_rect = calib_values(cam2cam, f"P_rect_0{cam}", 12, cam2cam_path).reshape(3, 4)
     # The reference reads the size of camera 2 whatever `cam` is; the colour cameras share it.
-    width, height = np.asarray(cam2cam["S_rect_02"]).astype(np.int32)
+    width, height = calib_values(cam2cam, "S_rect_02", 2, cam2cam_path).astype(np.int32)
+    if width <= 0 or height <= 0:
+        raise ValueError(f"calibration file {cam2cam_path}: 'S_rect_02' should hold a positive image size "
+                         f"(width height), got {width} {height}")
     return p_rect @ r_rect @ velo2cam, (int(height), int(width))
 
 

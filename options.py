@@ -14,6 +14,7 @@ that `opt.json` always matches the command that was run.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from typing import Sequence
 
@@ -190,8 +191,8 @@ def add_optimization_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--eta_min", type=float, default=5e-6, help="cosine schedule floor")
     group.add_argument("--batch_size", type=int, default=12, help="samples per step (per GPU)")
     group.add_argument("--num_epochs", type=int, default=20, help="training epochs")
-    group.add_argument("--clip_grad", type=float, default=-1.0,
-                       help="gradient-norm clipping threshold (-1: off)")
+    group.add_argument("--clip_grad", type=float, default=0.0,
+                       help="gradient-norm clipping threshold (0: off; the lineage's -1 means off too)")
     group.add_argument("--seed", type=int, default=1234,
                        help="random seed; <= 0 leaves runs unseeded and enables cudnn.benchmark")
 
@@ -245,7 +246,13 @@ def add_logging_options(parser: argparse.ArgumentParser) -> None:
                        help="continue the run in <log_dir>/<exp_name> from its newest readable "
                             "resume checkpoint, exactly where it stopped")
     group.add_argument("--overwrite", action="store_true",
-                       help="start afresh in an existing run folder, replacing its checkpoints")
+                       help="start afresh in an existing run folder: once every check before training has "
+                            "passed, its checkpoints, weights, tensorboard logs, logger.log and opt.json "
+                            "are deleted (nothing outside the run folder)")
+    group.add_argument("--force_resume", action="store_true",
+                       help="with --resume, continue even though options that change the run's arithmetic "
+                            "(batch size, learning rate, schedule, losses, networks, data, ...) differ from "
+                            "the run's opt.json; without it such a resume is refused, naming the options")
     group.add_argument("--pretrained_path", type=str, default=None,
                        help="initialise the networks from this checkpoint, a released Monodepth2 model folder or a "
                             "released BDEdepth .pth (ignored when resuming)")
@@ -278,8 +285,63 @@ def build_train_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _require_finite(opts: argparse.Namespace, name: str, fix: str = "") -> float:
+    value = getattr(opts, name)
+    if not math.isfinite(value):
+        raise ValueError(f"--{name} must be a finite number (got {value}){fix}")
+    return value
+
+
+def _require_range(opts: argparse.Namespace, name: str, low: float, high: float, low_open: bool = False,
+                   high_open: bool = False, fix: str = "") -> None:
+    """``low <= --name <= high`` (either end open if asked), finite; the message names the flag."""
+    value = _require_finite(opts, name, fix)
+    above = value > low if low_open else value >= low
+    below = value < high if high_open else value <= high
+    if not (above and below):
+        if high == math.inf:
+            rule = f"be {'>' if low_open else '>='} {low:g}"
+        else:
+            rule = f"lie in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ValueError(f"--{name} must {rule} (got {value}){fix}")
+
+
+def _validate_numbers(opts: argparse.Namespace) -> None:
+    """The numeric flags that would otherwise train silently with nonsense (NaN, inf, signs)."""
+    for name in ("min_depth", "max_depth"):
+        _require_finite(opts, name, "; e.g. --min_depth 0.1 --max_depth 100")
+    if not 0 < opts.min_depth < opts.max_depth:
+        raise ValueError(f"need 0 < --min_depth < --max_depth (got {opts.min_depth} and {opts.max_depth}); "
+                         "e.g. --min_depth 0.1 --max_depth 100")
+    lr = _require_finite(opts, "learning_rate", "; the reference uses 1e-4")
+    if lr <= 0:
+        raise ValueError(f"--learning_rate must be positive (got {lr}); the reference uses 1e-4")
+    _require_range(opts, "weight_decay", 0.0, math.inf, high_open=True, fix="; use 0 for none (default 0.01)")
+    for name in ("beta1", "beta2"):
+        _require_range(opts, name, 0.0, 1.0, high_open=True, fix="; Adam's defaults are 0.9 and 0.999")
+    _require_range(opts, "momentum", 0.0, 1.0, high_open=True, fix="; 0.9 is usual")
+    _require_finite(opts, "eta_min")
+    if opts.eta_min < 0 or (opts.lr_sche_type == "cos" and opts.eta_min > lr):
+        raise ValueError(f"--eta_min must lie in [0, --learning_rate {lr}] (got {opts.eta_min}): it is the floor "
+                         "the cosine schedule decays to")
+    _require_range(opts, "decay_rate", 0.0, 1.0, low_open=True,
+                   fix="; the step schedule multiplies the learning rate by it (the reference uses 0.1)")
+    steps = list(opts.decay_step)
+    if any(step < 1 for step in steps) or steps != sorted(set(steps)):
+        raise ValueError(f"--decay_step must be increasing epoch numbers >= 1 (got {' '.join(map(str, steps))}); "
+                         "e.g. --decay_step 15 or --decay_step 26 36")
+    for name in ("disparity_smoothness", "consistency_weight"):
+        if hasattr(opts, name):
+            _require_range(opts, name, 0.0, math.inf, high_open=True, fix="; use 0 to switch the term off")
+    clip = _require_finite(opts, "clip_grad", "; use 0 to switch clipping off")
+    if clip < 0 and clip != -1:
+        raise ValueError(f"--clip_grad must be >= 0 (got {clip}); 0 switches clipping off")
+    _require_range(opts, "dist_timeout", 0.0, math.inf, low_open=True, high_open=True,
+                   fix="; seconds, default 1800")
+
+
 def validate_options(opts: argparse.Namespace) -> argparse.Namespace:
-    """Check cross-flag rules once; raise ValueError naming the flag and the fix."""
+    """Check cross-flag rules and value ranges once; raise ValueError naming the flag and the fix."""
     for name in ("height", "width"):
         value = getattr(opts, name)
         if value <= 0 or value % SIZE_MULTIPLE:
@@ -295,23 +357,25 @@ def validate_options(opts: argparse.Namespace) -> argparse.Namespace:
                          "(e.g. --frame_ids 0 -1 1) or train on stereo pairs with --use_stereo")
     if not 1 <= opts.num_scales <= MAX_DECODER_SCALES:
         raise ValueError(f"--num_scales must be between 1 and {MAX_DECODER_SCALES} (got {opts.num_scales})")
-    if not 0 < opts.min_depth < opts.max_depth:
-        raise ValueError(f"need 0 < --min_depth < --max_depth (got {opts.min_depth} and {opts.max_depth})")
+    for name in ("batch_size", "num_epochs", "log_frequency", "save_frequency", "eval_batch_size",
+                 "keep_last"):
+        if getattr(opts, name) <= 0:
+            raise ValueError(f"--{name} must be positive (got {getattr(opts, name)})")
+    if opts.num_workers < 0:
+        raise ValueError(f"--num_workers must be >= 0 (got {opts.num_workers}); 0 loads in the main process")
+    if opts.resume and opts.overwrite:
+        raise ValueError("--resume and --overwrite contradict each other: choose one")
+    if getattr(opts, "force_resume", False) and not opts.resume:
+        raise ValueError("--force_resume only applies with --resume")
+    from run_folder import check_exp_name
+
+    check_exp_name(opts.exp_name)
+    _validate_numbers(opts)
     from networks import check_depth_network_choice  # imported here: networks imports torch
 
     check_depth_network_choice(opts.backbone, opts.num_layers, opts.decoder)
     if opts.pose_model_input == "all" and opts.pose_model_type != "separate_resnet":
         raise ValueError("--pose_model_input all needs --pose_model_type separate_resnet")
-    for name in ("batch_size", "num_epochs", "log_frequency", "save_frequency", "eval_batch_size",
-                 "keep_last", "dist_timeout"):
-        if getattr(opts, name) <= 0:
-            raise ValueError(f"--{name} must be positive (got {getattr(opts, name)})")
-    if opts.num_workers < 0:
-        raise ValueError(f"--num_workers must be >= 0 (got {opts.num_workers})")
-    if opts.resume and opts.overwrite:
-        raise ValueError("--resume and --overwrite contradict each other: choose one")
-    if opts.learning_rate <= 0:
-        raise ValueError(f"--learning_rate must be positive (got {opts.learning_rate})")
     _validate_bde_options(opts)
     from speed import validate_speed_options  # imported here: speed imports torch
 
@@ -323,16 +387,13 @@ def _validate_bde_options(opts: argparse.Namespace) -> None:
     if not hasattr(opts, "use_local_crop"):
         return
     low, high = opts.resize_ratio
-    if not 1.0 <= low <= high:
-        raise ValueError(f"--resize_ratio must satisfy 1 <= LOW <= HIGH (got {low} {high}); "
+    if not 1.0 <= low <= high < math.inf:
+        raise ValueError(f"--resize_ratio must satisfy 1 <= LOW <= HIGH, finite (got {low} {high}); "
                          "the reference uses --resize_ratio 1.2 2.0")
     low, high = opts.split_ratio
     if not 0.0 < low <= high < 1.0:
         raise ValueError(f"--split_ratio must satisfy 0 < LOW <= HIGH < 1 (got {low} {high}); "
                          "the reference uses --split_ratio 0.1 0.9")
-    if opts.consistency_weight < 0:
-        raise ValueError(f"--consistency_weight must be >= 0 (got {opts.consistency_weight}); "
-                         "the reference uses 0.07")
 
 
 def parse_train_options(argv: Sequence[str] | None = None) -> argparse.Namespace:

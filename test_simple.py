@@ -6,6 +6,10 @@ Writes ``<name>_disp.jpeg`` (magma colour map, normalised from the map's minimum
 percentile, at the input's size) and, with ``--save_npy``, ``<name>_disp.npy`` (the scaled
 disparity at network resolution, 1 x 1 x H x W) or, with ``--pred_metric_depth``,
 ``<name>_depth.npy`` (metric depth of a stereo-trained model).
+
+Exit status: 0 when every image was processed; 1 when an image could not be read (missing,
+truncated, not an image), unless ``--skip_unreadable`` allows skipping it, and always 1 when no
+image at all was processed. The readable images are processed either way.
 """
 
 from __future__ import annotations
@@ -22,19 +26,27 @@ import torch
 
 from kitti_utils import STEREO_SCALE_FACTOR
 from layers import upsample_disp
-from utils import atomic_output, colorize_disparity, read_rgb, resize_area, select_device
+from utils import atomic_output, colorize_disparity, positive_int, read_rgb, resize_area, select_device
 
 logger = logging.getLogger(__name__)
 
 OUTPUT_SUFFIXES = ("_disp", "_depth")
 
 
+class SkippedInputsError(RuntimeError):
+    """Some inputs could not be read (without --skip_unreadable), or none could: exit status 1."""
+
+
 def add_model_arguments(parser: argparse.ArgumentParser, unit: str = "images") -> None:
-    """The weights, batch and device flags shared by test_simple.py and test_video.py."""
+    """The weights, batch, device and skipping flags shared by test_simple.py and test_video.py."""
     parser.add_argument("--pretrained_path", required=True,
                         help="checkpoint written by train.py, a released BDEdepth .pth, or a released "
                              "Monodepth2 folder (encoder.pth, depth.pth)")
-    parser.add_argument("--batch_size", type=int, default=8, help=f"{unit} per forward pass")
+    parser.add_argument("--batch_size", type=positive_int, default=8, help=f"{unit} per forward pass (>= 1)")
+    parser.add_argument("--skip_unreadable", action="store_true",
+                        help=f"leave out {unit} that cannot be read (missing, truncated, not an image) and "
+                             "exit 0 if the others were processed; by default such inputs make the exit "
+                             "status 1")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--no_cuda", dest="device", action="store_const", const="cpu", help=argparse.SUPPRESS)
 
@@ -78,8 +90,55 @@ def predict(model, resized: np.ndarray, device: torch.device) -> tuple[torch.Ten
     return model.predict(batch)
 
 
+def check_output_folders(folders: Sequence[Path]) -> None:
+    """Create each output folder and prove it writable before any prediction is made.
+
+    Raises:
+        OSError: naming the folder that cannot be created or written.
+    """
+    from run_folder import check_writable
+
+    for folder in sorted(set(folders)):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise type(err)(err.errno, f"cannot create the output folder {folder}: {err.strerror or err}; "
+                                       "choose another --output_dir") from err
+        check_writable(folder)
+
+
+def check_finite_predictions(disp: torch.Tensor, paths: Sequence[Path]) -> None:
+    """Refuse non-finite disparities (a diverged checkpoint), naming the inputs that produced them."""
+    finite = torch.isfinite(disp.flatten(1)).all(dim=1).cpu().tolist()
+    bad = [str(path) for path, ok in zip(paths, finite) if not ok]
+    if bad:
+        raise ValueError(f"the network predicts non-finite disparities for {', '.join(bad)}: the weights are "
+                         "broken (a diverged or damaged checkpoint); nothing was written for them")
+
+
+def check_failures(failures: Sequence[Path], processed: int, total: int, skip_unreadable: bool,
+                   unit: str = "image") -> None:
+    """Raise SkippedInputsError when nothing was processed, or inputs failed without --skip_unreadable."""
+    if not failures:
+        return
+    names = ", ".join(map(str, failures[:10])) + (" ..." if len(failures) > 10 else "")
+    if not processed:
+        raise SkippedInputsError(f"none of the {total} {unit}s could be read: {names}")
+    if not skip_unreadable:
+        raise SkippedInputsError(f"{len(failures)} of {total} {unit}s could not be read: {names}; fix or remove "
+                                 "them, or pass --skip_unreadable to leave them out")
+    logger.warning("Left out %d unreadable %s(s) (--skip_unreadable): %s", len(failures), unit, names)
+
+
 def main(argv: Sequence[str] | None = None) -> list[Path]:
-    """Run the predictions; return the paths written. Unreadable images are reported and skipped."""
+    """Run the predictions; return the paths written.
+
+    Raises:
+        SkippedInputsError: after processing the readable images, when some could not be read
+            (unless --skip_unreadable) or none could.
+        OSError: an output folder is not writable (checked before any prediction).
+        ValueError: the network predicts non-finite values (a diverged checkpoint).
+    """
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     opts = build_parser().parse_args(argv)
     from model import load_model
@@ -93,6 +152,7 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
                        "this checkpoint was trained without stereo, so the depth is not metric")
         metric_scale = STEREO_SCALE_FACTOR
     paths = list_images(Path(opts.image_path), opts.ext)
+    check_output_folders([Path(opts.output_dir)] if opts.output_dir else [path.parent for path in paths])
     written, failures = [], []
     for start in range(0, len(paths), opts.batch_size):
         # (position in the whole list, path, image): the progress counter counts every input,
@@ -108,9 +168,9 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
         if not loaded:
             continue
         scaled_disp, depth = predict(model, to_network_input(images, spec.height, spec.width), device)
+        check_finite_predictions(scaled_disp, [path for _, path, _ in loaded])
         for i, (position, path, image) in enumerate(loaded):
             output_dir = Path(opts.output_dir) if opts.output_dir else path.parent
-            output_dir.mkdir(parents=True, exist_ok=True)
             full = upsample_disp(scaled_disp[i:i + 1], image.shape[:2])[0, 0].cpu().numpy()
             jpeg = output_dir / f"{path.stem}_disp.jpeg"
             with atomic_output(jpeg, suffix=".jpeg") as tmp:
@@ -130,10 +190,13 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
             written.extend(outputs)
             logger.info("Processed %d of %d images - saved predictions to: %s",
                         position, len(paths), ", ".join(map(str, outputs)))
-    if failures:
-        logger.error("%d image(s) could not be read: %s", len(failures), ", ".join(map(str, failures)))
+    check_failures(failures, len(paths) - len(failures), len(paths), opts.skip_unreadable)
     return written
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (SkippedInputsError, OSError, ValueError) as err:
+        logger.error("error: %s", err)
+        sys.exit(1)

@@ -7,6 +7,9 @@ so names need no zero padding. Each frame is area-resized to the network size an
 its magma disparity (normalised per frame from the minimum to the 95th percentile), giving
 2H x W composites whatever the frames' own sizes. Writes ``<folder>_depth.gif`` (loops forever)
 and ``<folder>_depth.mp4`` (OpenCV, mp4v) to ``--output_dir`` (default: the frames' folder).
+
+Exit status 1, with nothing written, when a frame cannot be read (a video with a frame missing
+would be wrong) unless ``--skip_unreadable`` allows leaving it out, and when no frame can be read.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from test_simple import add_model_arguments, list_images, predict, to_network_input
+from test_simple import (SkippedInputsError, add_model_arguments, check_failures, check_finite_predictions,
+                         check_output_folders, list_images, predict, to_network_input)
 from utils import atomic_output, colorize_disparity, read_rgb, select_device
 
 logger = logging.getLogger(__name__)
@@ -75,7 +79,12 @@ def write_mp4(path: Path, frames: Sequence[np.ndarray], fps: float) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> list[Path]:
-    """Predict every frame; return the paths written. Unreadable frames are reported and left out."""
+    """Predict every frame; return the paths written.
+
+    Raises:
+        SkippedInputsError: before writing anything, when frames could not be read (unless
+            --skip_unreadable) or none could.
+    """
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     opts = build_parser().parse_args(argv)
     folder = Path(opts.image_path)
@@ -84,6 +93,8 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     if opts.frame_duration_ms <= 0:
         raise ValueError(f"--frame_duration_ms must be positive (got {opts.frame_duration_ms})")
     paths = sorted(list_images(folder, opts.ext), key=numeric_order_key)
+    output_dir = Path(opts.output_dir) if opts.output_dir else folder
+    check_output_folders([output_dir])  # before predicting: the video is written only at the end
     from model import load_model
 
     device = select_device(opts.device)
@@ -91,22 +102,23 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     spec = model.spec
     frames, failures = [], []
     for start in range(0, len(paths), opts.batch_size):
-        images = []
+        images, read = [], []
         for path in paths[start:start + opts.batch_size]:
             try:
                 images.append(read_rgb(path))
+                read.append(path)
             except OSError as err:
                 logger.error("%s", err)
                 failures.append(path)
         if not images:
             continue
         resized = to_network_input(images, spec.height, spec.width)
-        disp = predict(model, resized, device)[0][:, 0].cpu().numpy()
+        disp = predict(model, resized, device)[0]
+        check_finite_predictions(disp, read)
+        disp = disp[:, 0].cpu().numpy()
         frames.extend(composite(r, d) for r, d in zip(resized, disp))
         logger.info("Processed %d of %d frames", min(start + opts.batch_size, len(paths)), len(paths))
-    if not frames:
-        raise OSError(f"none of the {len(paths)} frames in {folder} could be read")
-    output_dir = Path(opts.output_dir) if opts.output_dir else folder
+    check_failures(failures, len(frames), len(paths), opts.skip_unreadable, unit="frame")
     written = []
     if opts.gif:
         written.append(output_dir / f"{folder.resolve().name}_depth.gif")
@@ -114,11 +126,13 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     if opts.mp4:
         written.append(output_dir / f"{folder.resolve().name}_depth.mp4")
         write_mp4(written[-1], frames, 1000.0 / opts.frame_duration_ms)
-    if failures:
-        logger.error("%d frame(s) could not be read: %s", len(failures), ", ".join(map(str, failures)))
     logger.info("Wrote %s (%d frames)", ", ".join(map(str, written)), len(frames))
     return written
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (SkippedInputsError, OSError, ValueError) as err:
+        logger.error("error: %s", err)
+        sys.exit(1)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import errno
+import math
 import os
 import random
 import tempfile
@@ -12,8 +15,27 @@ from typing import Iterator
 import numpy as np
 import torch
 
+# Temporaries are named by run_folder's rule, so leftovers of killed writes can be found there.
+from run_folder import ATOMIC_TEMPORARY_MARKER, is_atomic_temporary  # noqa: F401 (re-exported)
+
 REPO_ROOT = Path(__file__).resolve().parent
 SPLITS_DIR = REPO_ROOT / "splits"
+
+
+def positive_int(text: str) -> int:
+    """argparse ``type=``: an integer >= 1 (batch sizes, counts); the error names the value."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (got {value})")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse ``type=``: an integer >= 0 (worker counts, where 0 means the main process)."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 (got {value})")
+    return value
 
 
 def readlines(path: str | os.PathLike) -> list[str]:
@@ -53,6 +75,48 @@ def split_file(split: str, name: str) -> Path:
     return folder / name
 
 
+def _folder_is_full(folder: Path) -> bool:
+    """True when no block is left for an unprivileged writer on ``folder``'s file system."""
+    try:
+        return os.statvfs(folder).f_bavail == 0
+    except (OSError, AttributeError):  # statvfs is POSIX-only
+        return False
+
+
+def describe_write_error(err: BaseException, path: Path, temporary: Path | None = None) -> OSError | None:
+    """One clear OSError naming ``path`` (never a temporary) and the cause; None if not a write error.
+
+    A write error is an OSError with an errno about ``path``, ``temporary`` or no file at all,
+    found along the exception's chain of causes (writers wrap the OS's error in their own:
+    torch raises RuntimeError "unexpected pos" while handling an ENOSPC), or a RuntimeError
+    while the file system has no space left. Errors about other files (an input that could not
+    be read inside the block) and messages without an errno are not write errors.
+    The returned error keeps the errno, so it is a PermissionError, FileNotFoundError, ... as
+    the original was.
+    """
+    chain, cause = [], err
+    while cause is not None and len(chain) < 10:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    ours = {None, str(path), str(temporary) if temporary else None}
+    os_error = next((e for e in chain if isinstance(e, OSError) and e.errno), None)
+    if os_error is not None and os_error.filename not in ours:
+        return None
+    code = os_error.errno if os_error is not None else None
+    full = code in (errno.ENOSPC, errno.EDQUOT) or (
+        code is None and isinstance(err, RuntimeError) and _folder_is_full(path.parent))
+    if full:
+        return OSError(errno.ENOSPC, f"no space left on the device of {path.parent} (disk full or quota "
+                                     f"reached): {path} was not written and the previous version, if "
+                                     "any, is unchanged; free some space or write elsewhere")
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return OSError(code, f"cannot write {path}: the folder {path.parent} is not writable "
+                             f"({os.strerror(code)}); fix its permissions or choose another folder")
+    if code is not None:
+        return OSError(code, f"could not write {path}: {os_error.strerror or os_error}")
+    return None
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
@@ -60,10 +124,19 @@ def atomic_output(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     Readers therefore see either the old file or the complete new one, never a half-written
     file, and a failure leaves nothing behind. The data is fsynced before the rename.
     ``suffix`` keeps the extension for writers that insist on it (``np.savez`` adds ``.npz``).
+
+    Raises:
+        OSError: the folder cannot be created or written, the disk is full, or the write failed;
+            the message names ``path`` (not the hidden temporary) and the cause. Errors of the
+            block that are not write errors pass through unchanged.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=ATOMIC_TEMPORARY_MARKER + suffix,
+                                        dir=path.parent)
+    except OSError as err:  # every file named here (the folder, the temporary) is part of the write
+        raise (describe_write_error(err, path, err.filename and Path(err.filename)) or err) from err
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -76,21 +149,91 @@ def atomic_output(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
+    except Exception as err:
+        clear = describe_write_error(err, path, tmp)
+        if clear is None:
+            raise
+        raise clear from err
     finally:
         if tmp.exists():
             tmp.unlink()
 
 
+def non_finite_entries(data, where: str = "") -> list[str]:
+    """Paths (``sequences/09/ate_mean``, ``metrics[2]``) of every NaN or infinite float in nested data."""
+    if isinstance(data, float):
+        return [] if math.isfinite(data) else [where or "<value>"]
+    if isinstance(data, dict):
+        return [p for key, value in data.items() for p in non_finite_entries(value, f"{where}/{key}".lstrip("/"))]
+    if isinstance(data, (list, tuple)):
+        return [p for i, value in enumerate(data) for p in non_finite_entries(value, f"{where}[{i}]")]
+    return []
+
+
+def write_json(path: str | os.PathLike, data) -> None:
+    """Write ``data`` as strict JSON, atomically; NaN and infinity are refused, not written as invalid JSON.
+
+    Raises:
+        ValueError: naming ``path`` and every non-finite entry (nothing is written).
+    """
+    bad = non_finite_entries(data)
+    if bad:
+        raise ValueError(f"refusing to write {path}: non-finite values at {', '.join(bad[:10])}"
+                         f"{' ...' if len(bad) > 10 else ''} (JSON has no NaN or infinity)")
+    import json
+
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, allow_nan=False))
+
+
+class UnreadableImageError(OSError):
+    """An image file that is missing, truncated or not an image (the message names it)."""
+
+
+JPEG_START_OF_SCAN = b"\xff\xda"
+JPEG_END_OF_IMAGE = b"\xff\xd9"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# The IEND chunk with its fixed CRC: the last 8 bytes of every complete PNG.
+PNG_END_CHUNK = b"IEND\xaeB`\x82"
+
+
+def check_image_complete(data: bytes, path: str | os.PathLike) -> None:
+    """Raise UnreadableImageError when a JPEG or PNG file was cut short.
+
+    OpenCV decodes a truncated JPEG as far as it goes and fills the rest with grey, with only a
+    warning on stderr. A complete JPEG has its end-of-image marker after the last start-of-scan
+    marker (entropy-coded data escapes 0xFF, so neither occurs inside it, and an EXIF thumbnail's
+    markers come before the main image's scan); a complete PNG has the IEND chunk. Other formats
+    are left to the decoder.
+    """
+    if data[:2] == b"\xff\xd8":
+        last_scan = data.rfind(JPEG_START_OF_SCAN)
+        if last_scan < 0 or data.find(JPEG_END_OF_IMAGE, last_scan) < 0:
+            raise UnreadableImageError(f"image {path} is a truncated JPEG (no end-of-image marker after its "
+                                       "last scan): re-copy or re-extract it")
+    elif data[:8] == PNG_SIGNATURE:
+        if data.rfind(PNG_END_CHUNK) < 0:
+            raise UnreadableImageError(f"image {path} is a truncated PNG (no IEND chunk): re-copy or "
+                                       "re-extract it")
+
+
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
     """Decode an image file as H x W x 3 uint8 RGB (greyscale expanded to three channels).
 
-    Raises OSError naming the file when it is missing, truncated or not an image.
+    Raises:
+        UnreadableImageError (an OSError) naming the file when it is missing, truncated (JPEG
+        and PNG are checked for their end markers) or not an image.
     """
     import cv2
 
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise UnreadableImageError(f"could not read image {path}: {err.strerror or err}") from err
+    check_image_complete(data, path)
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR) if data else None
     if image is None:
-        raise OSError(f"could not read image {path} (corrupt or not an image)")
+        raise UnreadableImageError(f"could not read image {path} (corrupt or not an image)")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 

@@ -14,7 +14,6 @@ both the ImageNet files and BDEdepth's released depth encoders load without rena
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any, Sequence
 
 import torch
@@ -214,24 +213,18 @@ def load_hrnet_imagenet_state_dict(url: str = HRNET_W18_IMAGENET_URL) -> dict[st
     ``{"state_dict": ...}`` are unwrapped.
 
     Raises:
-        RuntimeError: not cached and not downloadable (e.g. offline) or corrupt; the message
-            says where to put the file or how to train without it.
+        RuntimeError: not cached and not downloadable (e.g. offline), corrupt, or unsafe (pickled
+            objects are refused, never run); the message says where to put the file or how to
+            train without it.
     """
-    cache = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))
+    from networks.resnet_encoder import load_hub_state_dict
+
     logger.info("loading ImageNet HRNet-W18 weights from %s", url)
-    try:
-        # Looked up through torch.hub at call time, so tests can substitute the download.
-        state: Any = torch.hub.load_state_dict_from_url(
-            url, map_location="cpu", progress=True, check_hash=True, weights_only=True
-        )
-    except (OSError, RuntimeError) as err:
-        raise RuntimeError(
-            f"could not load ImageNet HRNet-W18 weights from {url} ({err}). Either train from "
-            f"scratch with `--weights_init scratch`, or download the file on a machine with "
-            f"internet access and place it at {cache} (the torch hub cache)."
-        ) from err
+    state: Any = load_hub_state_dict(url, "ImageNet HRNet-W18 weights")
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise RuntimeError(f"{url} holds a {type(state).__name__}, not a state dict of HRNet-W18 weights")
     return {k: v for k, v in state.items() if not k.startswith(IMAGENET_HEAD_PREFIXES)}
 
 

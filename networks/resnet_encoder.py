@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
+import re
 from typing import Any, Callable
 
 import torch
@@ -43,27 +45,47 @@ def imagenet_cache_path(num_layers: int) -> str:
     return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
 
 
+def load_hub_state_dict(url: str, description: str) -> Any:
+    """Load weights through the torch hub cache (downloading ``url`` when absent), never running code.
+
+    ``weights_only=True``: the hub cache is a folder users fill by hand when offline, so a file
+    there is data, never trusted code; one holding pickled objects is refused.
+
+    Raises:
+        RuntimeError: the file is neither cached nor downloadable, or the cached file is corrupt or
+            holds objects other than tensors; the message names the file and the ways out.
+    """
+    cache = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))
+    way_out = (f"Either train from scratch with `--weights_init scratch`, or download the file on a "
+               f"machine with internet access and place it at {cache} (the torch hub cache).")
+    try:
+        # Looked up through the torch.hub module at call time so tests can substitute it.
+        return torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=True, check_hash=True,
+                                                  weights_only=True)
+    except pickle.UnpicklingError as err:
+        # Only weights_only's refusal lands here; torch's text would suggest weights_only=False.
+        refused = re.search(r"GLOBAL (\S+)", str(err))
+        what = f" ({refused.group(1)})" if refused else ""
+        raise RuntimeError(f"the {description} file {cache} holds Python objects other than tensors{what} and "
+                           "was refused, because loading it could run code. Delete it. " + way_out) from err
+    except (OSError, RuntimeError, EOFError, ValueError) as err:
+        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        if "weights_only" in first_line:  # torch's hint for legacy or zero-filled files
+            first_line = "not a torch zip file: corrupt or truncated"
+        raise RuntimeError(f"could not load {description} from {url} ({first_line}). "
+                           f"If {cache} exists, it is corrupt: delete it. " + way_out) from err
+
+
 def load_imagenet_state_dict(num_layers: int) -> dict[str, torch.Tensor]:
     """Fetch the torchvision ImageNet state dict of ResNet-``num_layers`` (cache first, then URL).
 
     Raises:
-        RuntimeError: the file is neither cached nor downloadable (e.g. offline), or is corrupt;
-            the message gives both ways out.
+        RuntimeError: the file is neither cached nor downloadable (e.g. offline), or is corrupt
+            or unsafe; the message gives both ways out.
     """
     weights = RESNETS[num_layers][1]
     logger.info("loading ImageNet weights for resnet%d from %s", num_layers, weights.url)
-    try:
-        # Looked up through the torch.hub module at call time so tests can substitute it.
-        return torch.hub.load_state_dict_from_url(
-            weights.url, map_location="cpu", progress=True, check_hash=True
-        )
-    except (OSError, RuntimeError) as err:
-        raise RuntimeError(
-            f"could not load ImageNet weights for resnet{num_layers} from {weights.url} "
-            f"({err}). Either train from scratch with `--weights_init scratch`, or download the "
-            f"file on a machine with internet access and place it at "
-            f"{imagenet_cache_path(num_layers)} (the torch hub cache)."
-        ) from err
+    return load_hub_state_dict(weights.url, f"ImageNet resnet{num_layers} weights")
 
 
 def _num_ch_enc(num_layers: int) -> list[int]:

@@ -59,3 +59,88 @@ def test_export_of_the_real_frame_matches_a_hand_computation(realdata, tmp_path)
     for i in alone[:: len(alone) // 6]:
         assert depth[v[i], u[i]] == pytest.approx(forward[i], rel=1e-6)
         assert 1.0 < depth[v[i], u[i]] < 90.0
+
+
+# ------------------------------------------------------------------------------ file format
+def sample_maps() -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [rng.uniform(0, 80, size=(5, 7)).astype(np.float32), np.zeros((3, 4), np.float32),
+            rng.uniform(0, 80, size=(6, 2)).astype(np.float32)]
+
+
+def test_our_format_holds_plain_arrays_and_round_trips(tmp_path):
+    path = tmp_path / "gt_depths.npz"
+    export_gt_depth.save_gt_depths(path, sample_maps())
+    with np.load(path, allow_pickle=False) as archive:  # no pickles anywhere
+        assert archive.files == ["depth_00000", "depth_00001", "depth_00002"]
+    loaded = export_gt_depth.load_gt_depths(path)
+    assert [d.dtype for d in loaded] == [np.float32] * 3
+    for got, want in zip(loaded, sample_maps()):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint16])
+def test_the_reference_object_array_format_is_read(tmp_path, dtype):
+    """Monodepth2's gt_depths.npz: np.savez_compressed(data=object array of 2-D maps)."""
+    data = np.empty(3, dtype=object)
+    for i, depth in enumerate(sample_maps()):
+        data[i] = depth.astype(dtype)
+    path = tmp_path / "gt_depths.npz"
+    np.savez_compressed(path, data=data)
+    loaded = export_gt_depth.load_gt_depths(path)
+    for got, want in zip(loaded, sample_maps()):
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, want.astype(dtype).astype(np.float32))
+
+
+def test_a_reference_file_of_equally_sized_maps_is_read(tmp_path):
+    """An object array of equal shapes may have been stacked into one numeric array."""
+    path = tmp_path / "gt_depths.npz"
+    np.savez_compressed(path, data=np.arange(24, dtype=np.float32).reshape(2, 3, 4))
+    loaded = export_gt_depth.load_gt_depths(path)
+    assert len(loaded) == 2 and loaded[1][2, 3] == 23
+
+
+@pytest.mark.parametrize("content, message", [
+    ({"depth_00000": np.zeros((2, 2)), "depth_00002": np.zeros((2, 2))}, "expected the keys depth_00000"),
+    ({"depth_00000": np.zeros((2, 2)), "extra": np.zeros(1)}, "expected the keys depth_00000"),
+    ({"depth_00000": np.array(["a", "b"])}, "depth_00000 is a <U1 array of shape (2,), not a 2-D depth map"),
+    ({"data": np.array([np.zeros((2, 2)), "text"], dtype=object)}, "map 1 of 'data' is a str"),
+    ({"data": np.array([np.zeros(3), np.zeros(2)], dtype=object)}, "map 0 of 'data' is a float64 array of shape (3,)"),
+])
+def test_malformed_files_are_refused_with_their_name(tmp_path, content, message):
+    path = tmp_path / "gt_depths.npz"
+    np.savez_compressed(path, **content)
+    with pytest.raises(ValueError) as refused:
+        export_gt_depth.load_gt_depths(path)
+    assert str(path) in str(refused.value) and message in str(refused.value)
+
+
+def test_not_an_npz_is_refused(tmp_path):
+    path = tmp_path / "gt_depths.npz"
+    path.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="is not a gt_depths npz"):
+        export_gt_depth.load_gt_depths(path)
+    with pytest.raises(FileNotFoundError, match="run export_gt_depth.py"):
+        export_gt_depth.load_gt_depths(tmp_path / "absent.npz")
+
+
+@pytest.mark.parametrize("value", [np.inf, np.nan, -1.0])
+@pytest.mark.parametrize("reference_format", [False, True])
+def test_non_finite_or_negative_ground_truth_is_refused_naming_the_map(tmp_path, value, reference_format):
+    maps = sample_maps()
+    maps[2][4, 1] = value
+    path = tmp_path / "gt_depths.npz"
+    if reference_format:
+        data = np.empty(len(maps), dtype=object)
+        data[:] = [None] * len(maps)
+        for i, depth in enumerate(maps):
+            data[i] = depth
+        np.savez_compressed(path, data=data)
+    else:
+        export_gt_depth.save_gt_depths(path, maps)
+    with pytest.raises(ValueError) as refused:
+        export_gt_depth.load_gt_depths(path)
+    message = str(refused.value)
+    assert f"{path}: map 2 (line 3 of the split's test_files.txt) holds 1 non-finite or negative" in message
+    assert "at row 4, column 1" in message

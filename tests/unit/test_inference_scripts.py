@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -19,6 +22,7 @@ from networks import build_depth_network
 from utils import colorize_disparity
 
 HEIGHT, WIDTH = 64, 192
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +62,7 @@ def test_folder_outputs_match_the_network_and_survive_a_corrupt_image(checkpoint
     with caplog.at_level(logging.INFO):
         written = test_simple.main(["--image_path", str(images), "--pretrained_path", str(checkpoint),
                                     "--output_dir", str(tmp_path / "out"), "--save_npy", "--batch_size", "2",
-                                    "--device", "cpu"])
+                                    "--device", "cpu", "--skip_unreadable"])
     assert sorted(p.name for p in written) == ["a_disp.jpeg", "a_disp.npy", "c_disp.jpeg", "c_disp.npy"]
     assert f"could not read image {images / 'b.png'}" in caplog.text
     # The counter counts inputs, readable or not: c.png is the third of three.
@@ -77,6 +81,100 @@ def test_folder_outputs_match_the_network_and_survive_a_corrupt_image(checkpoint
     saved = np.load(tmp_path / "out" / "a_disp.npy")
     assert saved.shape == (1, 1, HEIGHT, WIDTH) and saved.dtype == np.float32
     np.testing.assert_allclose(saved, scaled.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def truncate(path: Path) -> None:
+    """Cut a file to 60 % of its length, as an interrupted copy would."""
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 6 // 10])
+
+
+def run_script(script: str, argv: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / script), *argv], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+
+
+@pytest.mark.parametrize("ext", ["png", "jpg"])
+def test_unreadable_inputs_fail_unless_skipping_is_allowed(checkpoint, tmp_path, ext):
+    images = tmp_path / "images"
+    images.mkdir()
+    write_image(images / f"a.{ext}", 64, 192, seed=1)
+    write_image(images / f"b.{ext}", 64, 192, seed=2)
+    truncate(images / f"b.{ext}")  # OpenCV would decode it, grey where the data is missing
+    argv = ["--image_path", str(images), "--ext", ext, "--pretrained_path", str(checkpoint), "--device", "cpu",
+            "--output_dir", str(tmp_path / "out")]
+    with pytest.raises(test_simple.SkippedInputsError) as refused:
+        test_simple.main(argv)
+    assert str(refused.value).startswith(f"1 of 2 images could not be read: {images / f'b.{ext}'}")
+    assert "--skip_unreadable" in str(refused.value)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_disp.jpeg"]  # the good one is done
+    assert [p.name for p in test_simple.main(argv + ["--skip_unreadable"])] == ["a_disp.jpeg"]
+    truncate(images / f"a.{ext}")
+    with pytest.raises(test_simple.SkippedInputsError, match="none of the 2 images could be read"):
+        test_simple.main(argv + ["--skip_unreadable"])
+
+
+def test_scripts_exit_with_status_1_when_nothing_was_processed(checkpoint, tmp_path):
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    argv = ["--image_path", str(tmp_path), "--pretrained_path", str(checkpoint), "--device", "cpu"]
+    for script in ("test_simple.py", "test_video.py"):
+        result = run_script(script, argv)
+        assert result.returncode == 1, (script, result.stderr)
+        unit = "image" if script == "test_simple.py" else "frame"
+        assert f"error: none of the 1 {unit}s could be read" in result.stdout + result.stderr
+
+
+def test_batch_size_below_one_is_refused(checkpoint, tmp_path, capsys):
+    for value in ("0", "-1"):
+        with pytest.raises(SystemExit) as exit_info:
+            test_simple.main(["--image_path", str(tmp_path), "--pretrained_path", str(checkpoint),
+                              "--batch_size", value])
+        assert exit_info.value.code == 2
+        assert f"--batch_size: must be a positive integer (got {value})" in capsys.readouterr().err
+
+
+def test_video_refuses_a_truncated_frame_before_writing(checkpoint, tmp_path):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for index in range(3):
+        write_image(frames / f"frame{index}.png", 64, 192, seed=index)
+    truncate(frames / "frame1.png")
+    argv = ["--image_path", str(frames), "--pretrained_path", str(checkpoint), "--output_dir",
+            str(tmp_path / "out"), "--device", "cpu", "--no_mp4"]
+    with pytest.raises(test_simple.SkippedInputsError, match=r"1 of 3 frames could not be read: .*frame1\.png"):
+        test_video.main(argv)
+    assert list((tmp_path / "out").iterdir()) == []
+    written = test_video.main(argv + ["--skip_unreadable"])
+    from PIL import Image
+
+    with Image.open(written[0]) as gif:
+        assert gif.n_frames == 2
+
+
+def test_an_output_folder_that_cannot_be_made_is_refused_before_predicting(checkpoint, tmp_path, monkeypatch):
+    write_image(tmp_path / "a.png", 64, 192, seed=1)
+    (tmp_path / "taken").write_text("a file where the output folder should go")
+    for script in (test_simple, test_video):
+        monkeypatch.setattr(script, "predict", lambda *args: pytest.fail("predicted before checking the folder"))
+    for script in (test_simple, test_video):
+        with pytest.raises(OSError, match=f"cannot create the output folder {tmp_path / 'taken'}"):
+            script.main(["--image_path", str(tmp_path), "--pretrained_path", str(checkpoint), "--device", "cpu",
+                         "--output_dir", str(tmp_path / "taken")])
+
+
+def test_non_finite_predictions_are_refused_naming_the_image(checkpoint, tmp_path):
+    from checkpoints import load_checkpoint
+
+    payload = load_checkpoint(checkpoint)
+    payload["depth"] = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+                        for k, v in payload["depth"].items()}
+    broken = tmp_path / "diverged.pth"
+    save_checkpoint(broken, payload)
+    write_image(tmp_path / "a.png", 64, 192, seed=1)
+    with pytest.raises(ValueError, match=f"non-finite disparities for {tmp_path / 'a.png'}"):
+        test_simple.main(["--image_path", str(tmp_path / "a.png"), "--pretrained_path", str(broken),
+                          "--device", "cpu"])
+    assert not (tmp_path / "a_disp.jpeg").exists()
 
 
 def test_metric_depth_is_the_stereo_scaled_depth(checkpoint, tmp_path):

@@ -142,6 +142,37 @@ def test_read_calib_file_errors_name_the_file(tmp_path):
         read_calib_file(bad)
 
 
+def edit_calibration(path: Path, key: str, new_line: str | None) -> None:
+    """Replace (or, with None, drop) the line of ``key`` in a calibration file."""
+    lines = [line for line in path.read_text().splitlines() if not line.startswith(f"{key}:")]
+    path.write_text("\n".join(lines + ([new_line] if new_line else [])) + "\n")
+
+
+@pytest.mark.parametrize("file_name, key, replacement, expected", [
+    ("calib_cam_to_cam.txt", "P_rect_02", None, "has no 'P_rect_02' entry (expected 12 numbers)"),
+    ("calib_cam_to_cam.txt", "P_rect_02", "P_rect_02: 1 0 0 0 0 1 0 0 0 0 1",
+     "'P_rect_02' should hold 12 numbers, found 11"),
+    ("calib_cam_to_cam.txt", "R_rect_00", "R_rect_00: 1 0 0 0 1 0 0 0 1 0",
+     "'R_rect_00' should hold 9 numbers, found 10"),
+    ("calib_cam_to_cam.txt", "S_rect_02", "S_rect_02: 1242", "'S_rect_02' should hold 2 numbers, found 1"),
+    ("calib_cam_to_cam.txt", "S_rect_02", "S_rect_02: unknown", "'S_rect_02' should hold 2 numbers, got the text"),
+    ("calib_cam_to_cam.txt", "S_rect_02", "S_rect_02: 0 0", "'S_rect_02' should hold a positive image size"),
+    ("calib_velo_to_cam.txt", "T", None, "has no 'T' entry (expected 3 numbers)"),
+    ("calib_velo_to_cam.txt", "R", "R: 1 0 0 0 1 0", "'R' should hold 9 numbers, found 6"),
+])
+def test_broken_calibration_names_the_file_the_key_and_what_was_expected(tmp_path, file_name, key, replacement,
+                                                                         expected):
+    write_calibration(tmp_path, 12, 8)
+    scan = tmp_path / "scan.bin"
+    random_scan(scan, np.random.default_rng(0), 50, 12, 8, 8.0)
+    generate_depth_map(tmp_path, scan)  # the intact calibration works
+    edit_calibration(tmp_path / file_name, key, replacement)
+    with pytest.raises(ValueError) as refused:
+        generate_depth_map(tmp_path, scan)
+    message = str(refused.value)
+    assert message.startswith(f"calibration file {tmp_path / file_name}") and expected in message
+
+
 # -------------------------------------------------------------------------------------- velodyne
 def test_load_velodyne_points_replaces_reflectance_with_one(tmp_path):
     raw = np.arange(12, dtype=np.float32).reshape(3, 4)
@@ -282,8 +313,9 @@ def test_export_writes_one_velodyne_map_per_test_line(synthetic_root):
     output = export_gt_depth.main(["--data_path", str(synthetic_root), "--split", str(split_dir)])
     assert output == split_dir / "gt_depths.npz"
     assert sorted(p.name for p in split_dir.iterdir()) == ["gt_depths.npz", "test_files.txt"]  # no temp files
-    with np.load(output, allow_pickle=True) as archive:
-        assert archive.files == ["data"] and archive["data"].dtype == object
+    with np.load(output, allow_pickle=False) as archive:  # our format holds no pickles
+        assert archive.files == [export_gt_depth.gt_key(i) for i in range(FRAMES - 2)]
+        assert all(archive[name].dtype == np.float32 for name in archive.files)
 
     lines = readlines(split_dir / "test_files.txt")
     depths = export_gt_depth.load_gt_depths(output)

@@ -218,3 +218,15 @@ def test_a_training_step_with_every_speed_flag_on_cpu(tmp_path):
         assert any(not torch.equal(a, b) for a, b in zip(before, trainer.parameters()))
     finally:
         trainer.close()
+
+
+def test_a_rebuild_removes_the_temporaries_of_a_killed_build(tmp_path):
+    write_drive(tmp_path / "data", 96, 30)
+    cache_dir = tmp_path / "cache"
+    cache_dir.mkdir()
+    stale = cache_dir / ".frames.u8.k2j4x9ab.atomic.tmp"
+    stale.write_bytes(b"\0" * 1024)  # what a build killed mid-write leaves
+    kept = cache_dir / "notes.txt"
+    kept.write_text("not the cache's")
+    build_frame_cache(make(tmp_path / "data"), cache_dir, split="s", progress=False)
+    assert sorted(p.name for p in cache_dir.iterdir()) == ["frames.u8", "index.json", "notes.txt"]
