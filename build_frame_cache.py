@@ -51,7 +51,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     opts = parser.parse_args(argv)
     from datasets import DATASETS
     from frame_cache import build_frame_cache
-    from utils import readlines, resolve_split_dir
+    from split_lists import resolve_split_dir
+    from utils import readlines
 
     train_file = resolve_split_dir(opts.split) / "train_files.txt"
     if not train_file.is_file():

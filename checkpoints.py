@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from run_folder import RESUME_DIR
 from utils import atomic_output
 
 logger = logging.getLogger(__name__)
@@ -215,7 +216,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return payload
 
 
-RESUME_DIR = "checkpoints"
 RESUME_KEYS = ("optimizer", "scheduler", "epoch", "batch_idx", "step")
 
 

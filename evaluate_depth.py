@@ -26,7 +26,8 @@ from datasets.kitti_dataset import BENCHMARK_IMAGES, BENCHMARK_SPLIT, KittiBench
 from evaluation import (DATASET_ORDER, EVAL_DATASETS, Scaling, evaluate_model, format_metrics_table,
                         load_ext_disps, predict_inverse_depths, write_benchmark_predictions)
 from kitti_utils import STEREO_SCALE_FACTOR
-from utils import atomic_output, readlines, select_device, split_file
+from split_lists import split_file
+from utils import atomic_output, readlines, select_device
 
 logger = logging.getLogger(__name__)
 

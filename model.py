@@ -62,6 +62,9 @@ from networks import build_depth_network, build_pose_network
 # parameters (resume checkpoints index optimiser state by that order).
 CHECKPOINT_NAMES = ("encoder", "depth", "pose_encoder", "pose")
 
+# Where a sanitised non-finite sampling coordinate points: outside [-1, 1], i.e. off the image.
+OUTSIDE_GRID = 2.0
+
 
 def add_smaller_scales(inputs: dict, name: str, frame_ids: Sequence, num_scales: int, all_frames: bool) -> None:
     """``(name, f, s)`` for s >= 1 by repeated 2x2 area averaging of ``(name, f, 0)`` (in place):
@@ -162,6 +165,9 @@ class SelfSupervisedDepth(nn.Module):
         self.loss_terms = list(loss_terms)
         self.views = tuple(views)
         self.bde_local_reference = bde_local_reference
+        # Set by an engine that reads the finite-value flags late: a non-finite sampling grid is
+        # replaced before grid_sample, whose CPU backward crashes on NaN coordinates.
+        self.sanitize_grids = False
         self.scales = list(spec.scales)
         self.temporal_frame_ids = list(spec.frame_ids)
         self.frame_ids = self.temporal_frame_ids + (["s"] if spec.use_stereo else [])
@@ -390,6 +396,8 @@ class SelfSupervisedDepth(nn.Module):
                     T = crop_pose_correction(T, cameras["Rc"])
                 grid = project(cam_points, K, T, depth.shape[2], depth.shape[3])
                 self._check_finite(outputs, f"{view.key('sample_grid')} of frame {frame_id} at scale {scale}", grid)
+                if self.sanitize_grids:
+                    grid = torch.nan_to_num(grid, nan=OUTSIDE_GRID, posinf=OUTSIDE_GRID, neginf=-OUTSIDE_GRID)
                 outputs[(view.key("sample_grid"), frame_id, scale)] = grid
                 outputs[(view.key("warped"), frame_id, scale)] = warp(
                     inputs[(view.images, frame_id, source_scale)], grid)

@@ -242,6 +242,10 @@ def add_logging_options(parser: argparse.ArgumentParser) -> None:
                             "snapshot models/model{epoch}.pth")
     group.add_argument("--keep_last", type=int, default=2,
                        help="resume checkpoints kept (>= 2 leaves a fallback if the newest is corrupt)")
+    group.add_argument("--finite_check", choices=["auto", "every_step", "deferred"], default="auto",
+                       help="when non-finite losses, depths, poses and sampling grids stop the run: every step "
+                            "before backward (one host sync per step; the CPU default), or deferred to log "
+                            "steps and checkpoints (no per-step sync; the CUDA default)")
     group.add_argument("--resume", action="store_true",
                        help="continue the run in <log_dir>/<exp_name> from its newest readable "
                             "resume checkpoint, exactly where it stopped")

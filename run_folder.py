@@ -50,7 +50,7 @@ ARITHMETIC_OPTIONS = (
     "dataset", "split", "height", "width", "frame_ids", "use_stereo", "img_ext", "color_jitter",
     "jitter_per_frame", "flip",
     # networks
-    "backbone", "num_layers", "decoder", "pose_model_type", "pose_model_input", "num_scales",
+    "backbone", "num_layers", "pose_num_layers", "decoder", "pose_model_type", "pose_model_input", "num_scales",
     "min_depth", "max_depth", "sync_bn", "mixed_precision",
     # losses
     "disparity_smoothness", "ssim", "automask", "avg_reprojection", "v1_multiscale",

@@ -19,9 +19,12 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from utils import SPLITS_DIR, atomic_output
+from utils import REPO_ROOT, atomic_output
 
 logger = logging.getLogger(__name__)
+
+# Split folders by name (``--split eigen_zhou`` is ``splits/eigen_zhou``); fetched lists land here.
+SPLITS_DIR = REPO_ROOT / "splits"
 
 MONODEPTH2_SPLITS_URL = "https://raw.githubusercontent.com/nianticlabs/monodepth2/master/splits/"
 BDEDEPTH_SPLITS_URL = "https://raw.githubusercontent.com/LiuJF1226/BDEdepth/master/splits/"
@@ -153,3 +156,29 @@ def ensure_split(split: str, splits_dir: str | Path | None = None,
     registry = SPLIT_FILES if registry is None else registry
     names = [key.split("/", 1)[1] for key in registry if key.split("/")[0] == split]
     return [ensure_split_file(split, name, splits_dir, registry) for name in names]
+
+
+def resolve_split_dir(split: str, fetch: bool = True) -> Path:
+    """Map a ``--split``/``--eval_split`` value to its folder.
+
+    A value naming an existing folder is used as it is (the synthetic generator writes its
+    splits next to the data); anything else is a name under the repository's ``splits/``
+    folder, e.g. ``eigen_zhou`` -> ``splits/eigen_zhou``. For a standard split (``eigen``,
+    ``eigen_zhou``, ``odom``, ...) the lists not yet there are downloaded and verified first
+    (`ensure_split`; ``fetch=False`` skips that).
+    """
+    as_path = Path(split).expanduser()
+    if as_path.is_dir():
+        return as_path.resolve()
+    if fetch and split in known_splits():
+        ensure_split(split)
+    return SPLITS_DIR / split
+
+
+def split_file(split: str, name: str) -> Path:
+    """``<split folder>/<name>``, fetched and verified first when it is a standard list."""
+    folder = resolve_split_dir(split, fetch=False)
+    if folder.parent == SPLITS_DIR and not (folder / name).is_file():
+        if f"{split}/{name}" in SPLIT_FILES:
+            ensure_split_file(split, name)
+    return folder / name

@@ -8,17 +8,15 @@ model's business; the Trainer owns the loop, DDP, the run folder, checkpoints an
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
 import time
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 
-from checkpoints import (CHECKPOINT_FORMAT, RESUME_DIR, load_checkpoint, load_newest_resume_checkpoint,
+from checkpoints import (CHECKPOINT_FORMAT, load_checkpoint, load_newest_resume_checkpoint,
                          prune_resume_checkpoints, resume_checkpoint_path, save_checkpoint)
 from datasets import DATASETS
 from distributed import (broadcast_from_main, cleanup_process_group, context_from_environment,
@@ -26,9 +24,11 @@ from distributed import (broadcast_from_main, cleanup_process_group, context_fro
                          setup_process_group)
 from model import SelfSupervisedDepth
 from options import training_frame_ids
+from run_folder import OPTIONS_FILE, check_resume_options, check_run_folder, claim_run_folder, remove_stale_temporaries
 from speed import SpeedSettings
-from utils import (atomic_output, capture_rng_state, format_hms, readlines, resolve_split_dir, restore_rng_state,
-                   seed_everything, seed_worker, select_device)
+from split_lists import resolve_split_dir
+from utils import (capture_rng_state, format_hms, readlines, restore_rng_state, seed_everything,
+                   seed_worker, select_device, write_json)
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +54,8 @@ class Trainer:
             raise ValueError("--sync_bn needs CUDA devices (PyTorch's SyncBatchNorm has no CPU "
                              "implementation): drop --sync_bn or train on GPUs")
         self.frame_ids = training_frame_ids(opts)
-        self.run_dir = Path(opts.log_dir).expanduser() / opts.exp_name
         self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
+        self.forced_changes: list[str] = []
 
         if opts.seed > 0:
             seed_everything(opts.seed)
@@ -64,38 +64,71 @@ class Trainer:
         # the resume checkpoints keep so that a resumed run still continues exactly.
         self.run_seed = opts.seed if opts.seed > 0 else broadcast_from_main(
             int.from_bytes(os.urandom(4), "little"), self.dist)
-        self.prepare_run_dir()
+        # Nothing in the run folder changes until every check that can be made before training
+        # has passed: a failing configuration with --overwrite leaves the previous run intact.
+        self.run_dir = self.on_main_rank(self.check_run_folder)
         self.build_models()
         self.build_optimizer()
         self.build_dataloaders()
+        self.pretrained = self.read_pretrained_weights()
+        self.on_main_rank(self.claim_run_folder)
         self.build_loggers()
         self.load_initial_state()
         self.wrap_distributed()
 
     # ------------------------------------------------------------------------------ construction
-    def prepare_run_dir(self) -> None:
-        """Rank 0 checks and prepares the run folder; every rank gets the same verdict."""
-        problem = None
+    def on_main_rank(self, action):
+        """Run ``action`` on rank 0 alone and give every rank its result, or its error."""
+        result, problem = None, None
         if self.dist.is_main:
-            has_run = (self.run_dir / RESUME_DIR).exists() or (self.run_dir / "models").exists()
-            if has_run and not (self.opts.resume or self.opts.overwrite):
-                problem = (f"{self.run_dir} already holds a run: pass --resume to continue it, "
-                           "--overwrite to start afresh, or choose another --exp_name")
-            else:
-                if self.opts.overwrite:
-                    for stale in (self.run_dir / RESUME_DIR, self.run_dir / "models",
-                                  self.run_dir / "tensorboard"):
-                        if stale.is_dir():
-                            shutil.rmtree(stale)
-                self.run_dir.mkdir(parents=True, exist_ok=True)
-                with atomic_output(self.run_dir / "opt.json") as tmp:
-                    tmp.write_text(json.dumps(vars(self.opts), indent=2))
-        problem = broadcast_from_main(problem, self.dist)
+            try:
+                result = action()
+            except (OSError, ValueError) as err:
+                problem = (type(err).__name__, str(err))
+        result, problem = broadcast_from_main((result, problem), self.dist)
         if problem:
-            raise FileExistsError(problem)
+            error_type = {"FileExistsError": FileExistsError, "FileNotFoundError": FileNotFoundError,
+                          "PermissionError": PermissionError, "ValueError": ValueError}.get(problem[0], OSError)
+            raise error_type(problem[1])
+        return result
+
+    def check_run_folder(self) -> Path:
+        """``<log_dir>/<exp_name>``, confined to --log_dir; with --resume, the options compared with
+        the run's opt.json (changes that alter the arithmetic refused unless --force_resume)."""
+        opts = self.opts
+        run_dir = check_run_folder(opts.log_dir, opts.exp_name, opts.resume, opts.overwrite)
+        self.forced_changes = check_resume_options(run_dir, vars(opts), opts.force_resume) if opts.resume else []
+        return run_dir
+
+    def read_pretrained_weights(self) -> dict | None:
+        """--pretrained_path read (and checked) before the run folder is touched; applied later."""
+        if not self.opts.pretrained_path:
+            return None
+        # Our checkpoints, released Monodepth2 folders and BDEdepth files alike.
+        from released_weights import to_checkpoint_payload
+
+        payload = to_checkpoint_payload(self.opts.pretrained_path)
+        self.model.load_state_dicts(payload, self.opts.pretrained_path)
+        return payload
+
+    def claim_run_folder(self) -> None:
+        """Take the run folder (deleting the previous run's artefacts with --overwrite), remove
+        temporaries of killed writes, and record the options of a new run."""
+        claim_run_folder(self.run_dir, self.opts.overwrite)
+        removed = remove_stale_temporaries(self.run_dir)
+        if removed:
+            logger.warning("Removed %d temporary file(s) of interrupted writes: %s", len(removed),
+                           ", ".join(map(str, removed)))
+        if not (self.opts.resume and (self.run_dir / OPTIONS_FILE).is_file()):
+            write_json(self.run_dir / OPTIONS_FILE, vars(self.opts))
 
     def build_models(self) -> None:
         self.model = SelfSupervisedDepth.from_options(self.opts).to(self.device)
+        finite_check = self.opts.finite_check
+        if finite_check == "auto":
+            finite_check = "deferred" if self.device.type == "cuda" else "every_step"
+        self.deferred_finite_checks = [] if finite_check == "deferred" else None
+        self.model.sanitize_grids = finite_check == "deferred"
         if self.opts.sync_bn:
             # Converting in place keeps the same Parameter objects inside the model.
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
@@ -234,13 +267,13 @@ class Trainer:
             self.restore_random_states(payload.get("rng_states"))
             logger.info("Resumed from %s at epoch %d, batch %d, step %d", path, self.epoch,
                         self.batch_in_epoch, self.step)
-        elif self.opts.pretrained_path:
-            # Our checkpoints, released Monodepth2 folders and BDEdepth files alike.
-            from released_weights import to_checkpoint_payload
-
-            self.load_model_weights(to_checkpoint_payload(self.opts.pretrained_path), self.opts.pretrained_path)
+        elif self.pretrained is not None:
+            logger.info("Initial weights from %s", self.opts.pretrained_path)
         elif self.opts.resume:
             logger.info("No checkpoint to resume, train from epoch 0.")
+        if self.forced_changes:
+            logger.warning("Resuming with changed options (--force_resume): %s; the continuation is not the "
+                           "uninterrupted run's", ", ".join(self.forced_changes))
 
     def restore_random_states(self, rng_states: list | None) -> None:
         """Each rank continues its own random streams (the tie-breaking noise of the losses)."""
@@ -305,6 +338,7 @@ class Trainer:
             inputs, outputs, losses = self.train_step(batch)
             self.batch_in_epoch = batch_idx + 1
             if batch_idx % self.opts.log_frequency == 0:
+                self.flush_finite_checks()
                 self.log_step(inputs, outputs, losses, data_time, time.time() - step_start)
                 if progress is not None:  # reading the loss syncs with the GPU: only on log steps
                     progress.set_postfix(loss=f"{float(losses['loss'].detach()):.4f}")
@@ -331,22 +365,44 @@ class Trainer:
         return inputs, outputs, losses
 
     def check_finite(self, outputs: dict, losses: dict) -> None:
-        """Stop before backward when a loss, a sampling grid, a depth or a pose is not finite.
+        """Stop when a loss, a sampling grid, a depth or a pose is not finite.
 
         A NaN in a sampling grid leaves ``grid_sample``'s output finite but crashes its backward
-        pass on the CPU, so the grids are checked, not only the loss. The flags are reduced on
-        the device and read once: one host synchronisation per step.
+        pass on the CPU, so the grids are checked, not only the loss. The flags are reduced on the
+        device. Checked every step (``--finite_check every_step``, the CPU default: reading them
+        costs nothing there), the run stops before backward, so the weights never see the values.
+        Deferred (the CUDA default), the flags are read on log steps and before every checkpoint,
+        so no step waits for the GPU; the grids are sanitised so that backward cannot crash, and
+        the last checkpoint written is still from before the first bad step.
 
         Raises:
             FloatingPointError: naming the step and every non-finite quantity.
         """
         names, flags = SelfSupervisedDepth.finite_flags(outputs, losses)
+        if self.deferred_finite_checks is None:
+            self.raise_if_not_finite(self.step, names, flags)
+        else:
+            self.deferred_finite_checks.append((self.step, names, flags))
+
+    def flush_finite_checks(self) -> None:
+        """Read the deferred flags (one synchronisation for all of them) and raise on the first bad step."""
+        if not self.deferred_finite_checks:
+            return
+        pending, self.deferred_finite_checks = self.deferred_finite_checks, []
+        all_ok = torch.stack([flags.all() for _, _, flags in pending])
+        if bool(all_ok.all()):
+            return
+        step, names, flags = pending[int((~all_ok).nonzero()[0])]
+        self.raise_if_not_finite(step, names, flags)
+
+    @staticmethod
+    def raise_if_not_finite(step: int, names: list[str], flags: torch.Tensor) -> None:
         if bool(flags.all()):
             return
         bad = [name for name, ok in zip(names, flags.tolist()) if not ok]
-        raise FloatingPointError(f"non-finite values at step {self.step}: {', '.join(bad)}; the run stops "
-                                 "before they reach the weights (lower --learning_rate or set --clip_grad, "
-                                 "then --resume from the last checkpoint)")
+        raise FloatingPointError(f"non-finite values at step {step}: {', '.join(bad)}; the run stops before "
+                                 "they reach a checkpoint (lower --learning_rate or set --clip_grad, then "
+                                 "--resume from the last checkpoint)")
 
     # ------------------------------------------------------------------------------ logging
     def set_train(self) -> None:
@@ -424,6 +480,7 @@ class Trainer:
         Called by every rank (their random states are gathered); rank 0 writes
         ``checkpoints/step{step}.pth`` atomically and keeps the --keep_last newest.
         """
+        self.flush_finite_checks()
         rng_states = gather_to_all(capture_rng_state(), self.dist)
         if not self.dist.is_main:
             return
@@ -436,6 +493,7 @@ class Trainer:
 
     def save_epoch(self, epoch: int, metrics: dict) -> None:
         """The epoch's weights snapshot (what evaluation reads) and a resume checkpoint."""
+        self.flush_finite_checks()
         if self.dist.is_main:
             payload = self.weights_payload()
             payload.update(epoch=epoch, metrics=metrics)

@@ -16,10 +16,9 @@ import numpy as np
 import torch
 
 # Temporaries are named by run_folder's rule, so leftovers of killed writes can be found there.
-from run_folder import ATOMIC_TEMPORARY_MARKER, is_atomic_temporary  # noqa: F401 (re-exported)
+from run_folder import ATOMIC_TEMPORARY_MARKER
 
 REPO_ROOT = Path(__file__).resolve().parent
-SPLITS_DIR = REPO_ROOT / "splits"
 
 
 def positive_int(text: str) -> int:
@@ -42,37 +41,6 @@ def readlines(path: str | os.PathLike) -> list[str]:
     """Return the lines of a text file without line endings (carriage returns dropped too)."""
     with open(path, encoding="utf-8") as f:
         return f.read().replace("\r", "").splitlines()
-
-
-def resolve_split_dir(split: str, fetch: bool = True) -> Path:
-    """Map a ``--split``/``--eval_split`` value to its folder.
-
-    A value naming an existing folder is used as it is (the synthetic generator writes its
-    splits next to the data); anything else is a name under the repository's ``splits/``
-    folder, e.g. ``eigen_zhou`` -> ``splits/eigen_zhou``. For a standard split (``eigen``,
-    ``eigen_zhou``, ``odom``, ...) the lists not yet there are downloaded and verified first
-    (``split_lists``; ``fetch=False`` skips that).
-    """
-    as_path = Path(split).expanduser()
-    if as_path.is_dir():
-        return as_path.resolve()
-    if fetch:
-        from split_lists import ensure_split, known_splits
-
-        if split in known_splits():
-            ensure_split(split)
-    return SPLITS_DIR / split
-
-
-def split_file(split: str, name: str) -> Path:
-    """``<split folder>/<name>``, fetched and verified first when it is a standard list."""
-    folder = resolve_split_dir(split, fetch=False)
-    if folder.parent == SPLITS_DIR and not (folder / name).is_file():
-        from split_lists import SPLIT_FILES, ensure_split_file
-
-        if f"{split}/{name}" in SPLIT_FILES:
-            ensure_split_file(split, name)
-    return folder / name
 
 
 def _folder_is_full(folder: Path) -> bool:

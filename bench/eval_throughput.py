@@ -41,7 +41,7 @@ def eigen_sized_split(root: Path, out: Path, num_images: int) -> Path:
     """A split folder with ``num_images`` test lines cycling over the synthetic test drive."""
     import numpy as np
 
-    from export_gt_depth import load_gt_depths
+    from ground_truth import load_gt_depths
     from utils import readlines
 
     source = root / "splits" / "synthetic_test"

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from kitti_utils import MAX_EVAL_DEPTH, MIN_EVAL_DEPTH
-from utils import split_file
+from split_lists import split_file
 
 
 @dataclass(frozen=True)

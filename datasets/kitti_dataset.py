@@ -19,8 +19,10 @@ import torch
 
 from datasets.benchmarks import EvalOptions, EvalProtocol, EvalSet
 from datasets.mono_dataset import SIDE_TO_CAMERA, MonoDataset, SplitItem
+from ground_truth import load_gt_depths
 from kitti_utils import GARG_CROP, KITTI_FULL_RES, KITTI_NORMALIZED_K, read_kitti_depth_png
-from utils import image_to_tensor, read_rgb, readlines, resize_area, resolve_split_dir
+from split_lists import resolve_split_dir
+from utils import image_to_tensor, read_rgb, readlines, resize_area
 
 
 class KITTIRAWDataset(MonoDataset):
@@ -175,8 +177,6 @@ def build_kitti_eval_loader(data_path: str | Path, eval_split: str, height: int,
 
 def load_kitti_gt(eval_split: str) -> list[np.ndarray]:
     """The split's exported ground truth (``export_gt_depth.py``), N maps H_i x W_i in metres."""
-    from export_gt_depth import load_gt_depths
-
     path = kitti_gt_path(eval_split)
     if not path.is_file():
         raise FileNotFoundError(f"ground truth {path} not found: run "

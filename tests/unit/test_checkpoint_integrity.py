@@ -11,7 +11,8 @@ import torch
 import checkpoints
 from checkpoints import (CHECKSUM_KEY, load_checkpoint, load_newest_resume_checkpoint, payload_checksum,
                          resume_checkpoint_path, save_checkpoint)
-from utils import atomic_output, is_atomic_temporary
+from run_folder import is_atomic_temporary
+from utils import atomic_output
 
 
 def resume_payload(step: int, size: int = 4096) -> dict:

@@ -17,7 +17,7 @@ import evaluation
 from datasets.benchmarks import EvalProtocol, EvalSet
 from datasets.kitti_dataset import load_kitti_gt
 from evaluation import EVAL_PROTOCOLS, evaluate_predictions
-from export_gt_depth import save_gt_depths
+from ground_truth import save_gt_depths
 from kitti_utils import read_kitti_depth_png
 from networks import build_depth_network
 

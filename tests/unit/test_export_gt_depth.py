@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import export_gt_depth
+import ground_truth
 
 
 def hand_projection(calib_dir, scan):
@@ -43,7 +44,7 @@ def test_export_of_the_real_frame_matches_a_hand_computation(realdata, tmp_path)
     (split / "test_files.txt").write_text("2011_09_26/2011_09_26_drive_0005_sync 0000000000 l\n")
     output = export_gt_depth.main(["--data_path", str(root), "--split", str(split),
                                    "--output", str(tmp_path / "gt.npz")])
-    (depth,) = export_gt_depth.load_gt_depths(output)
+    (depth,) = ground_truth.load_gt_depths(output)
     assert depth.shape == (375, 1242) and depth.dtype == np.float32
     u, v, forward = hand_projection(root / "2011_09_26",
                                     root / "2011_09_26" / "2011_09_26_drive_0005_sync" / "velodyne_points" / "data"
@@ -70,10 +71,10 @@ def sample_maps() -> list[np.ndarray]:
 
 def test_our_format_holds_plain_arrays_and_round_trips(tmp_path):
     path = tmp_path / "gt_depths.npz"
-    export_gt_depth.save_gt_depths(path, sample_maps())
+    ground_truth.save_gt_depths(path, sample_maps())
     with np.load(path, allow_pickle=False) as archive:  # no pickles anywhere
         assert archive.files == ["depth_00000", "depth_00001", "depth_00002"]
-    loaded = export_gt_depth.load_gt_depths(path)
+    loaded = ground_truth.load_gt_depths(path)
     assert [d.dtype for d in loaded] == [np.float32] * 3
     for got, want in zip(loaded, sample_maps()):
         np.testing.assert_array_equal(got, want)
@@ -87,7 +88,7 @@ def test_the_reference_object_array_format_is_read(tmp_path, dtype):
         data[i] = depth.astype(dtype)
     path = tmp_path / "gt_depths.npz"
     np.savez_compressed(path, data=data)
-    loaded = export_gt_depth.load_gt_depths(path)
+    loaded = ground_truth.load_gt_depths(path)
     for got, want in zip(loaded, sample_maps()):
         assert got.dtype == np.float32
         np.testing.assert_array_equal(got, want.astype(dtype).astype(np.float32))
@@ -97,7 +98,7 @@ def test_a_reference_file_of_equally_sized_maps_is_read(tmp_path):
     """An object array of equal shapes may have been stacked into one numeric array."""
     path = tmp_path / "gt_depths.npz"
     np.savez_compressed(path, data=np.arange(24, dtype=np.float32).reshape(2, 3, 4))
-    loaded = export_gt_depth.load_gt_depths(path)
+    loaded = ground_truth.load_gt_depths(path)
     assert len(loaded) == 2 and loaded[1][2, 3] == 23
 
 
@@ -112,7 +113,7 @@ def test_malformed_files_are_refused_with_their_name(tmp_path, content, message)
     path = tmp_path / "gt_depths.npz"
     np.savez_compressed(path, **content)
     with pytest.raises(ValueError) as refused:
-        export_gt_depth.load_gt_depths(path)
+        ground_truth.load_gt_depths(path)
     assert str(path) in str(refused.value) and message in str(refused.value)
 
 
@@ -120,9 +121,9 @@ def test_not_an_npz_is_refused(tmp_path):
     path = tmp_path / "gt_depths.npz"
     path.write_bytes(b"garbage")
     with pytest.raises(ValueError, match="is not a gt_depths npz"):
-        export_gt_depth.load_gt_depths(path)
+        ground_truth.load_gt_depths(path)
     with pytest.raises(FileNotFoundError, match="run export_gt_depth.py"):
-        export_gt_depth.load_gt_depths(tmp_path / "absent.npz")
+        ground_truth.load_gt_depths(tmp_path / "absent.npz")
 
 
 @pytest.mark.parametrize("value", [np.inf, np.nan, -1.0])
@@ -138,9 +139,9 @@ def test_non_finite_or_negative_ground_truth_is_refused_naming_the_map(tmp_path,
             data[i] = depth
         np.savez_compressed(path, data=data)
     else:
-        export_gt_depth.save_gt_depths(path, maps)
+        ground_truth.save_gt_depths(path, maps)
     with pytest.raises(ValueError) as refused:
-        export_gt_depth.load_gt_depths(path)
+        ground_truth.load_gt_depths(path)
     message = str(refused.value)
     assert f"{path}: map 2 (line 3 of the split's test_files.txt) holds 1 non-finite or negative" in message
     assert "at row 4, column 1" in message

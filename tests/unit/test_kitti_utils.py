@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import export_gt_depth
+import ground_truth
 import make_synthetic_kitti as synth
 from kitti_utils import (GARG_CROP, KITTI_FULL_RES, KITTI_NORMALIZED_K, MAX_EVAL_DEPTH, MIN_EVAL_DEPTH,
                          STEREO_SCALE_FACTOR, generate_depth_map, load_velodyne_points, read_calib_file,
@@ -314,11 +315,11 @@ def test_export_writes_one_velodyne_map_per_test_line(synthetic_root):
     assert output == split_dir / "gt_depths.npz"
     assert sorted(p.name for p in split_dir.iterdir()) == ["gt_depths.npz", "test_files.txt"]  # no temp files
     with np.load(output, allow_pickle=False) as archive:  # our format holds no pickles
-        assert archive.files == [export_gt_depth.gt_key(i) for i in range(FRAMES - 2)]
+        assert archive.files == [ground_truth.gt_key(i) for i in range(FRAMES - 2)]
         assert all(archive[name].dtype == np.float32 for name in archive.files)
 
     lines = readlines(split_dir / "test_files.txt")
-    depths = export_gt_depth.load_gt_depths(output)
+    depths = ground_truth.load_gt_depths(output)
     assert len(depths) == len(lines) == FRAMES - 2
     for line, depth in zip(lines, depths):
         folder, frame, side = line.split()
@@ -353,7 +354,7 @@ def test_export_reads_annotated_pngs_for_benchmark_splits(synthetic_root, tmp_pa
                  ["--split", str(synthetic_root / "splits" / "synthetic_test"), "--benchmark_gt",
                   "--output", str(tmp_path / "out" / "bench.npz")]):
         output = export_gt_depth.main(["--data_path", str(synthetic_root), *argv])
-        depths = export_gt_depth.load_gt_depths(output)
+        depths = ground_truth.load_gt_depths(output)
         assert len(depths) == len(expected)
         for depth, want in zip(depths, expected):
             np.testing.assert_array_equal(depth, want.astype(np.float32))
@@ -382,4 +383,4 @@ def test_export_rejects_malformed_lines_and_missing_splits(synthetic_root, tmp_p
 
 def test_load_gt_depths_missing_file_names_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="gt_depths.npz"):
-        export_gt_depth.load_gt_depths(tmp_path / "gt_depths.npz")
+        ground_truth.load_gt_depths(tmp_path / "gt_depths.npz")

@@ -19,7 +19,7 @@ import torch
 import frame_cache
 import released_weights
 from checkpoints import CHECKPOINT_FORMAT, ModelSpec, load_checkpoint, load_newest_resume_checkpoint
-from export_gt_depth import load_gt_depths
+from ground_truth import load_gt_depths
 from networks import ResnetEncoder, hrnet
 
 

@@ -124,12 +124,11 @@ def test_resolve_split_dir_fetches_standard_splits_on_first_use(server, tmp_path
     registry = {"eigen/test_files.txt": SplitFile(base, hashlib.sha256(EIGEN_CLEAN).hexdigest(), 2)}
     monkeypatch.setattr(split_lists, "SPLIT_FILES", registry)
     monkeypatch.setattr(split_lists, "SPLITS_DIR", tmp_path / "splits")
-    monkeypatch.setattr(utils, "SPLITS_DIR", tmp_path / "splits")
     monkeypatch.chdir(tmp_path)
-    assert utils.resolve_split_dir("eigen") == tmp_path / "splits" / "eigen"
+    assert split_lists.resolve_split_dir("eigen") == tmp_path / "splits" / "eigen"
     assert (tmp_path / "splits" / "eigen" / "test_files.txt").read_bytes() == EIGEN_CLEAN
     # A name that is not standard is left alone.
-    assert utils.resolve_split_dir("my_split") == tmp_path / "splits" / "my_split"
+    assert split_lists.resolve_split_dir("my_split") == tmp_path / "splits" / "my_split"
 
 
 def test_gitignore_keeps_fetched_lists_out_of_the_repository():
