@@ -17,7 +17,8 @@ import pytest
 import torch
 
 import frame_cache
-import released_weights
+import convert_weights
+from model import load_model
 from checkpoints import CHECKPOINT_FORMAT, ModelSpec, load_checkpoint, load_newest_resume_checkpoint
 from ground_truth import load_gt_depths
 from networks import ResnetEncoder, hrnet
@@ -76,7 +77,7 @@ def test_monodepth2_folder_with_a_payload_is_refused(tmp_path, marker):
     torch.save({"decoder.0.conv.conv.weight": torch.zeros(1)}, folder / "depth.pth")
     assert_payload_is_live(lambda: torch.load(folder / "encoder.pth", weights_only=False), marker)
     with pytest.raises(ValueError, match=r"encoder\.pth holds Python objects other than tensors"):
-        released_weights.load_depth_model(folder)
+        load_model(folder)
     assert not marker.exists()
 
 
@@ -86,9 +87,9 @@ def test_bdedepth_file_with_a_payload_is_refused(tmp_path, marker):
                 "width": 640}, path)
     assert_payload_is_live(lambda: torch.load(path, weights_only=False), marker)
     with pytest.raises(ValueError, match=r"kitti_resnet18_640x192\.pth holds Python objects"):
-        released_weights.load_depth_model(path)
+        load_model(path)
     with pytest.raises(ValueError, match="could run code"):
-        released_weights.main(["--input", str(path), "--output", str(tmp_path / "converted.pth")])
+        convert_weights.main(["--input", str(path), "--output", str(tmp_path / "converted.pth")])
     assert not marker.exists() and not (tmp_path / "converted.pth").exists()
 
 
