@@ -1,4 +1,4 @@
-"""SQLdepth's depth networks: fused encoders and the Self Query Layer decoder (methods spec 3.1-3.4).
+"""SQLdepth's depth networks: fused encoders and the Self Query Layer decoder (spec 3.1-3.4).
 
 SQLdepth (Wang et al., official code hisfog/SfMNeXt-Impl) predicts depth, not disparity:
 
@@ -45,6 +45,10 @@ logger = logging.getLogger(__name__)
 
 BACKBONES = ("resnet50", "efficientnet_b5", "convnext_large")
 
+# S (and so the depth map) is at H/r x W/r: ResNet-50 fuses down to its stride-2 stem level,
+# the timm U-Net adds a skip-less x2 block after its finest level (B5: 2 -> 1, ConvNeXt: 4 -> 2).
+OUTPUT_REDUCTIONS = {"resnet50": 2, "efficientnet_b5": 1, "convnext_large": 2}
+
 # SQLdepth's ResNet-50 starts from torchvision's original ImageNet weights (what
 # `resnet50(pretrained=True)` gave in torchvision 0.9, the version it was trained with).
 RESNET50_WEIGHTS = models.ResNet50_Weights.IMAGENET1K_V1
@@ -90,6 +94,13 @@ INPUT_MULTIPLE = 32
 # pure functions of the Self Query Layer
 
 
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    # Bins and expected depth span the whole depth range: in bfloat16 (8 mantissa bits) an
+    # 80 m range would be quantised in steps of about 0.3 m, so they are computed in float32
+    # (or float64 when given float64) even under mixed precision.
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def bin_edges_from_scores(scores: torch.Tensor, min_depth: float, max_depth: float) -> torch.Tensor:
     """Adaptive bin edges from the bins MLP's raw output (``norm='linear'`` of SQLdepth).
 
@@ -101,10 +112,10 @@ def bin_edges_from_scores(scores: torch.Tensor, min_depth: float, max_depth: flo
         min_depth, max_depth: depth range in metres.
 
     Returns:
-        B x (D + 1) edges in metres: edge 0 = min_depth, edge D = max_depth (up to rounding),
-        increasing.
+        B x (D + 1) edges in metres (float32 at least): edge 0 = min_depth, edge D = max_depth
+        (up to rounding), increasing.
     """
-    widths = torch.relu(scores) + BIN_WIDTH_FLOOR
+    widths = torch.relu(_at_least_float32(scores)) + BIN_WIDTH_FLOOR
     widths = widths / widths.sum(dim=1, keepdim=True) * (max_depth - min_depth)
     first_edge = torch.full_like(widths[:, :1], min_depth)
     return torch.cat([first_edge, min_depth + torch.cumsum(widths, dim=1)], dim=1)
@@ -123,9 +134,10 @@ def probabilistic_depth(probabilities: torch.Tensor, centres: torch.Tensor) -> t
         centres: B x D bin centres in metres.
 
     Returns:
-        B x 1 x h x w, sum_d probabilities_d * centres_d, in metres.
+        B x 1 x h x w, sum_d probabilities_d * centres_d, in metres (float32 at least).
     """
-    return torch.sum(probabilities * centres[:, :, None, None], dim=1, keepdim=True)
+    weighted = _at_least_float32(probabilities) * _at_least_float32(centres)[:, :, None, None]
+    return torch.sum(weighted, dim=1, keepdim=True)
 
 
 def self_cost_volume(
@@ -771,7 +783,7 @@ def build_sqldepth_network(
     if dim_feedforward is None:
         dim_feedforward = default_dim_feedforward(backbone)
     # Check the token count before building (and maybe downloading) a backbone.
-    reduction = 2 if backbone in ("resnet50", "convnext_large") else 1
+    reduction = OUTPUT_REDUCTIONS[backbone]
     check_token_count(height // reduction, width // reduction, patch_size, num_queries)
 
     if backbone == "resnet50":
@@ -847,5 +859,7 @@ def build_sqldepth_variant(name: str, pretrained: bool) -> SQLdepthNetwork:
         ValueError: unknown name (the message lists them).
     """
     if name not in SQLDEPTH_VARIANTS:
-        raise ValueError(f"SQLdepth variant must be one of {sorted(SQLDEPTH_VARIANTS)} (got {name!r})")
+        raise ValueError(
+            f"SQLdepth variant must be one of {sorted(SQLDEPTH_VARIANTS)} (got {name!r})"
+        )
     return build_sqldepth_network(pretrained=pretrained, **SQLDEPTH_VARIANTS[name].build_kwargs())

@@ -89,6 +89,19 @@ def test_equal_scores_give_uniform_bins():
     torch.testing.assert_close(edges, torch.linspace(0.5, 4.5, 9).unsqueeze(0))
 
 
+def test_bins_and_depth_stay_float32_under_bfloat16():
+    # bfloat16 steps near 80 are 0.5: the edges must not be quantised to them.
+    scores = torch.linspace(-1.0, 2.0, 64).reshape(1, 64).to(torch.bfloat16)
+    edges = bin_edges_from_scores(scores, MIN_DEPTH, MAX_DEPTH)
+    assert edges.dtype == torch.float32
+    reference = bin_edges_from_scores(scores.float(), MIN_DEPTH, MAX_DEPTH)
+    torch.testing.assert_close(edges, reference, rtol=0, atol=0)
+    probabilities = torch.full((1, 64, 1, 1), 1 / 64, dtype=torch.bfloat16)
+    depth = probabilistic_depth(probabilities, bin_centres(edges))
+    assert depth.dtype == torch.float32
+    assert depth.item() == pytest.approx(bin_centres(edges).mean().item(), rel=1e-5)
+
+
 def test_probabilistic_depth_of_a_one_hot_probability_is_that_bins_centre():
     torch.manual_seed(0)
     num_bins = 6
@@ -117,7 +130,8 @@ def test_self_cost_volume_is_raw_and_the_summary_softmax_runs_over_pixels():
     queries = log3.reshape(1, 1, 1)
     cost_volume, summaries = self_cost_volume(features, queries)
 
-    torch.testing.assert_close(cost_volume, torch.stack([torch.tensor(0.0), log3]).reshape(1, 1, 1, 2))
+    expected_volume = torch.stack([torch.tensor(0.0), log3]).reshape(1, 1, 1, 2)
+    torch.testing.assert_close(cost_volume, expected_volume)
     # softmax over the pixels = (1/4, 3/4), so the summary is 0 * 1/4 + 1 * 3/4.
     torch.testing.assert_close(summaries, torch.tensor([[[0.75]]]))
 
@@ -242,7 +256,10 @@ def test_resnet50_1024x320_self_query_layer_count():
     assert num_params(network.decoder) == 9_550_144
 
 
-@pytest.mark.parametrize("backbone, dim_feedforward", [("efficientnet_b5", 1024), ("convnext_large", 1024), ("resnet50", 512)])
+@pytest.mark.parametrize(
+    "backbone, dim_feedforward",
+    [("efficientnet_b5", 1024), ("convnext_large", 1024), ("resnet50", 512)],
+)
 def test_feedforward_width_defaults_to_lite_for_resnet_and_full_for_timm(backbone, dim_feedforward):
     assert sqldepth.default_dim_feedforward(backbone) == dim_feedforward
 
@@ -311,6 +328,7 @@ def test_fusion_decoder_keeps_the_padded_1x1_conv():
 ])
 def test_published_variants_output_resolution(name, reduction):
     variant = SQLDEPTH_VARIANTS[name]
+    assert sqldepth.OUTPUT_REDUCTIONS[variant.backbone] == reduction
     if variant.backbone != "resnet50":
         pytest.importorskip("timm")
     with torch.device("meta"):
