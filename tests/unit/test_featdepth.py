@@ -153,6 +153,22 @@ def test_depth_decoder_outputs_half_resolution_disparities(depth_net):
         assert 0 < disp.min() and disp.max() < 1
 
 
+def test_depth_decoder_drops_out_f3_and_f4_and_ignores_f0():
+    torch.manual_seed(7)
+    channels = [64, 256, 512, 1024, 2048]
+    features = [torch.rand(1, c, 32 // 2**i, 48 // 2**i) for i, c in enumerate(channels)]
+    decoder = FeatDepthDecoder(channels, scales=(0,)).train()
+    # Dropout of an all-zero map is the same zero map, so zeroing a level removes its noise.
+    no_f4 = features[:4] + [torch.zeros_like(features[4])]
+    no_f3_f4 = features[:3] + [torch.zeros_like(features[3]), torch.zeros_like(features[4])]
+    with torch.no_grad():
+        assert not torch.equal(decoder(no_f4)[("disp", 0)], decoder(no_f4)[("disp", 0)])
+        deterministic = decoder(no_f3_f4)[("disp", 0)]
+        assert torch.equal(decoder(no_f3_f4)[("disp", 0)], deterministic)
+        other_f0 = [torch.rand_like(features[0])] + no_f3_f4[1:]
+        assert torch.equal(decoder(other_f0)[("disp", 0)], deterministic)
+
+
 def test_depth_decoder_scales_subset_and_dropout_only_in_training():
     torch.manual_seed(4)
     channels = [64, 256, 512, 1024, 2048]
@@ -275,6 +291,18 @@ def test_discriminative_weight_uses_the_area_downsampled_rgb_mean(device):
                                torch.tensor(expected, device=device))
 
 
+def test_regulariser_image_is_area_downsampled_not_sampled(device):
+    # A step at column 5 of 16, averaged over 4-column blocks, gives block values 0, 0.75, 1, 1
+    # (image steps 0.75, 0.25, 0); bilinear sampling would give 0, 1, 1, 1 instead.
+    a = 0.5
+    feature = column_ramp(4, 4, a, device=device)
+    image = torch.zeros(1, 3, 16, 16, device=device)
+    image[..., 5:] = 1.0
+    expected = -1e-3 * a * (math.exp(-0.75) + math.exp(-0.25) + 1.0) / 3
+    torch.testing.assert_close(fl.discriminative_loss(feature, image),
+                               torch.tensor(expected, device=device))
+
+
 def test_feature_regularisation_sums_levels_with_halving_weights(device):
     slopes = [0.5, 0.25, 1.0, 2.0, 0.125]
     sizes = [(16, 16), (8, 8), (4, 4), (4, 4), (3, 3)]
@@ -345,6 +373,20 @@ def test_feature_metric_error_takes_the_per_pixel_minimum_over_sources(device):
     torch.testing.assert_close(error, torch.full((1, 1, 4, 6), 1e-3, device=device))
     only_left = fl.feature_metric_error(target, [left_good])
     assert only_left[..., 3:].min() > 1.0
+
+
+def test_feature_metric_loss_trains_depth_and_pose_through_the_grid(device):
+    torch.manual_seed(8)
+    target = torch.rand(1, 4, 6, 8, device=device)
+    source = torch.rand(1, 4, 6, 8, device=device)
+    depth = torch.full((1, 1, 6, 8), 3.0, device=device, requires_grad=True)
+    translation = torch.tensor([0.2, 0.1, 0.0], device=device, requires_grad=True)
+    T = torch.eye(4, device=device)[None].clone()
+    T[0, :3, 3] = translation
+    K = feature_K(1, 5.0, 5.0, 3.5, 2.5, device=device)
+    loss = fl.feature_metric_loss(target, [source], [fl.feature_sampling_grid(depth, K, T)])
+    loss.backward()
+    assert depth.grad.abs().sum() > 0 and translation.grad.abs().sum() > 0
 
 
 def test_feature_metric_loss_needs_one_grid_per_source(device):
