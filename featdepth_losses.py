@@ -200,18 +200,27 @@ def second_order_edge_term(
 
 
 def reconstruction_loss(
-    reconstructions: Sequence[torch.Tensor], image: torch.Tensor
+    reconstructions: Sequence[torch.Tensor], image: torch.Tensor, *, chained_resize: bool = True
 ) -> torch.Tensor:
     """Auto-encoder reconstruction loss, averaged over scales.
 
-    For each reconstruction the image is resized to its size (bilinear, align_corners=False,
-    no antialiasing, as FeatDepth) and ``photometric_error`` is averaged over pixels; the
+    Each reconstruction is compared with the image resized to its size (bilinear,
+    align_corners=False, no antialiasing) by ``photometric_error`` averaged over pixels; the
     per-scale values are summed and divided by the number of scales (FeatDepth: 4).
+
+    How the target is resized differs between FeatDepth's two models, and matters for scales
+    2 and 3. Its stage-1 ``autoencoder`` overwrites its target inside the scale loop, so each
+    scale's target is the *previous scale's* target resized (``chained_resize=True``): every
+    bilinear halving averages 2 x 2 pixels, so scale s sees the 2^s x 2^s block means. Its
+    ``mono_fm_joint`` resizes the full image every time (``chained_resize=False``), and a
+    direct bilinear 1/4 or 1/8 resize reads only the 2 x 2 centre of each block.
 
     Args:
         reconstructions: B x 3 x h_s x w_s images in [0, 1], one per scale (the values of
-            ``FeatureNet``'s reconstruction dict, any order).
+            ``FeatureNet``'s reconstruction dict, any order; chaining goes from the largest to
+            the smallest).
         image: B x 3 x H x W, the un-augmented input image in [0, 1].
+        chained_resize: see above; True for stage 1, False for the joint model.
 
     Returns:
         Scalar; 0.15 * 1e-3 for perfect reconstructions.
@@ -219,12 +228,14 @@ def reconstruction_loss(
     if not reconstructions:
         raise ValueError("reconstruction_loss needs at least one reconstruction")
     total = image.new_zeros(())
-    for recon in reconstructions:
+    target = image
+    for recon in sorted(reconstructions, key=lambda r: r.shape[-2] * r.shape[-1], reverse=True):
         check_shape(recon, "reconstruction", (image.shape[0], image.shape[1], None, None))
-        target = image
-        if recon.shape[-2:] != image.shape[-2:]:
+        source = target if chained_resize else image
+        target = source
+        if recon.shape[-2:] != source.shape[-2:]:
             target = F.interpolate(
-                image, size=tuple(recon.shape[-2:]), mode="bilinear", align_corners=False
+                source, size=tuple(recon.shape[-2:]), mode="bilinear", align_corners=False
             )
         total = total + photometric_error(recon, target).mean()
     return total / len(reconstructions)

@@ -225,8 +225,18 @@ def test_reconstruction_loss_of_perfect_reconstructions_is_the_charbonnier_floor
                                         align_corners=False)
         for s in range(4)
     ]
-    loss = fl.reconstruction_loss(recons, image)
-    torch.testing.assert_close(loss, torch.tensor(0.15 * 1e-3, device=device))
+    floor = torch.tensor(0.15 * 1e-3, device=device)
+    torch.testing.assert_close(fl.reconstruction_loss(recons, image, chained_resize=False), floor)
+    assert fl.reconstruction_loss(recons, image, chained_resize=True) > 2 * floor
+
+
+def test_chained_resize_targets_are_block_means(device):
+    # FeatDepth's stage 1 halves its target scale by scale: scale s sees 2^s x 2^s block means.
+    image = torch.rand(2, 3, 32, 48, device=device)
+    recons = [torch.nn.functional.avg_pool2d(image, 2**s) for s in (3, 0, 2, 1)]
+    floor = torch.tensor(0.15 * 1e-3, device=device)
+    torch.testing.assert_close(fl.reconstruction_loss(recons, image, chained_resize=True), floor)
+    assert fl.reconstruction_loss(recons, image, chained_resize=False) > 2 * floor
 
 
 def test_reconstruction_loss_on_constant_images(device):
