@@ -50,10 +50,6 @@ REGULARISER_EDGE_FACTOR = 1.0
 # Keeps the mean-normalised disparity finite for an all-zero map (FeatDepth's ``disp_norm``).
 DISP_NORM_EPS = 1e-7
 
-# Second differences along an axis need three samples on it.
-_MIN_SECOND_ORDER_SIZE = 3
-
-
 # --------------------------------------------------------------------------------------------
 # Penalties and gradients
 # --------------------------------------------------------------------------------------------
@@ -133,14 +129,16 @@ def _edge_weighted_mean(
     return (signal_grad.abs() * weight).mean()
 
 
-def _check_second_order_size(x: torch.Tensor, name: str) -> None:
+def _check_difference_size(x: torch.Tensor, name: str, order: int) -> None:
     # A mean over an empty difference map is NaN, which would silently poison training.
     height, width = x.shape[-2:]
-    if height < _MIN_SECOND_ORDER_SIZE or width < _MIN_SECOND_ORDER_SIZE:
+    need = order + 1
+    if height < need or width < need:
         raise ValueError(
-            f"{name}: second-order differences need at least 3 x 3 pixels, got {height} x "
-            f"{width}; for the auto-encoder's coarsest feature (H/32 x W/32) use inputs of at "
-            f"least 96 x 96, for disparity scale 3 (H/16) at least 48 x 48"
+            f"{name}: order-{order} differences need at least {need} x {need} pixels, got "
+            f"{height} x {width}. Use inputs of at least 96 x 96 for the auto-encoder's "
+            f"regularisers (coarsest feature H/32 x W/32) and 48 x 48 for the smoothness "
+            f"(coarsest disparity, scale 3, H/16 x W/16)"
         )
 
 
@@ -158,7 +156,7 @@ def first_order_edge_term(
     """``mean(|dx s| e^{-a mean_c |dx I|}) + mean(|dy s| e^{-a mean_c |dy I|})``.
 
     Args:
-        signal: B x C x h x w (features or disparity).
+        signal: B x C x h x w (features or disparity), h and w at least 2.
         image: B x 3 x h x w, the image at the same size.
         edge_factor: a.
 
@@ -166,6 +164,7 @@ def first_order_edge_term(
         Scalar (means over batch, channels and pixels).
     """
     check_shape(image, "image", (signal.shape[0], None, *signal.shape[2:]))
+    _check_difference_size(signal, "first_order_edge_term", order=1)
     s_dx, s_dy = gradients(signal)
     i_dx, i_dy = gradients(image)
     return _edge_weighted_mean(s_dx, i_dx, edge_factor) + _edge_weighted_mean(
@@ -187,7 +186,7 @@ def second_order_edge_term(
         Scalar (means over batch, channels and pixels of each term, then summed).
     """
     check_shape(image, "image", (signal.shape[0], None, *signal.shape[2:]))
-    _check_second_order_size(signal, "second_order_edge_term")
+    _check_difference_size(signal, "second_order_edge_term", order=2)
     return sum(
         _edge_weighted_mean(s2, i2, edge_factor)
         for s2, i2 in zip(_second_differences(signal), _second_differences(image))

@@ -325,7 +325,7 @@ def test_feature_regularisation_sums_levels_with_halving_weights(device):
 
 def test_second_order_terms_refuse_maps_too_small_for_them(device):
     feature = torch.rand(1, 4, 2, 3, device=device)  # f4 of a 64 x 96 input
-    with pytest.raises(ValueError, match="96 x 96"):
+    with pytest.raises(ValueError, match="at least 96 x 96"):
         fl.convergent_loss(feature, torch.rand(1, 3, 64, 96, device=device))
 
 
