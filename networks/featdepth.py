@@ -39,7 +39,7 @@ from torch import nn
 from torchvision import models
 
 from .blocks import Conv3x3, ConvBlock, upsample
-from .resnet_encoder import load_imagenet_state_dict
+from .resnet_encoder import load_imagenet_state_dict, resnet_features
 
 # --------------------------------------------------------------------------------------------
 # FeatureNet: the auto-encoder (methods spec 2.1)
@@ -104,13 +104,7 @@ class FeatureEncoder(nn.Module):
         """
         if image.dim() != 4 or image.shape[1] != _RGB_CHANNELS:
             raise ValueError(f"FeatureEncoder expects B x 3 x H x W input, got {tuple(image.shape)}")
-        net = self.encoder
-        f0 = net.relu(net.bn1(net.conv1(image)))
-        f1 = net.layer1(net.maxpool(f0))
-        f2 = net.layer2(f1)
-        f3 = net.layer3(f2)
-        f4 = net.layer4(f3)
-        return [f0, f1, f2, f3, f4]
+        return resnet_features(self.encoder, image)  # unnormalised: the auto-encoder sees raw pixels
 
 
 class FeatureDecoder(nn.Module):

@@ -105,6 +105,25 @@ def _tile_conv1(state_dict: dict[str, Any], num_input_images: int) -> dict[str, 
     return {**state_dict, "conv1.weight": tiled}
 
 
+def resnet_features(net: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """The five features of a torchvision ResNet trunk, finest first.
+
+    Args:
+        net: a torchvision ResNet (its ``fc`` is not used).
+        x: B x C x H x W input, already normalised as the caller's network expects.
+
+    Returns:
+        [f0, ..., f4]: f0 = ReLU(BN(conv1(x))) at H/2, then layer1 (after the max-pool) to layer4
+        at H/4 .. H/32.
+    """
+    f0 = net.relu(net.bn1(net.conv1(x)))
+    f1 = net.layer1(net.maxpool(f0))
+    f2 = net.layer2(f1)
+    f3 = net.layer3(f2)
+    f4 = net.layer4(f3)
+    return [f0, f1, f2, f3, f4]
+
+
 class ResnetEncoder(nn.Module):
     """torchvision ResNet trunk that returns the features of its five resolution levels.
 
@@ -179,11 +198,4 @@ class ResnetEncoder(nn.Module):
                 f"ResnetEncoder built for {self.num_input_images} image(s) expects "
                 f"B x {expected} x H x W input, got {tuple(x.shape)}"
             )
-        net = self.encoder
-        x = (x - INPUT_MEAN) / INPUT_STD
-        f0 = net.relu(net.bn1(net.conv1(x)))
-        f1 = net.layer1(net.maxpool(f0))
-        f2 = net.layer2(f1)
-        f3 = net.layer3(f2)
-        f4 = net.layer4(f3)
-        return [f0, f1, f2, f3, f4]
+        return resnet_features(self.encoder, (x - INPUT_MEAN) / INPUT_STD)

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision import models
 
-from .resnet_encoder import INPUT_MEAN, INPUT_STD
+from .resnet_encoder import INPUT_MEAN, INPUT_STD, resnet_features
 
 logger = logging.getLogger(__name__)
 
@@ -406,15 +406,8 @@ class SQLResnetTrunk(nn.Module):
         Returns:
             [f0, ..., f4]; f_i is B x num_ch_enc[i] x H/2^(i+1) x W/2^(i+1).
         """
-        net = self.encoder
         # Monodepth2's normalisation; SQLdepth applies it on the ResNet path only.
-        x = (image - INPUT_MEAN) / INPUT_STD
-        f0 = net.relu(net.bn1(net.conv1(x)))
-        f1 = net.layer1(net.maxpool(f0))
-        f2 = net.layer2(f1)
-        f3 = net.layer3(f2)
-        f4 = net.layer4(f3)
-        return [f0, f1, f2, f3, f4]
+        return resnet_features(self.encoder, (image - INPUT_MEAN) / INPUT_STD)
 
 
 class UpsampleFuseBlock(nn.Module):

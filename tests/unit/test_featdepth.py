@@ -11,13 +11,7 @@ from torchvision import models
 
 import featdepth_losses as fl
 from networks import build_pose_network
-from networks.featdepth import (
-    ChainedResidualPooling,
-    FeatDepthDecoder,
-    FeatureDecoder,
-    FeatureEncoder,
-    FeatureNet,
-)
+from networks.featdepth import ChainedResidualPooling, FeatDepthDecoder, FeatureNet
 from networks.resnet_encoder import ResnetEncoder
 
 H, W = 64, 96  # multiples of 32, small enough for CPU
