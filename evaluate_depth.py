@@ -12,7 +12,6 @@ Make3D, NYUv2, Cityscapes); one table is printed per set, and all the numbers go
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -27,7 +26,7 @@ from evaluation import (DATASET_ORDER, EVAL_DATASETS, Scaling, evaluate_model, f
                         load_ext_disps, predict_inverse_depths, write_benchmark_predictions)
 from kitti_utils import STEREO_SCALE_FACTOR
 from split_lists import split_file
-from utils import atomic_output, readlines, select_device
+from utils import atomic_output, check_output_folders, readlines, select_device, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -192,6 +191,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     scaling = Scaling.for_model(spec, opts.eval_stereo, opts.disable_median_scaling, opts.pred_depth_scale_factor)
     source = Path(opts.pretrained_path or opts.ext_disp_to_eval)
     out_dir = Path(opts.eval_out_dir) if opts.eval_out_dir else (source if source.is_dir() else source.parent)
+    output_json = Path(opts.output_json) if opts.output_json else out_dir / f"metrics_{source.stem}.json"
+    # Before any prediction: a folder that cannot be written fails now, not after minutes of work.
+    check_output_folders([out_dir, output_json.parent], flag="--eval_out_dir (or --output_json)")
 
     eval_sets = build_eval_sets(opts, datasets, spec)
     benchmark_loader = None
@@ -248,10 +250,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         report["benchmark_predictions"] = str(out_dir / "benchmark_predictions")
 
     if report["results"]:
-        output = Path(opts.output_json) if opts.output_json else out_dir / f"metrics_{source.stem}.json"
-        with atomic_output(output) as tmp:
-            tmp.write_text(json.dumps(report, indent=2))
-        logger.info(" Metrics written to %s", output)
+        write_json(output_json, report)
+        logger.info(" Metrics written to %s", output_json)
     return report
 
 

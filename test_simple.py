@@ -26,7 +26,8 @@ import torch
 
 from kitti_utils import STEREO_SCALE_FACTOR
 from layers import upsample_disp
-from utils import atomic_output, colorize_disparity, positive_int, read_rgb, resize_area, select_device
+from utils import (atomic_output, check_output_folders, colorize_disparity, positive_int, read_rgb, resize_area,
+                   select_device)
 
 logger = logging.getLogger(__name__)
 
@@ -88,23 +89,6 @@ def predict(model, resized: np.ndarray, device: torch.device) -> tuple[torch.Ten
     """(inverse depth, depth), each B x 1 x H x W float32 on ``device``, of B x H x W x 3 uint8 images."""
     batch = torch.from_numpy(resized).permute(0, 3, 1, 2).to(device).float() / 255.0
     return model.predict(batch)
-
-
-def check_output_folders(folders: Sequence[Path]) -> None:
-    """Create each output folder and prove it writable before any prediction is made.
-
-    Raises:
-        OSError: naming the folder that cannot be created or written.
-    """
-    from run_folder import check_writable
-
-    for folder in sorted(set(folders)):
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise type(err)(err.errno, f"cannot create the output folder {folder}: {err.strerror or err}; "
-                                       "choose another --output_dir") from err
-        check_writable(folder)
 
 
 def check_finite_predictions(disp: torch.Tensor, paths: Sequence[Path]) -> None:

@@ -25,8 +25,8 @@ import cv2
 import numpy as np
 
 from test_simple import (SkippedInputsError, add_model_arguments, check_failures, check_finite_predictions,
-                         check_output_folders, list_images, predict, to_network_input)
-from utils import atomic_output, colorize_disparity, read_rgb, select_device
+                         list_images, predict, to_network_input)
+from utils import atomic_output, check_output_folders, colorize_disparity, read_rgb, select_device
 
 logger = logging.getLogger(__name__)
 

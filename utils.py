@@ -10,13 +10,13 @@ import os
 import random
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
 # Temporaries are named by run_folder's rule, so leftovers of killed writes can be found there.
-from run_folder import ATOMIC_TEMPORARY_MARKER
+from run_folder import ATOMIC_TEMPORARY_MARKER, check_writable
 
 REPO_ROOT = Path(__file__).resolve().parent
 
@@ -125,6 +125,21 @@ def atomic_output(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def check_output_folders(folders: Sequence[Path], flag: str = "--output_dir") -> None:
+    """Create each output folder and prove it writable before any prediction is made.
+
+    Raises:
+        OSError: naming the folder that cannot be created or written.
+    """
+    for folder in sorted(set(folders)):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise type(err)(err.errno, f"cannot create the output folder {folder}: {err.strerror or err}; "
+                                       f"choose another {flag}") from err
+        check_writable(folder)
 
 
 def non_finite_entries(data, where: str = "") -> list[str]:

@@ -110,7 +110,7 @@ def test_checkpoint_alone_is_enough_to_evaluate_and_predict(synthetic_kitti, tmp
 def test_existing_run_is_refused_without_resume(synthetic_kitti, tmp_path):
     args = train_args(synthetic_kitti, tmp_path, "--no_eval")
     train.main(args)
-    with pytest.raises(FileExistsError, match="pass --resume to continue it, --overwrite to start afresh"):
+    with pytest.raises(FileExistsError, match="pass --resume to continue it, --overwrite to delete it and start afresh"):
         train.main(args)
     train.main(args + ["--overwrite"])
 

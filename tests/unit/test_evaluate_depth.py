@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import evaluate_depth
-from checkpoints import CHECKPOINT_FORMAT, ModelSpec, save_checkpoint
 import evaluation
+from checkpoints import CHECKPOINT_FORMAT, ModelSpec, save_checkpoint
 from datasets.benchmarks import EvalProtocol, EvalSet
 from datasets.kitti_dataset import load_kitti_gt
 from evaluation import EVAL_PROTOCOLS, evaluate_predictions
@@ -210,3 +210,25 @@ def test_flag_errors_name_the_fix(kitti, capsys, monkeypatch):
         empty.mkdir(exist_ok=True)
         (empty / "test_files.txt").write_text(f"{DRIVE} 0 l\n")
         evaluate_depth.main(base_args(kitti, "--eval_split", str(empty)))
+
+
+def test_a_non_finite_metric_is_refused_with_the_image_that_produced_it():
+    gt = [np.full((4, 6), 10.0, np.float32), np.full((4, 6), 10.0, np.float32)]
+    gt[1][1, 2] = np.inf
+    disps = np.full((2, 4, 6), 0.1, np.float32)
+    with pytest.raises(ValueError, match=r"image 1 of the test list: non-finite .*ground truth holds inf or nan"):
+        evaluate_predictions(disps, gt, EvalProtocol("open", gt_min=0.0, gt_max=None), median_scaling=False)
+    disps[0, 0, 0] = 0.0  # an infinite predicted depth: clamped, so still finite and scored
+    evaluate_predictions(disps[:1], gt[:1], "eigen_benchmark", median_scaling=False)
+    with pytest.raises(ValueError, match=r"frame_b: non-finite .*prediction holds"):
+        nan = np.full((1, 4, 6), np.nan, np.float32)
+        evaluate_predictions(nan, gt[:1], "eigen_benchmark", median_scaling=False, names=["frame_b"])
+
+
+def test_an_unwritable_output_folder_fails_before_any_prediction(kitti, tmp_path, monkeypatch):
+    blocked = tmp_path / "file_not_folder"
+    blocked.write_text("")
+    monkeypatch.setattr(evaluation, "predict_inverse_depths", lambda *a, **k: pytest.fail("predicted first"))
+    with pytest.raises(OSError, match=r"file_not_folder.*--eval_out_dir"):
+        evaluate_depth.main(base_args(kitti, "--eval_split", str(kitti / "splits" / "eigen"),
+                                      "--eval_out_dir", str(blocked / "out")))
