@@ -78,6 +78,9 @@ class LossSettings:
     max_depth: float = 100.0
     local_crop_reference: bool = False
     consistency_stop_grad: bool = False
+    # The depth network's output key and meaning (set by the model): the smoothness term
+    # regularises that map divided by its mean, whatever it is.
+    output_kind: str = "disp"
 
     @classmethod
     def from_options(cls, opts, source_frame_ids) -> "LossSettings":
@@ -147,7 +150,7 @@ def view_smoothness_loss(inputs: dict, outputs: dict, settings: LossSettings, vi
     """Edge-aware smoothness of each scale's disparity at its own resolution, divided by 2^s."""
     total = 0.0
     for scale in settings.scales:
-        disp = outputs[(view.key("disp"), scale)]
+        disp = outputs[(view.key(settings.output_kind), scale)]
         total = total + edge_aware_smoothness(disp, inputs[(view.images, 0, scale)]) / (2 ** scale)
     return total / len(settings.scales), {}
 

@@ -27,7 +27,9 @@ Outputs (``forward``); ``<branch>`` is "" for the original view, "_local" or "_r
 
     ("disp<branch>", s)           B x 1 x H/2^s x W/2^s network output at decoder scale s
                                   (sigmoid disparity; the reshuffled branch's is restored to the
-                                  original layout)
+                                  original layout); a network whose ``output_kind`` is
+                                  "inv_depth" (PackNet) or "depth" puts its maps under that key
+                                  instead, and `output_to_depth` is the only reader that cares
     ("depth<branch>", 0, s)       B x 1 x h x w depth used to warp scale s (h x w = H x W unless
                                   --v1_multiscale), model units (metres up to scale)
     ("axisangle", 0, f), ("translation", 0, f)
@@ -45,6 +47,7 @@ and, after ``losses``, the maps the terms log: ("automask<branch>", s) B x 1 x h
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from typing import Callable, Sequence
 
 import torch
@@ -56,7 +59,7 @@ from checkpoints import ModelSpec
 from layers import backproject, disp_to_depth, project, transformation_from_parameters, upsample_disp, warp
 from local_crop import crop_pose_correction, local_crop_camera
 from losses import LOCAL_VIEW, ORIGINAL_VIEW, RESHUFFLE_VIEW, LossSettings, LossTerm, View, build_loss_terms
-from networks import build_depth_network, build_pose_network
+from networks import DepthNetwork, build_depth_network, build_pose_network
 
 # Checkpoint names of the networks, in the order the optimiser has always listed their
 # parameters (resume checkpoints index optimiser state by that order).
@@ -126,18 +129,28 @@ def prepare_bde_views(inputs: dict, frame_ids: Sequence, num_scales: int, all_fr
         inputs[("color_reshuffle_aug", 0, 0)] = apply_color_jitter(reshuffled, inputs["bde_jitter"][:, 1], enabled)
 
 
-def output_to_depth(disp: torch.Tensor, min_depth: float, max_depth: float) -> tuple[torch.Tensor, torch.Tensor]:
+def output_to_depth(output: torch.Tensor, kind: str, min_depth: float, max_depth: float
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """The one conversion of a depth network's output into depth.
 
     Args:
-        disp: sigmoid disparity in (0, 1), any shape.
-        min_depth, max_depth: the depth range the network was trained with (model units).
+        output: the network's map, any shape.
+        kind: the network's ``output_kind``: "disp" (sigmoid disparity in (0, 1), mapped into the
+            depth range as Monodepth2 does), "inv_depth" (inverse depth, PackNet) or "depth".
+        min_depth, max_depth: the depth range the network was trained with (model units; used
+            by "disp" only).
 
     Returns:
-        ``(inverse_depth, depth)``, both shaped like ``disp``: the scaled disparity of
-        `layers.disp_to_depth` (exactly 1 / depth) and the depth.
+        ``(inverse_depth, depth)``, both shaped like ``output``; for "disp" the inverse depth is
+        the scaled disparity of `layers.disp_to_depth` (exactly what the lineage evaluates).
     """
-    return disp_to_depth(disp, min_depth, max_depth)
+    if kind == "disp":
+        return disp_to_depth(output, min_depth, max_depth)
+    if kind == "inv_depth":
+        return output, 1.0 / output
+    if kind == "depth":
+        return 1.0 / output, output
+    raise ValueError(f"unknown depth network output kind {kind!r}: expected disp, inv_depth or depth")
 
 
 class SelfSupervisedDepth(nn.Module):
@@ -188,6 +201,16 @@ class SelfSupervisedDepth(nn.Module):
                 raise ValueError(f"a loss term declares a network named {name!r}, which is taken: rename it")
             networks[name] = network
         self.networks = nn.ModuleDict(networks)
+        # The key and meaning of the depth network's outputs ("disp", "inv_depth" or "depth").
+        self.output_kind = getattr(networks["depth"], "output_kind", "disp")
+        if self.loss_settings is not None:
+            self.loss_settings = dataclasses.replace(self.loss_settings, output_kind=self.output_kind)
+        if len(self.views) > 1 and self.output_kind != "disp":
+            raise ValueError(f"BDEdepth's views (--use_local_crop, --use_patch_reshuffle) need a disparity network; "
+                             f"--backbone {spec.backbone} predicts {self.output_kind}")
+        if "depth_features" in self.needs and not hasattr(networks["depth"], "encoder"):
+            raise ValueError(f"a loss term needs the depth encoder's features, and --backbone {spec.backbone} "
+                             "has no separate encoder")
         self.run_depth: Callable = self.networks["depth"]
         self.run_pose: Callable | None = self.networks["pose"] if use_pose_network else None
 
@@ -223,7 +246,10 @@ class SelfSupervisedDepth(nn.Module):
         ``pose`` (the names Monodepth2 and every checkpoint of this toolkit use), then the
         auxiliary networks under their own names."""
         depth_net = self.networks["depth"]
-        modules = {"encoder": depth_net.encoder, "depth": depth_net.decoder}
+        if isinstance(depth_net, DepthNetwork):
+            modules = {"encoder": depth_net.encoder, "depth": depth_net.decoder}
+        else:  # a whole encoder-decoder (PackNet): one state dict under "depth"
+            modules = {"depth": depth_net}
         if "pose" in self.networks:
             pose_net = self.networks["pose"]
             if pose_net.encoder is not None:
@@ -304,7 +330,7 @@ class SelfSupervisedDepth(nn.Module):
                 if frame_id != "s":
                     self._check_finite(outputs, f"pose of frame {frame_id}", outputs[("cam_T_cam", 0, frame_id)])
         self.synthesize_views(inputs, outputs)
-        if LOCAL_VIEW in self.views:
+        if LOCAL_VIEW in self.views:  # disparity networks only (checked at construction)
             for (_, scale), disp in self.run_depth(inputs[("color_local_aug", 0, 0)]).items():
                 outputs[("disp_local", scale)] = disp
             self.synthesize_views(inputs, outputs, LOCAL_VIEW, self.local_view_cameras(inputs))
@@ -378,11 +404,11 @@ class SelfSupervisedDepth(nn.Module):
         height, width = inputs[("color", 0, 0)].shape[-2:]
         settings = self.loss_settings
         for scale in self.scales:
-            disp = outputs[(view.key("disp"), scale)]
+            output = outputs[(view.key(self.output_kind), scale)]
             source_scale = settings.source_scale(scale)
             if not settings.v1_multiscale:
-                disp = upsample_disp(disp, (height, width))
-            _, depth = output_to_depth(disp, self.spec.min_depth, self.spec.max_depth)
+                output = upsample_disp(output, (height, width))
+            _, depth = output_to_depth(output, self.output_kind, self.spec.min_depth, self.spec.max_depth)
             outputs[(view.key("depth"), 0, scale)] = depth
             self._check_finite(outputs, f"{view.key('depth')} at scale {scale}", depth)
             K, inv_K = inputs[("K", source_scale)], inputs[("inv_K", source_scale)]
@@ -446,8 +472,8 @@ class SelfSupervisedDepth(nn.Module):
             up to scale; see `ModelSpec.metric_depth_scale`). The inverse depth is the scaled
             disparity the Monodepth2 lineage evaluates, post-processes and saves.
         """
-        disp = self.networks["depth"](images)[("disp", scale)].float()
-        return output_to_depth(disp, self.spec.min_depth, self.spec.max_depth)
+        output = self.networks["depth"](images)[(self.output_kind, scale)].float()
+        return output_to_depth(output, self.output_kind, self.spec.min_depth, self.spec.max_depth)
 
     def predict_depth(self, images: torch.Tensor, inverse: bool = False, scale: int = 0) -> torch.Tensor:
         """`predict`'s depth, or its inverse depth with ``inverse=True``."""

@@ -99,10 +99,10 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    from networks import DEPTH_DECODERS, DEPTH_ENCODERS, POSE_NETWORKS
+    from networks import POSE_NETWORKS, depth_backbone_choices, depth_decoder_choices
 
     group = parser.add_argument_group("model")
-    group.add_argument("--backbone", type=str, default="resnet", choices=sorted(DEPTH_ENCODERS),
+    group.add_argument("--backbone", type=str, default="resnet", choices=depth_backbone_choices(),
                        help="depth encoder")
     group.add_argument("--num_layers", type=int, default=18, choices=[18, 34, 50, 101, 152],
                        help="ResNet depth of the depth encoder (and of the pose encoder unless "
@@ -110,7 +110,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--pose_num_layers", type=int, default=None, choices=[18, 34, 50, 101, 152],
                        help="ResNet depth of the pose encoder (default: --num_layers; the SQLdepth and "
                             "FeatDepth recipes keep a ResNet-18 pose net beside a ResNet-50 depth net)")
-    group.add_argument("--decoder", type=str, default="monodepth2", choices=sorted(DEPTH_DECODERS),
+    group.add_argument("--decoder", type=str, default="monodepth2", choices=depth_decoder_choices(),
                        help="depth decoder")
     group.add_argument("--weights_init", type=str, default="pretrained", choices=["pretrained", "scratch"],
                        help="ImageNet-pretrained encoders (downloaded once) or random initialisation")
@@ -378,6 +378,12 @@ def validate_options(opts: argparse.Namespace) -> argparse.Namespace:
     from networks import check_depth_network_choice  # imported here: networks imports torch
 
     check_depth_network_choice(opts.backbone, opts.num_layers, opts.decoder)
+    from networks import DEPTH_NETWORKS
+
+    if opts.backbone in DEPTH_NETWORKS and (getattr(opts, "use_local_crop", False)
+                                             or getattr(opts, "use_patch_reshuffle", False)):
+        raise ValueError(f"--use_local_crop and --use_patch_reshuffle are BDEdepth's views of a disparity "
+                         f"network; --backbone {opts.backbone} predicts inverse depth: drop them")
     if opts.pose_model_input == "all" and opts.pose_model_type != "separate_resnet":
         raise ValueError("--pose_model_input all needs --pose_model_type separate_resnet")
     _validate_bde_options(opts)

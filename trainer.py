@@ -424,7 +424,7 @@ class Trainer:
         batch_size = inputs[("color", 0, 0)].shape[0]
         for j in range(min(MAX_LOGGED_IMAGES, batch_size)):
             for scale in self.model.scales:
-                disp = outputs[("disp", scale)][j].detach()
+                disp = outputs[(self.model.output_kind, scale)][j].detach()
                 disp = (disp - disp.min()) / (disp.max() - disp.min() + 1e-8)
                 self.writer.add_image(f"disp_{scale}/{j}", disp.cpu().numpy(), self.step)
                 if ("automask", scale) in outputs:

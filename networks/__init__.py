@@ -22,11 +22,15 @@ New backbones and decoders are added by adding entries; option parsers use
 ``choices=sorted(REGISTRY)``. ``DEPTH_NETWORK_COMBINATIONS`` lists the (backbone, decoder) pairs
 that are supported; ``check_depth_network_choice`` turns any other into an error naming the fix.
 
-The three depth networks (README, "Depth networks"):
+``DEPTH_NETWORKS[name]()`` holds backbones that are whole encoder-decoders with their own
+decoder (``--decoder packnet``); each declares ``output_kind`` (see `DepthNetwork`).
+
+The depth networks (README, "Depth networks"):
 
 - ``--backbone resnet --decoder monodepth2``: Monodepth2 (the default);
 - ``--backbone resnet --decoder bdedepth``: BDEdepth-ResNet (context branch + grid decoder);
-- ``--backbone hrnet --decoder bdedepth``: BDEdepth-HRNet-W18 (``--num_layers 18``).
+- ``--backbone hrnet --decoder bdedepth``: BDEdepth-HRNet-W18 (``--num_layers 18``);
+- ``--backbone packnet --decoder packnet`` (and ``packnet_slim``): PackNet01 / PackNetSlim01.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from torch import nn
 from .bde_depth import HRNET_NUM_LAYERS, BDEResnetEncoder, GridDecoder, HRNetEncoder
 from .blocks import Conv3x3, ConvBlock, upsample
 from .depth_decoder import DepthDecoder
+from .packnet import PackNet01, PackNetSlim01
 from .pose_cnn import PoseCNN
 from .pose_decoder import POSE_SCALE, PoseDecoder
 from .resnet_encoder import INPUT_MEAN, INPUT_STD, ResnetEncoder
@@ -48,6 +53,7 @@ __all__ = [
     "DEPTH_DECODERS",
     "DEPTH_ENCODERS",
     "DEPTH_NETWORK_COMBINATIONS",
+    "DEPTH_NETWORKS",
     "INPUT_MEAN",
     "INPUT_STD",
     "POSE_NETWORKS",
@@ -66,6 +72,8 @@ __all__ = [
     "build_depth_network",
     "check_depth_network_choice",
     "check_encoder_contract",
+    "depth_backbone_choices",
+    "depth_decoder_choices",
     "encoder_feature_info",
     "build_pose_network",
     "upsample",
@@ -82,7 +90,12 @@ class DepthNetwork(nn.Module):
     Attributes:
         encoder: maps B x 3 x H x W to a feature list.
         decoder: maps that list to {("disp", s): B x 1 x H/2^s x W/2^s}.
+        output_kind: what the outputs are, and their key: "disp" (sigmoid disparity, turned into
+            depth with the model's depth range), "inv_depth" (inverse depth in 1/m) or "depth"
+            (metres); every depth network declares it (`model.output_to_depth` reads it).
     """
+
+    output_kind = "disp"
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module) -> None:
         super().__init__()
@@ -195,6 +208,13 @@ DEPTH_DECODERS: dict[str, Callable[[Sequence[int], Sequence[int]], nn.Module]] =
     "bdedepth": _bdedepth_decoder,
 }
 
+# Whole encoder-decoder networks, by --backbone; their decoder is their own (OWN_DECODER).
+DEPTH_NETWORKS: dict[str, Callable[[], nn.Module]] = {
+    "packnet": PackNet01,
+    "packnet_slim": PackNetSlim01,
+}
+OWN_DECODER = "packnet"
+
 # Decoders whose first input is the encoder's full-resolution context feature.
 CONTEXT_DECODERS = frozenset({"bdedepth"})
 
@@ -204,7 +224,19 @@ DEPTH_NETWORK_COMBINATIONS = frozenset({
     ("resnet", "monodepth2"),
     ("resnet", "bdedepth"),
     ("hrnet", "bdedepth"),
+    ("packnet", OWN_DECODER),
+    ("packnet_slim", OWN_DECODER),
 })
+
+
+def depth_backbone_choices() -> list[str]:
+    """Every --backbone: encoders and whole networks."""
+    return sorted({*DEPTH_ENCODERS, *DEPTH_NETWORKS})
+
+
+def depth_decoder_choices() -> list[str]:
+    """Every --decoder: the registered decoders and a whole network's own."""
+    return sorted({*DEPTH_DECODERS, OWN_DECODER})
 
 POSE_NETWORKS: dict[str, Callable[..., PoseNetwork]] = {
     "separate_resnet": _separate_resnet_pose,
@@ -263,8 +295,8 @@ def check_depth_network_choice(backbone: str, num_layers: int, decoder: str) -> 
         ValueError: unknown --backbone/--decoder, an unsupported pair, or HRNet with
             --num_layers other than 18.
     """
-    _lookup(DEPTH_ENCODERS, backbone, "--backbone")
-    _lookup(DEPTH_DECODERS, decoder, "--decoder")
+    _lookup(dict.fromkeys(depth_backbone_choices()), backbone, "--backbone")
+    _lookup(dict.fromkeys(depth_decoder_choices()), decoder, "--decoder")
     if (backbone, decoder) not in DEPTH_NETWORK_COMBINATIONS:
         supported = sorted(d for b, d in DEPTH_NETWORK_COMBINATIONS if b == backbone)
         raise ValueError(f"--backbone {backbone} does not go with --decoder {decoder}: use "
@@ -280,13 +312,14 @@ def build_depth_network(
     decoder: str = "monodepth2",
     scales: Sequence[int] = (0, 1, 2, 3),
     pretrained: bool = False,
-) -> DepthNetwork:
+) -> nn.Module:
     """Build the depth network from registry names.
 
     Args:
-        backbone: key of ``DEPTH_ENCODERS``.
-        num_layers: backbone depth (ResNet: 18, 34, 50, 101, 152; HRNet: 18).
-        decoder: key of ``DEPTH_DECODERS``.
+        backbone: key of ``DEPTH_ENCODERS`` (then a `DepthNetwork`) or of ``DEPTH_NETWORKS``
+            (that whole network, with ``decoder`` its own).
+        num_layers: backbone depth (ResNet: 18, 34, 50, 101, 152; HRNet: 18; unused by whole networks).
+        decoder: key of ``DEPTH_DECODERS``, or ``OWN_DECODER`` for a whole network.
         scales: output scales of the decoder.
         pretrained: start the backbone from ImageNet weights.
 
@@ -295,6 +328,9 @@ def build_depth_network(
             combination, or bad num_layers.
     """
     check_depth_network_choice(backbone, num_layers, decoder)
+    if backbone in DEPTH_NETWORKS:
+        # Its own decoder, scales (0..3) and initialisation; no ImageNet weights exist for it.
+        return DEPTH_NETWORKS[backbone]()
     make_encoder = DEPTH_ENCODERS[backbone]
     make_decoder = DEPTH_DECODERS[decoder]
     encoder = make_encoder(num_layers, pretrained, context=decoder in CONTEXT_DECODERS)
