@@ -176,6 +176,8 @@ def add_optimization_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--optimizer", type=str, default="adamw", choices=["adamw", "adam", "sgd"],
                        help="optimiser for all networks (one parameter group)")
     group.add_argument("--learning_rate", type=float, default=1e-4, help="initial learning rate")
+    group.add_argument("--pose_lr_factor", type=float, default=1.0,
+                       help="the pose network learns at --learning_rate times this (SQLdepth's recipe: 0.1)")
     group.add_argument("--weight_decay", type=float, default=0.01, help="AdamW weight decay")
     group.add_argument("--beta1", type=float, default=0.9, help="Adam/AdamW beta1")
     group.add_argument("--beta2", type=float, default=0.999, help="Adam/AdamW beta2")
@@ -320,6 +322,10 @@ def _validate_numbers(opts: argparse.Namespace) -> None:
     lr = _require_finite(opts, "learning_rate", "; the reference uses 1e-4")
     if lr <= 0:
         raise ValueError(f"--learning_rate must be positive (got {lr}); the reference uses 1e-4")
+    factor = _require_finite(opts, "pose_lr_factor")
+    if factor <= 0:
+        raise ValueError(f"--pose_lr_factor must be positive (got {factor}); 1 trains the pose net at "
+                         "--learning_rate, SQLdepth uses 0.1")
     _require_range(opts, "weight_decay", 0.0, math.inf, high_open=True, fix="; use 0 for none (default 0.01)")
     for name in ("beta1", "beta2"):
         _require_range(opts, name, 0.0, 1.0, high_open=True, fix="; Adam's defaults are 0.9 and 0.999")
@@ -406,9 +412,13 @@ def _validate_bde_options(opts: argparse.Namespace) -> None:
                          "the reference uses --split_ratio 0.1 0.9")
 
 
-def parse_train_options(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Parse and validate training options; a ValueError becomes a usage error naming the flag."""
-    parser = build_train_parser()
+def parse_train_options(argv: Sequence[str] | None = None,
+                        parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
+    """Parse and validate training options; a ValueError becomes a usage error naming the flag.
+
+    ``parser`` may extend `build_train_parser` with a tool's own flags (overfit.py does).
+    """
+    parser = parser or build_train_parser()
     opts = parser.parse_args(argv)
     for alias in ("scales_alias", "scheduler_step_alias", "no_cuda_alias"):
         if hasattr(opts, alias):

@@ -57,7 +57,7 @@ ARITHMETIC_OPTIONS = (
     "use_local_crop", "use_patch_reshuffle", "resize_ratio", "split_ratio", "local_crop_geometry",
     "consistency_weight", "consistency_stop_grad",
     # optimisation and schedule
-    "optimizer", "learning_rate", "weight_decay", "beta1", "beta2", "momentum", "lr_sche_type",
+    "optimizer", "learning_rate", "pose_lr_factor", "weight_decay", "beta1", "beta2", "momentum", "lr_sche_type",
     "decay_step", "decay_rate", "eta_min", "batch_size", "clip_grad", "seed",
 )
 # The cosine schedule spans all epochs, so there --num_epochs changes every later learning rate;

@@ -45,6 +45,28 @@ def bde_dataset_options(opts) -> dict:
     return options
 
 
+def make_optimizer(opts, model: SelfSupervisedDepth, extra: dict | None = None) -> torch.optim.Optimizer:
+    """--optimizer over the model's trainable parameters, in checkpoint order.
+
+    With --pose_lr_factor other than 1 the pose network's parameters form a second group at
+    ``learning_rate * pose_lr_factor`` (the schedule scales both); otherwise one group, as every
+    checkpoint so far holds.
+    """
+    params = model.trainable_parameters()
+    if opts.pose_lr_factor != 1.0 and "pose" in model.networks:
+        pose_ids = {id(p) for p in model.networks["pose"].parameters()}
+        params = [{"params": [p for p in params if id(p) not in pose_ids]},
+                  {"params": [p for p in params if id(p) in pose_ids],
+                   "lr": opts.learning_rate * opts.pose_lr_factor}]
+    extra = extra or {}
+    if opts.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=opts.learning_rate, betas=(opts.beta1, opts.beta2),
+                                 weight_decay=opts.weight_decay, **extra)
+    if opts.optimizer == "adam":
+        return torch.optim.Adam(params, lr=opts.learning_rate, betas=(opts.beta1, opts.beta2), **extra)
+    return torch.optim.SGD(params, lr=opts.learning_rate, momentum=opts.momentum, **extra)
+
+
 class Trainer:
     def __init__(self, opts):
         self.opts = opts
@@ -142,17 +164,7 @@ class Trainer:
         return self.model.trainable_parameters()
 
     def build_optimizer(self) -> None:
-        opts = self.opts
-        params = self.parameters()
-        if opts.optimizer == "adamw":
-            self.optimizer = torch.optim.AdamW(params, lr=opts.learning_rate, betas=(opts.beta1, opts.beta2),
-                                               weight_decay=opts.weight_decay, **self.speed.optimizer_kwargs())
-        elif opts.optimizer == "adam":
-            self.optimizer = torch.optim.Adam(params, lr=opts.learning_rate, betas=(opts.beta1, opts.beta2),
-                                              **self.speed.optimizer_kwargs())
-        else:
-            self.optimizer = torch.optim.SGD(params, lr=opts.learning_rate, momentum=opts.momentum,
-                                             **self.speed.optimizer_kwargs())
+        self.optimizer = make_optimizer(self.opts, self.model, self.speed.optimizer_kwargs())
 
     def build_dataloaders(self) -> None:
         opts = self.opts

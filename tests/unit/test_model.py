@@ -258,3 +258,20 @@ def test_pose_num_layers_keeps_a_resnet18_pose_net_beside_a_resnet50_depth_net()
     assert model.networks["pose"].encoder.num_ch_enc[-1] == 512
     assert (model.spec.num_layers, model.spec.pose_layers) == (50, 18)
     assert SelfSupervisedDepth.from_options(options()).spec.pose_layers == 18  # default: --num_layers
+
+
+def test_pose_lr_factor_puts_the_pose_network_in_a_slower_group():
+    from trainer import make_optimizer
+
+    torch.manual_seed(0)
+    model = SelfSupervisedDepth.from_options(options())
+    single = make_optimizer(options("--optimizer", "adam", "--learning_rate", "1e-4"), model)
+    assert len(single.param_groups) == 1 and len(single.param_groups[0]["params"]) == len(model.trainable_parameters())
+    opts = options("--optimizer", "adam", "--learning_rate", "1e-4", "--pose_lr_factor", "0.1")
+    depth_group, pose_group = make_optimizer(opts, model).param_groups
+    pose_ids = {id(p) for p in model.networks["pose"].parameters()}
+    assert {id(p) for p in pose_group["params"]} == pose_ids
+    assert not pose_ids & {id(p) for p in depth_group["params"]}
+    assert (depth_group["lr"], pose_group["lr"]) == (1e-4, pytest.approx(1e-5))
+    with pytest.raises(SystemExit):
+        options("--pose_lr_factor", "0")
