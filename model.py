@@ -32,8 +32,10 @@ Outputs (``forward``); ``<branch>`` is "" for the original view, "_local" or "_r
                                   instead, and `output_to_depth` is the only reader that cares
     ("depth<branch>", 0, s)       B x 1 x h x w depth used to warp scale s (h x w = H x W unless
                                   --v1_multiscale), model units (metres up to scale)
-    ("axisangle", 0, f), ("translation", 0, f)
-                                  raw pose-network outputs for source f (B x N x 1 x 3)
+    (<rotation>, 0, f), ("translation", 0, f)
+                                  raw pose-network outputs for source f (B x N x 1 x 3), the
+                                  rotation under its parametrisation's name: "axisangle"
+                                  (Monodepth2's networks) or "euler" (PackNet's)
     ("cam_T_cam", 0, f)           B x 4 x 4 T_source_from_target for temporal source f
     ("sample_grid<branch>", f, s) B x h x w x 2 normalised sampling grid into source f
     ("warped<branch>", f, s)      B x 3 x h x w source f warped into the target
@@ -60,6 +62,7 @@ from layers import backproject, disp_to_depth, project, transformation_from_para
 from local_crop import crop_pose_correction, local_crop_camera
 from losses import LOCAL_VIEW, ORIGINAL_VIEW, RESHUFFLE_VIEW, LossSettings, LossTerm, View, build_loss_terms
 from networks import DepthNetwork, build_depth_network, build_pose_network
+from networks.packnet import euler_pose_to_matrix
 
 # Checkpoint names of the networks, in the order the optimiser has always listed their
 # parameters (resume checkpoints index optimiser state by that order).
@@ -151,6 +154,21 @@ def output_to_depth(output: torch.Tensor, kind: str, min_depth: float, max_depth
     if kind == "depth":
         return 1.0 / output, output
     raise ValueError(f"unknown depth network output kind {kind!r}: expected disp, inv_depth or depth")
+
+
+def pose_matrix(angles: torch.Tensor, translation: torch.Tensor, parametrisation: str = "axisangle",
+                invert: bool = False) -> torch.Tensor:
+    """T_source_from_target, B x 4 x 4, from a pose network's B x 1 x 3 rotation and translation.
+
+    ``parametrisation`` is the pose network's: "axisangle" (Monodepth2: R from the axis-angle,
+    translation applied after; ``invert`` for past frames fed in temporal order) or "euler"
+    (PackNet: R = Rx Ry Rz, `networks.packnet.euler_pose_to_matrix`).
+    """
+    if parametrisation == "axisangle":
+        return transformation_from_parameters(angles, translation, invert=invert)
+    if parametrisation == "euler" and not invert:
+        return euler_pose_to_matrix(torch.cat([translation.flatten(1), angles.flatten(1)], dim=1))
+    raise ValueError(f"no pose matrix for parametrisation {parametrisation!r} with invert={invert}")
 
 
 class SelfSupervisedDepth(nn.Module):
@@ -354,23 +372,24 @@ class SelfSupervisedDepth(nn.Module):
         """
         outputs = {}
         temporal_sources = [f for f in self.source_frame_ids if f != "s"]
+        parametrisation = self.networks["pose"].parametrisation
         if self.spec.pose_model_input == "pairs":
             for frame_id in temporal_sources:
                 ordered = (frame_id, 0) if frame_id < 0 else (0, frame_id)
                 pair = torch.cat([inputs[("color_aug", f, 0)] for f in ordered], dim=1)
                 axisangle, translation = self.run_pose(pair)
-                outputs[("axisangle", 0, frame_id)] = axisangle
+                outputs[(parametrisation, 0, frame_id)] = axisangle
                 outputs[("translation", 0, frame_id)] = translation
-                outputs[("cam_T_cam", 0, frame_id)] = transformation_from_parameters(
-                    axisangle[:, 0], translation[:, 0], invert=frame_id < 0)
+                outputs[("cam_T_cam", 0, frame_id)] = pose_matrix(axisangle[:, 0], translation[:, 0],
+                                                                  parametrisation, invert=frame_id < 0)
         else:
             stacked = torch.cat([inputs[("color_aug", f, 0)] for f in self.temporal_frame_ids], dim=1)
             axisangle, translation = self.run_pose(stacked)
             for i, frame_id in enumerate(temporal_sources):
-                outputs[("axisangle", 0, frame_id)] = axisangle
+                outputs[(parametrisation, 0, frame_id)] = axisangle
                 outputs[("translation", 0, frame_id)] = translation
-                outputs[("cam_T_cam", 0, frame_id)] = transformation_from_parameters(
-                    axisangle[:, i], translation[:, i])
+                outputs[("cam_T_cam", 0, frame_id)] = pose_matrix(axisangle[:, i], translation[:, i],
+                                                                  parametrisation)
         return outputs
 
     def local_view_cameras(self, inputs: dict) -> dict:

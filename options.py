@@ -390,8 +390,11 @@ def validate_options(opts: argparse.Namespace) -> argparse.Namespace:
                                              or getattr(opts, "use_patch_reshuffle", False)):
         raise ValueError(f"--use_local_crop and --use_patch_reshuffle are BDEdepth's views of a disparity "
                          f"network; --backbone {opts.backbone} predicts inverse depth: drop them")
-    if opts.pose_model_input == "all" and opts.pose_model_type != "separate_resnet":
-        raise ValueError("--pose_model_input all needs --pose_model_type separate_resnet")
+    if opts.pose_model_input == "all" and opts.pose_model_type == "posecnn":
+        raise ValueError("--pose_model_input all needs --pose_model_type separate_resnet or packnet")
+    if opts.pose_model_type == "packnet" and opts.pose_model_input != "all":
+        raise ValueError("--pose_model_type packnet sees the target and every context at once: add "
+                         "--pose_model_input all")
     _validate_bde_options(opts)
     from speed import validate_speed_options  # imported here: speed imports torch
 

@@ -43,7 +43,7 @@ from torch import nn
 from .bde_depth import HRNET_NUM_LAYERS, BDEResnetEncoder, GridDecoder, HRNetEncoder
 from .blocks import Conv3x3, ConvBlock, upsample
 from .depth_decoder import DepthDecoder
-from .packnet import PackNet01, PackNetSlim01
+from .packnet import PackNet01, PackNetSlim01, PackNetStackedPose
 from .pose_cnn import PoseCNN
 from .pose_decoder import POSE_SCALE, PoseDecoder
 from .resnet_encoder import INPUT_MEAN, INPUT_STD, ResnetEncoder
@@ -127,6 +127,11 @@ class PoseNetwork(nn.Module):
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
+
+    @property
+    def parametrisation(self) -> str:
+        """How the rotations are given: "axisangle" (Monodepth2's networks) or "euler" (PackNet's)."""
+        return getattr(self.decoder, "parametrisation", "axisangle")
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Predict relative poses.
@@ -238,9 +243,23 @@ def depth_decoder_choices() -> list[str]:
     """Every --decoder: the registered decoders and a whole network's own."""
     return sorted({*DEPTH_DECODERS, OWN_DECODER})
 
+def _packnet_pose(
+    num_layers: int,
+    pretrained: bool,
+    num_input_frames: int,
+    num_frames_to_predict_for: int | None = None,
+) -> PoseNetwork:
+    # PackNet's pose net works on pixels (no backbone) and predicts every context at once.
+    if num_frames_to_predict_for not in (None, num_input_frames - 1):
+        raise ValueError(f"the packnet pose net predicts num_input_frames - 1 = {num_input_frames - 1} poses "
+                         f"(asked for {num_frames_to_predict_for})")
+    return PoseNetwork(None, PackNetStackedPose(num_input_frames - 1))
+
+
 POSE_NETWORKS: dict[str, Callable[..., PoseNetwork]] = {
     "separate_resnet": _separate_resnet_pose,
     "posecnn": _posecnn_pose,
+    "packnet": _packnet_pose,
 }
 
 

@@ -478,6 +478,24 @@ class PackNetPoseNet(nn.Module):
         return POSE_SCALE * pose.view(-1, self.num_context_frames, POSE_PARAMS)
 
 
+class PackNetStackedPose(PackNetPoseNet):
+    """``PackNetPoseNet`` behind the toolkit's pose interface: frames stacked, angles and translations apart.
+
+    The same modules and checkpoint names; ``forward`` takes the frames already concatenated on
+    channels (target first, as ``--pose_model_input all`` stacks ``--frame_ids 0 -1 1``) and
+    returns what `networks.PoseNetwork` returns, with Euler angles where Monodepth2's networks
+    give axis-angles (``parametrisation = "euler"``; `model.pose_matrix` reads it).
+    """
+
+    parametrisation = "euler"
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        """Args: images B x 3 (1 + n_ref) x H x W. Returns (euler, translation), each B x n_ref x 1 x 3."""
+        frames = images.split(_RGB_CHANNELS, dim=1)
+        pose = super().forward(frames[0], frames[1:])
+        return pose[:, :, None, 3:], pose[:, :, None, :3]
+
+
 def _rotation_about_axis(angle: torch.Tensor, axis: int) -> torch.Tensor:
     """Right-handed rotation by ``angle`` (B, radians) about coordinate axis 0 (x), 1 (y) or 2 (z).
 

@@ -70,3 +70,27 @@ def test_packnet_takes_its_own_decoder_and_no_bdedepth_view(capsys):
     with pytest.raises(SystemExit):
         options("--backbone", "packnet", "--decoder", "packnet", "--use_local_crop")
     assert "predicts inverse depth: drop them" in capsys.readouterr().err
+
+
+def test_packnet_pose_sees_target_then_contexts_and_warps_with_euler_poses():
+    from networks.packnet import euler_pose_to_matrix
+
+    torch.manual_seed(0)
+    model = SelfSupervisedDepth.from_options(options("--pose_model_type", "packnet", "--pose_model_input", "all"))
+    pose_net = model.networks["pose"]
+    assert pose_net.parametrisation == "euler" and pose_net.encoder is None
+    assert sum(p.numel() for p in pose_net.parameters()) == 1_592_684  # spec 1.3, two contexts
+    assert list(model.checkpoint_modules()) == ["encoder", "depth", "pose"]
+    assert list(model.state_dicts()["pose"])[:2] == ["conv1.0.weight", "conv1.0.bias"]  # PackNet's names
+    inputs = model.prepare_inputs(make_batch(), torch.device("cpu"))
+    outputs = model(inputs)
+    raw = super(type(pose_net.decoder), pose_net.decoder).forward(
+        inputs[("color_aug", 0, 0)], [inputs[("color_aug", -1, 0)], inputs[("color_aug", 1, 0)]])
+    for i, frame_id in enumerate((-1, 1)):
+        assert torch.equal(outputs[("euler", 0, frame_id)][:, i, 0], raw[:, i, 3:])  # all contexts at once
+        assert_close(outputs[("cam_T_cam", 0, frame_id)], euler_pose_to_matrix(raw[:, i]))
+    assert ("axisangle", 0, 1) not in outputs
+    model.losses(inputs, outputs)["loss"].backward()
+    assert pose_net.decoder.pose_pred.weight.grad.abs().sum() > 0
+    with pytest.raises(SystemExit):
+        options("--pose_model_type", "packnet")  # pairs: refused, it sees every frame at once
