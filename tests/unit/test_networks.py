@@ -359,7 +359,7 @@ def test_unknown_registry_names_list_the_choices():
     with pytest.raises(ValueError, match=r"--decoder must be one of \['bdedepth', 'monodepth2', 'packnet'\]"):
         build_depth_network(decoder="bde")
     with pytest.raises(
-        ValueError, match=r"--pose_model_type must be one of \['posecnn', 'separate_resnet'\]"
+        ValueError, match=r"--pose_model_type must be one of \['packnet', 'posecnn', 'separate_resnet'\]"
     ):
         build_pose_network("shared")
 
