@@ -92,7 +92,7 @@ class Trainer:
         self.build_models()
         self.build_optimizer()
         self.build_dataloaders()
-        self.pretrained = self.read_pretrained_weights()
+        self.from_pretrained = self.load_pretrained_weights()
         self.on_main_rank(self.claim_run_folder)
         self.build_loggers()
         self.load_initial_state()
@@ -122,16 +122,16 @@ class Trainer:
         self.forced_changes = check_resume_options(run_dir, vars(opts), opts.force_resume) if opts.resume else []
         return run_dir
 
-    def read_pretrained_weights(self) -> dict | None:
-        """--pretrained_path read (and checked) before the run folder is touched; applied later."""
+    def load_pretrained_weights(self) -> bool:
+        """Load --pretrained_path into the networks before the run folder is touched, so a missing
+        or mismatching file fails while the previous run is intact (a resume overrides them)."""
         if not self.opts.pretrained_path:
-            return None
+            return False
         # Our checkpoints, released Monodepth2 folders and BDEdepth files alike.
         from released_weights import to_checkpoint_payload
 
-        payload = to_checkpoint_payload(self.opts.pretrained_path)
-        self.model.load_state_dicts(payload, self.opts.pretrained_path)
-        return payload
+        self.model.load_state_dicts(to_checkpoint_payload(self.opts.pretrained_path), self.opts.pretrained_path)
+        return True
 
     def claim_run_folder(self) -> None:
         """Take the run folder (deleting the previous run's artefacts with --overwrite), remove
@@ -279,7 +279,7 @@ class Trainer:
             self.restore_random_states(payload.get("rng_states"))
             logger.info("Resumed from %s at epoch %d, batch %d, step %d", path, self.epoch,
                         self.batch_in_epoch, self.step)
-        elif self.pretrained is not None:
+        elif self.from_pretrained:
             logger.info("Initial weights from %s", self.opts.pretrained_path)
         elif self.opts.resume:
             logger.info("No checkpoint to resume, train from epoch 0.")
