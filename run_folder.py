@@ -201,8 +201,8 @@ def claim_run_folder(run_dir: str | os.PathLike, overwrite: bool) -> Path:
     return run_dir
 
 
-def check_writable(folder: str | os.PathLike) -> None:
-    """Write and remove a probe file in ``folder``; raise OSError naming the folder if that fails."""
+def check_writable(folder: str | os.PathLike, flag: str = "--log_dir") -> None:
+    """Write and remove a probe file in ``folder``; raise OSError naming the folder and ``flag`` if that fails."""
     folder = Path(folder)
     probe = folder / f".write-probe-{os.getpid()}"
     try:
@@ -212,7 +212,7 @@ def check_writable(folder: str | os.PathLike) -> None:
         with contextlib.suppress(OSError):
             probe.unlink(missing_ok=True)
         raise type(err)(err.errno, f"the folder {folder} is not writable ({err.strerror or err}): fix its "
-                                   "permissions or free space, or choose another --log_dir") from err
+                                   f"permissions or free space, or choose another {flag}") from err
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:

@@ -139,7 +139,7 @@ def check_output_folders(folders: Sequence[Path], flag: str = "--output_dir") ->
         except OSError as err:
             raise type(err)(err.errno, f"cannot create the output folder {folder}: {err.strerror or err}; "
                                        f"choose another {flag}") from err
-        check_writable(folder)
+        check_writable(folder, flag)
 
 
 def non_finite_entries(data, where: str = "") -> list[str]:

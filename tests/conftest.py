@@ -46,3 +46,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
         if skip_gpu is not None and "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture()
+def unwritable_probes(monkeypatch):
+    """Every folder looks read-only to `run_folder.check_writable`: writing its probe file fails."""
+    real_write_bytes = Path.write_bytes
+
+    def read_only(self, data):
+        if self.name.startswith(".write-probe-"):
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_write_bytes(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", read_only)

@@ -136,17 +136,9 @@ def test_claim_creates_the_folder_and_leaves_no_probe(tmp_path):
     assert run_dir.is_dir() and list(run_dir.iterdir()) == []
 
 
-def test_an_unwritable_folder_is_named(tmp_path, monkeypatch):
+def test_an_unwritable_folder_is_named(tmp_path, unwritable_probes):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    real_write_bytes = Path.write_bytes
-
-    def read_only(self, data):
-        if self.name.startswith(".write-probe-"):
-            raise PermissionError(13, "Permission denied", str(self))
-        return real_write_bytes(self, data)
-
-    monkeypatch.setattr(Path, "write_bytes", read_only)
     with pytest.raises(PermissionError, match=f"the folder {run_dir} is not writable .*--log_dir"):
         claim_run_folder(run_dir, overwrite=False)
 

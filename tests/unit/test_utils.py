@@ -99,3 +99,11 @@ def test_write_json_refuses_non_finite_values_naming_them(tmp_path):
     assert str(refused.value) == (f"refusing to write {path}: non-finite values at abs_rel, per_image[1] "
                                   "(JSON has no NaN or infinity)")
     assert "abs_rel\": 0.1" in path.read_text()  # the previous file is untouched
+
+
+def test_an_unwritable_output_folder_names_the_flag_that_chose_it(tmp_path, unwritable_probes):
+    from utils import check_output_folders
+
+    with pytest.raises(PermissionError, match=f"the folder {tmp_path / 'out'} is not writable .*--output_dir"):
+        check_output_folders([tmp_path / "out"])
+    assert (tmp_path / "out").is_dir()  # created, then found read-only
