@@ -35,7 +35,6 @@ from utils import atomic_output
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "monodepthkit-1"
-MODEL_KEYS = ("encoder", "depth", "pose_encoder", "pose")
 
 
 @dataclass
@@ -261,15 +260,6 @@ def prune_resume_checkpoints(run_dir: str | Path, keep_last: int) -> None:
     """Delete all but the ``keep_last`` newest resume checkpoints."""
     for stale in resume_checkpoints(run_dir)[keep_last:]:
         stale.unlink(missing_ok=True)
-
-
-def model_state_dicts(models: dict[str, torch.nn.Module]) -> dict[str, dict]:
-    """The networks' state dicts under the checkpoint's names, unwrapped from DDP."""
-    state = {}
-    for name, model in models.items():
-        module = getattr(model, "module", model)
-        state[name] = module.state_dict()
-    return state
 
 
 def spec_from_checkpoint(payload: dict, path: str | Path = "checkpoint") -> ModelSpec:

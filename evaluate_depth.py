@@ -22,8 +22,8 @@ import numpy as np
 from checkpoints import ModelSpec
 from datasets.benchmarks import EvalOptions, EvalSet
 from datasets.kitti_dataset import BENCHMARK_IMAGES, BENCHMARK_SPLIT, KittiBenchmarkImages, build_kitti_eval_sets
-from evaluation import (DATASET_ORDER, EVAL_DATASETS, Scaling, evaluate_model, format_metrics_table,
-                        load_ext_disps, predict_inverse_depths, write_benchmark_predictions)
+from evaluation import (DATASET_ORDER, EVAL_DATASETS, Scaling, eval_set_predictions, evaluate_model,
+                        format_metrics_table, load_ext_disps, predict_inverse_depths, write_benchmark_predictions)
 from kitti_utils import STEREO_SCALE_FACTOR
 from split_lists import split_file
 from utils import atomic_output, check_output_folders, readlines, select_device, write_json
@@ -218,9 +218,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     for eval_set in eval_sets:
         if opts.no_eval:
-            pred_disps = eval_set.pred_disps
-            if pred_disps is None:
-                pred_disps = predict_inverse_depths(model, eval_set.loader, device, opts.post_process)
+            pred_disps = eval_set_predictions(model, eval_set, device, opts.post_process)
         else:
             pred_disps, result = evaluate_model(model, eval_set, device, scaling, opts.post_process)
         if opts.save_pred_disps:

@@ -281,12 +281,17 @@ def format_metrics_table(metrics: dict) -> str:
     return header + "\n" + values
 
 
+def eval_set_predictions(model, eval_set: EvalSet, device: torch.device, post_process: bool = False) -> np.ndarray:
+    """The EvalSet's own predictions (``--ext_disp_to_eval``), or the model's inverse depths of its images."""
+    if eval_set.pred_disps is not None:
+        return eval_set.pred_disps
+    return predict_inverse_depths(model, eval_set.loader, device, post_process)
+
+
 def evaluate_model(model, eval_set: EvalSet, device: torch.device, scaling: Scaling,
                    post_process: bool = False) -> tuple[np.ndarray, DepthEvaluation]:
     """Predict one EvalSet (unless it carries predictions) and score it: (inverse depths, result)."""
-    pred_disps = eval_set.pred_disps
-    if pred_disps is None:
-        pred_disps = predict_inverse_depths(model, eval_set.loader, device, post_process)
+    pred_disps = eval_set_predictions(model, eval_set, device, post_process)
     result = evaluate_predictions(pred_disps, eval_set.gt_depths, eval_set.protocol,
                                   median_scaling=scaling.median, pred_depth_scale_factor=scaling.factor)
     return pred_disps, result

@@ -231,15 +231,21 @@ def consistency_reshuffle_term(inputs: dict, outputs: dict, settings: LossSettin
     return total / len(settings.scales), {}
 
 
-def _branches(opts: argparse.Namespace) -> int:
-    """Depth branches the options switch on: the original view plus BDEdepth's views."""
-    return 1 + bool(getattr(opts, "use_local_crop", False)) + bool(getattr(opts, "use_patch_reshuffle", False))
+def enabled_views(opts: argparse.Namespace) -> list[View]:
+    """The depth branches the options switch on, original first (the model runs these, and each
+    branch's base loss weighs 1/n of the total)."""
+    views = [ORIGINAL_VIEW]
+    if getattr(opts, "use_local_crop", False):
+        views.append(LOCAL_VIEW)
+    if getattr(opts, "use_patch_reshuffle", False):
+        views.append(RESHUFFLE_VIEW)
+    return views
 
 
 def _base_weight(flag: str | None):
     """Photometric weight of a branch: 1/n of the base loss, when its view is on."""
     def weight(opts: argparse.Namespace) -> float:
-        return 1.0 / _branches(opts) if flag is None or getattr(opts, flag, False) else 0.0
+        return 1.0 / len(enabled_views(opts)) if flag is None or getattr(opts, flag, False) else 0.0
     return weight
 
 

@@ -60,7 +60,8 @@ from augmentation import apply_color_jitter, reshuffle_images, restore_reshuffle
 from checkpoints import ModelSpec
 from layers import backproject, disp_to_depth, project, transformation_from_parameters, upsample_disp, warp
 from local_crop import crop_pose_correction, local_crop_camera
-from losses import LOCAL_VIEW, ORIGINAL_VIEW, RESHUFFLE_VIEW, LossSettings, LossTerm, View, build_loss_terms
+from losses import (LOCAL_VIEW, ORIGINAL_VIEW, RESHUFFLE_VIEW, LossSettings, LossTerm, View, build_loss_terms,
+                    enabled_views)
 from networks import DepthNetwork, build_depth_network, build_pose_network
 from networks.packnet import euler_pose_to_matrix
 
@@ -171,6 +172,19 @@ def pose_matrix(angles: torch.Tensor, translation: torch.Tensor, parametrisation
     raise ValueError(f"no pose matrix for parametrisation {parametrisation!r} with invert={invert}")
 
 
+def raise_if_not_finite(step: int, names: list[str], flags: torch.Tensor, advice: str) -> None:
+    """Raise FloatingPointError naming ``step`` and every quantity whose flag is False.
+
+    Args:
+        names, flags: from `SelfSupervisedDepth.finite_flags`.
+        advice: what to do about it, appended to the message.
+    """
+    if bool(flags.all()):
+        return
+    bad = [name for name, ok in zip(names, flags.tolist()) if not ok]
+    raise FloatingPointError(f"non-finite values at step {step}: {', '.join(bad)}; {advice}")
+
+
 class SelfSupervisedDepth(nn.Module):
     """Depth and pose networks trained by view synthesis (Monodepth2, BDEdepth's views).
 
@@ -236,23 +250,17 @@ class SelfSupervisedDepth(nn.Module):
     @classmethod
     def from_options(cls, opts: argparse.Namespace, pretrained: bool | None = None) -> "SelfSupervisedDepth":
         """The training model the command-line options describe (losses, views, networks)."""
-        from options import uses_pose_network
+        from options import training_frame_ids, uses_pose_network
 
         terms = build_loss_terms(opts)
         auxiliary = {}
         for _, term, _ in terms:
             if term.networks is not None:
                 auxiliary.update(term.networks(opts))
-        views = [ORIGINAL_VIEW]
-        if opts.use_local_crop:
-            views.append(LOCAL_VIEW)
-        if opts.use_patch_reshuffle:
-            views.append(RESHUFFLE_VIEW)
-        spec = ModelSpec.from_options(opts)
-        settings = LossSettings.from_options(opts, spec.frame_ids[1:] + (["s"] if spec.use_stereo else []))
-        return cls(spec, settings, terms, auxiliary, use_pose_network=uses_pose_network(opts),
+        settings = LossSettings.from_options(opts, training_frame_ids(opts)[1:])
+        return cls(ModelSpec.from_options(opts), settings, terms, auxiliary, use_pose_network=uses_pose_network(opts),
                    pretrained=opts.weights_init == "pretrained" if pretrained is None else pretrained,
-                   views=views, bde_local_reference=opts.local_crop_geometry == "reference")
+                   views=enabled_views(opts), bde_local_reference=opts.local_crop_geometry == "reference")
 
     @classmethod
     def for_inference(cls, spec: ModelSpec) -> "SelfSupervisedDepth":

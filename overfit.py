@@ -87,11 +87,9 @@ def write_inverse_depths(model, outputs: dict, folder: Path, step: int) -> list[
 
 def main(argv: Sequence[str] | None = None) -> dict:
     """Overfit; return ``{"photometric": [per step], "steps": n, "flattened": bool, ...}``."""
-    import torch
-
-    from model import SelfSupervisedDepth
+    from model import SelfSupervisedDepth, raise_if_not_finite
     from options import parse_train_options, training_frame_ids
-    from trainer import make_optimizer
+    from trainer import make_optimizer, optimizer_step
     from utils import check_output_folders, seed_everything, select_device, write_json
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
@@ -119,15 +117,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         inputs = model.prepare_inputs(batch, device)
         outputs = model(inputs)
         losses = model.losses(inputs, outputs)
-        names, flags = SelfSupervisedDepth.finite_flags(outputs, losses)
-        if not bool(flags.all()):
-            bad = [name for name, ok in zip(names, flags.tolist()) if not ok]
-            raise FloatingPointError(f"non-finite values at step {step}: {', '.join(bad)}; lower --learning_rate")
-        optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        if opts.clip_grad > 0:
-            torch.nn.utils.clip_grad_norm_(model.trainable_parameters(), opts.clip_grad)
-        optimizer.step()
+        raise_if_not_finite(step, *SelfSupervisedDepth.finite_flags(outputs, losses), "lower --learning_rate")
+        optimizer_step(losses["loss"], optimizer, model.trainable_parameters(), opts.clip_grad)
         curve.append(float(losses["loss/photometric"].detach()))
         if step % opts.log_every == 0:
             write_inverse_depths(model, outputs, output_dir, step)

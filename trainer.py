@@ -22,7 +22,7 @@ from datasets import DATASETS
 from distributed import (broadcast_from_main, cleanup_process_group, context_from_environment,
                          epoch_sample_order, epoch_seed, gather_to_all, mean_over_ranks, sample_seed,
                          setup_process_group)
-from model import SelfSupervisedDepth
+from model import SelfSupervisedDepth, raise_if_not_finite
 from options import training_frame_ids
 from run_folder import OPTIONS_FILE, check_resume_options, check_run_folder, claim_run_folder, remove_stale_temporaries
 from speed import SpeedSettings
@@ -65,6 +65,21 @@ def make_optimizer(opts, model: SelfSupervisedDepth, extra: dict | None = None) 
     if opts.optimizer == "adam":
         return torch.optim.Adam(params, lr=opts.learning_rate, betas=(opts.beta1, opts.beta2), **extra)
     return torch.optim.SGD(params, lr=opts.learning_rate, momentum=opts.momentum, **extra)
+
+
+def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, parameters: list,
+                   clip_grad: float) -> None:
+    """Backward, gradient-norm clipping when ``clip_grad > 0``, and the optimiser's step."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip_grad > 0:
+        torch.nn.utils.clip_grad_norm_(parameters, clip_grad)
+    optimizer.step()
+
+
+# What a run stopped by non-finite values should do next.
+NON_FINITE_ADVICE = ("the run stops before they reach a checkpoint (lower --learning_rate or set --clip_grad, "
+                     "then --resume from the last checkpoint)")
 
 
 class Trainer:
@@ -271,7 +286,7 @@ class Trainer:
                 found = (Path(chosen), load_checkpoint(chosen))
         if found:
             path, payload = found
-            self.load_model_weights(payload, path)
+            self.model.load_state_dicts(payload, str(path))
             self.optimizer.load_state_dict(payload["optimizer"])
             self.scheduler.load_state_dict(payload["scheduler"])
             self.epoch, self.batch_in_epoch, self.step = payload["epoch"], payload["batch_idx"], payload["step"]
@@ -312,9 +327,6 @@ class Trainer:
 
         device_ids = [self.device.index] if self.device.type == "cuda" else None
         self.training_model = DistributedDataParallel(self.model, device_ids=device_ids)
-
-    def load_model_weights(self, payload: dict, source) -> None:
-        self.model.load_state_dicts(payload, str(source))
 
     # ------------------------------------------------------------------------------ the loop
     def train(self) -> dict:
@@ -367,11 +379,7 @@ class Trainer:
         outputs = self.training_model(inputs)
         losses = self.model.losses(inputs, outputs)
         self.check_finite(outputs, losses)
-        self.optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        if self.opts.clip_grad > 0:
-            torch.nn.utils.clip_grad_norm_(self.parameters(), self.opts.clip_grad)
-        self.optimizer.step()
+        optimizer_step(losses["loss"], self.optimizer, self.parameters(), self.opts.clip_grad)
         if self.opts.lr_sche_type == "cos":
             self.scheduler.step()
         return inputs, outputs, losses
@@ -392,7 +400,7 @@ class Trainer:
         """
         names, flags = SelfSupervisedDepth.finite_flags(outputs, losses)
         if self.deferred_finite_checks is None:
-            self.raise_if_not_finite(self.step, names, flags)
+            raise_if_not_finite(self.step, names, flags, NON_FINITE_ADVICE)
         else:
             self.deferred_finite_checks.append((self.step, names, flags))
 
@@ -405,16 +413,7 @@ class Trainer:
         if bool(all_ok.all()):
             return
         step, names, flags = pending[int((~all_ok).nonzero()[0])]
-        self.raise_if_not_finite(step, names, flags)
-
-    @staticmethod
-    def raise_if_not_finite(step: int, names: list[str], flags: torch.Tensor) -> None:
-        if bool(flags.all()):
-            return
-        bad = [name for name, ok in zip(names, flags.tolist()) if not ok]
-        raise FloatingPointError(f"non-finite values at step {step}: {', '.join(bad)}; the run stops before "
-                                 "they reach a checkpoint (lower --learning_rate or set --clip_grad, then "
-                                 "--resume from the last checkpoint)")
+        raise_if_not_finite(step, names, flags, NON_FINITE_ADVICE)
 
     # ------------------------------------------------------------------------------ logging
     def set_train(self) -> None:
