@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -287,9 +288,13 @@ class Trainer:
         if found:
             path, payload = found
             self.model.load_state_dicts(payload, str(path))
+            initial_lrs = [group["initial_lr"] for group in self.optimizer.param_groups]
             self.optimizer.load_state_dict(payload["optimizer"])
-            self.scheduler.load_state_dict(payload["scheduler"])
             self.epoch, self.batch_in_epoch, self.step = payload["epoch"], payload["batch_idx"], payload["step"]
+            if self.forced_changes:
+                self.replay_schedule(initial_lrs)
+            else:
+                self.scheduler.load_state_dict(payload["scheduler"])
             self.run_seed = payload.get("run_seed", self.run_seed)
             self.restore_random_states(payload.get("rng_states"))
             logger.info("Resumed from %s at epoch %d, batch %d, step %d", path, self.epoch,
@@ -301,6 +306,23 @@ class Trainer:
         if self.forced_changes:
             logger.warning("Resuming with changed options (--force_resume): %s; the continuation is not the "
                            "uninterrupted run's", ", ".join(self.forced_changes))
+
+    def replay_schedule(self, initial_lrs: list[float]) -> None:
+        """The learning rates of this run's options at the resumed position.
+
+        A forced resume may change --learning_rate, --pose_lr_factor or the schedule; the saved
+        scheduler (and the rates inside the saved optimiser state) would silently keep the old ones.
+        The optimiser keeps its saved moments; the schedule is rebuilt and stepped to where the
+        checkpoint stopped (per step for cos, per finished epoch for step).
+        """
+        for group, lr in zip(self.optimizer.param_groups, initial_lrs):
+            group["lr"] = group["initial_lr"] = lr
+        self.build_scheduler()
+        position = self.step if self.opts.lr_sche_type == "cos" else self.epoch
+        with warnings.catch_warnings():  # "scheduler stepped before optimizer": intended here
+            warnings.simplefilter("ignore", UserWarning)
+            for _ in range(position):
+                self.scheduler.step()
 
     def restore_random_states(self, rng_states: list | None) -> None:
         """Each rank continues its own random streams (the tie-breaking noise of the losses)."""
