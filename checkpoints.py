@@ -55,6 +55,14 @@ class ModelSpec:
     pose_model_input: str = "pairs"
     dataset: str = "kitti"
     pose_num_layers: int | None = None
+    pose_translation_scaling: str = "none"
+    # SQLdepth's Self Query Layer (--decoder sql; `networks.SelfQuerySettings`).
+    sql_patch_size: int = 16
+    sql_num_queries: int = 64
+    sql_num_bins: int = 64
+    sql_model_dim: int = 32
+    sql_dim_feedforward: int = 0
+    sql_num_features: int = 256
 
     @property
     def pose_layers(self) -> int:

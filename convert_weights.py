@@ -1,6 +1,8 @@
-"""Convert released Monodepth2 folders and BDEdepth files into self-describing checkpoints.
+"""Convert released Monodepth2 and SQLdepth folders and BDEdepth files into self-describing checkpoints.
 
     python convert_weights.py --input models/mono_640x192 --output mono_640x192.pth
+    python convert_weights.py --input SQLdepth/KITTI_R50_640x192/weights_19 --sql_variant resnet50_640x192 \
+        --output sqldepth_r50_640x192.pth
 
 Every script already reads the released formats through ``--pretrained_path``; converting once
 records the architecture and the depth range (which released files do not store) in the file.
@@ -20,22 +22,33 @@ def main(argv: Sequence[str] | None = None) -> Path:
     """Convert; return the written checkpoint's path."""
     from checkpoints import load_checkpoint, save_checkpoint, spec_from_checkpoint
     from model import SelfSupervisedDepth
-    from released_weights import convert_bdedepth, load_monodepth2_folder
+    from networks.sqldepth import SQLDEPTH_VARIANTS
+    from released_weights import DEFAULT_DEPTH_RANGE, convert_bdedepth, load_released_folder
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    parser = argparse.ArgumentParser(description="Convert Monodepth2/BDEdepth weights to our checkpoint.")
-    parser.add_argument("--input", required=True, help="a Monodepth2 model folder or a BDEdepth .pth")
+    parser = argparse.ArgumentParser(description="Convert Monodepth2/SQLdepth/BDEdepth weights to our checkpoint.")
+    parser.add_argument("--input", required=True, help="a Monodepth2 or SQLdepth model folder, or a BDEdepth .pth")
     parser.add_argument("--output", required=True, help="the checkpoint to write")
-    parser.add_argument("--min_depth", type=float, default=0.1, help="depth range the model was trained with")
-    parser.add_argument("--max_depth", type=float, default=100.0, help="(released files do not store it)")
+    parser.add_argument("--min_depth", type=float, default=None,
+                        help="depth range the model was trained with (released files do not store it; default "
+                             "0.1-100 for Monodepth2/BDEdepth, the published variant's for SQLdepth)")
+    parser.add_argument("--max_depth", type=float, default=None, help="see --min_depth")
+    parser.add_argument("--sql_variant", choices=sorted(SQLDEPTH_VARIANTS), default=None,
+                        help="the published SQLdepth model the folder holds (its depth range; checked against "
+                             "the tensors' sizes)")
     opts = parser.parse_args(argv)
+    if (opts.min_depth is None) != (opts.max_depth is None):
+        parser.error("give both --min_depth and --max_depth, or neither")
     source = Path(opts.input)
     if source.is_dir():
-        payload = load_monodepth2_folder(source, opts.min_depth, opts.max_depth)
+        payload = load_released_folder(source, opts.sql_variant, (opts.min_depth, opts.max_depth))
     else:
+        if opts.sql_variant is not None:
+            parser.error(f"--sql_variant applies to SQLdepth model folders; {source} is a file")
         payload = load_checkpoint(source)
         if "model_spec" not in payload:
-            payload = convert_bdedepth(payload, str(source), opts.min_depth, opts.max_depth)
+            depth_range = DEFAULT_DEPTH_RANGE if opts.min_depth is None else (opts.min_depth, opts.max_depth)
+            payload = convert_bdedepth(payload, str(source), *depth_range)
     # Refuse to write weights that do not load.
     SelfSupervisedDepth.for_inference(spec_from_checkpoint(payload, source)).load_state_dicts(payload, str(source))
     save_checkpoint(opts.output, payload)

@@ -7,6 +7,8 @@ validation and by the learning tests. Conventions, fixed once and pinned by test
   `SelfSupervisedDepth.predict_depth(..., inverse=True)`;
 - the inverse depth is upsampled to the ground-truth size bilinearly with align_corners=False
   (what Monodepth2's cv2.resize does), or nearest for NYUv2 and Make3D, then depth = 1 / it;
+  a network that predicts depth itself (SQLdepth, ``SelfSupervisedDepth.prediction_domain``
+  "depth") has its depth resized and flip-blended instead, as its authors evaluate it;
 - whether predictions are median-scaled per image (NumPy's median) or multiplied by 5.4 is
   `ModelSpec.metric_depth_scale`, the one rule for training, evaluation and inference;
   predictions are then clamped to the protocol's range;
@@ -99,13 +101,15 @@ def predict_inverse_depths(model, loader, device: torch.device, post_process: bo
     Args:
         model: a `model.SelfSupervisedDepth` (training or inference build).
         loader: batches of uint8 B x 3 x H x W images at the model's input size.
-        post_process: average with the mirrored image's prediction (`post_process_disparity`).
+        post_process: average with the mirrored image's prediction (`post_process_disparity`),
+            in the model's ``prediction_domain`` (inverse depth, or depth for SQLdepth).
 
     Returns:
-        N x H x W float32 inverse depths (network resolution), in loader order.
+        N x h x w float32 inverse depths (the network's output resolution), in loader order.
     """
     was_training = model.training
     model.eval()
+    in_depth = model.prediction_domain == "depth"
     predictions = []
     for batch in loader:
         images = batch[("color_uint8", 0, 0)].to(device, non_blocking=True).float() / 255.0
@@ -113,8 +117,10 @@ def predict_inverse_depths(model, loader, device: torch.device, post_process: bo
             images = torch.cat([images, torch.flip(images, dims=[3])], dim=0)
         inverse_depth = model.predict_depth(images, inverse=True)
         if post_process:
-            plain, flipped = inverse_depth.chunk(2, dim=0)
-            inverse_depth = post_process_disparity(plain, torch.flip(flipped, dims=[3]))
+            maps = 1.0 / inverse_depth if in_depth else inverse_depth
+            plain, flipped = maps.chunk(2, dim=0)
+            blended = post_process_disparity(plain, torch.flip(flipped, dims=[3]))
+            inverse_depth = 1.0 / blended if in_depth else blended
         predictions.append(inverse_depth[:, 0].cpu().numpy())
     model.train(was_training)
     return np.concatenate(predictions, axis=0)
@@ -215,12 +221,14 @@ class DepthEvaluation:
 
 def evaluate_predictions(pred_disps: Sequence[np.ndarray], gt_depths: Sequence[np.ndarray],
                          protocol: EvalProtocol | str = "eigen", median_scaling: bool = True,
-                         pred_depth_scale_factor: float = 1.0, names: Sequence[str] | None = None
-                         ) -> DepthEvaluation:
+                         pred_depth_scale_factor: float = 1.0, names: Sequence[str] | None = None,
+                         domain: str = "inverse_depth") -> DepthEvaluation:
     """Score inverse depths against ground-truth depth maps (metres), image by image.
 
     Args:
         pred_disps: N maps h x w of inverse depth (scaled disparity) at network resolution.
+        domain: what is resized to the ground truth's size: "inverse_depth" (then inverted, the
+            Monodepth2 lineage) or "depth" (inverted first: networks that predict depth).
         gt_depths: N ground-truth depth maps H_i x W_i in metres (0 where unknown).
         protocol: an ``EvalProtocol`` or a key of ``EVAL_PROTOCOLS``.
         median_scaling: per-image median scaling (forced on by ``protocol.always_median_scaling``).
@@ -237,17 +245,21 @@ def evaluate_predictions(pred_disps: Sequence[np.ndarray], gt_depths: Sequence[n
         raise ValueError(f"{len(pred_disps)} predictions but {len(gt_depths)} ground-truth maps: "
                          "the test list and the ground truth do not match (for KITTI re-run "
                          "export_gt_depth.py)")
+    if domain not in ("inverse_depth", "depth"):
+        raise ValueError(f"domain must be inverse_depth or depth (got {domain!r})")
     median_scaling = median_scaling or protocol.always_median_scaling
     metric_names, metric_function = METRIC_SETS[protocol.metric_set]
     errors, ratios = [], []
     for index, (pred_disp, gt) in enumerate(zip(pred_disps, gt_depths)):
         gt = np.asarray(gt, dtype=np.float32)
-        disp = torch.from_numpy(np.ascontiguousarray(pred_disp, dtype=np.float32))[None, None]
+        prediction = torch.from_numpy(np.ascontiguousarray(pred_disp, dtype=np.float32))[None, None]
+        if domain == "depth":
+            prediction = 1.0 / prediction
         if protocol.interpolation == "nearest":
-            disp = torch.nn.functional.interpolate(disp, size=gt.shape, mode="nearest")[0, 0].double()
+            prediction = torch.nn.functional.interpolate(prediction, size=gt.shape, mode="nearest")[0, 0].double()
         else:
-            disp = upsample_disp(disp, gt.shape)[0, 0].double()
-        pred_depth = 1.0 / disp
+            prediction = upsample_disp(prediction, gt.shape)[0, 0].double()
+        pred_depth = prediction if domain == "depth" else 1.0 / prediction
         mask = torch.from_numpy(protocol.valid_mask(gt))
         if not mask.any():
             continue
@@ -292,8 +304,9 @@ def evaluate_model(model, eval_set: EvalSet, device: torch.device, scaling: Scal
                    post_process: bool = False) -> tuple[np.ndarray, DepthEvaluation]:
     """Predict one EvalSet (unless it carries predictions) and score it: (inverse depths, result)."""
     pred_disps = eval_set_predictions(model, eval_set, device, post_process)
-    result = evaluate_predictions(pred_disps, eval_set.gt_depths, eval_set.protocol,
-                                  median_scaling=scaling.median, pred_depth_scale_factor=scaling.factor)
+    domain = model.prediction_domain if eval_set.pred_disps is None else "inverse_depth"
+    result = evaluate_predictions(pred_disps, eval_set.gt_depths, eval_set.protocol, median_scaling=scaling.median,
+                                  pred_depth_scale_factor=scaling.factor, domain=domain)
     return pred_disps, result
 
 

@@ -147,11 +147,18 @@ def view_photometric_loss(inputs: dict, outputs: dict, settings: LossSettings, v
 
 
 def view_smoothness_loss(inputs: dict, outputs: dict, settings: LossSettings, view: View):
-    """Edge-aware smoothness of each scale's disparity at its own resolution, divided by 2^s."""
+    """Edge-aware smoothness of each scale's network output (over its mean), divided by 2^s.
+
+    The output is guided by the frame at its scale's resolution; an output coarser than that
+    frame (SQLdepth's depth at H/2) is first upsampled to it, as SQLdepth smooths at full size.
+    """
     total = 0.0
     for scale in settings.scales:
-        disp = outputs[(view.key(settings.output_kind), scale)]
-        total = total + edge_aware_smoothness(disp, inputs[(view.images, 0, scale)]) / (2 ** scale)
+        output = outputs[(view.key(settings.output_kind), scale)]
+        guide = inputs[(view.images, 0, scale)]
+        if output.shape[-2:] != guide.shape[-2:]:
+            output = upsample_disp(output, guide.shape[-2:])
+        total = total + edge_aware_smoothness(output, guide) / (2 ** scale)
     return total / len(settings.scales), {}
 
 

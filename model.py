@@ -62,7 +62,8 @@ from layers import backproject, disp_to_depth, project, transformation_from_para
 from local_crop import crop_pose_correction, local_crop_camera
 from losses import (LOCAL_VIEW, ORIGINAL_VIEW, RESHUFFLE_VIEW, LossSettings, LossTerm, View, build_loss_terms,
                     enabled_views)
-from networks import DepthNetwork, build_depth_network, build_pose_network
+from networks import DepthNetwork, SelfQuerySettings, build_depth_network, build_pose_network
+from networks.sqldepth import SQLdepthNetwork
 from networks.packnet import euler_pose_to_matrix
 
 # Checkpoint names of the networks, in the order the optimiser has always listed their
@@ -218,9 +219,10 @@ class SelfSupervisedDepth(nn.Module):
         self.frame_ids = self.temporal_frame_ids + (["s"] if spec.use_stereo else [])
         self.source_frame_ids = self.frame_ids[1:]
         self.needs = frozenset().union(*(term.needs for _, term, _ in self.loss_terms))
-        networks = {"depth": build_depth_network(backbone=spec.backbone, num_layers=spec.num_layers,
-                                                 decoder=spec.decoder, scales=tuple(spec.scales),
-                                                 pretrained=pretrained)}
+        networks = {"depth": build_depth_network(
+            backbone=spec.backbone, num_layers=spec.num_layers, decoder=spec.decoder, scales=tuple(spec.scales),
+            pretrained=pretrained, height=spec.height, width=spec.width, min_depth=spec.min_depth,
+            max_depth=spec.max_depth, sql=SelfQuerySettings.from_prefixed(spec))}
         if use_pose_network:
             pairs = spec.pose_model_input == "pairs"
             num_input_frames = 2 if pairs else len(self.temporal_frame_ids)
@@ -272,7 +274,7 @@ class SelfSupervisedDepth(nn.Module):
         ``pose`` (the names Monodepth2 and every checkpoint of this toolkit use), then the
         auxiliary networks under their own names."""
         depth_net = self.networks["depth"]
-        if isinstance(depth_net, DepthNetwork):
+        if isinstance(depth_net, (DepthNetwork, SQLdepthNetwork)):  # SQLdepth's files split the same way
             modules = {"encoder": depth_net.encoder, "depth": depth_net.decoder}
         else:  # a whole encoder-decoder (PackNet): one state dict under "depth"
             modules = {"depth": depth_net}
@@ -351,7 +353,7 @@ class SelfSupervisedDepth(nn.Module):
         else:
             outputs.update(self.run_depth(target))
         if self.run_pose is not None:
-            outputs.update(self.predict_poses(inputs))
+            outputs.update(self.predict_poses(inputs, outputs))
             for frame_id in self.source_frame_ids:
                 if frame_id != "s":
                     self._check_finite(outputs, f"pose of frame {frame_id}", outputs[("cam_T_cam", 0, frame_id)])
@@ -372,15 +374,19 @@ class SelfSupervisedDepth(nn.Module):
         # A device-side flag: reading it is left to the caller, which decides when to synchronise.
         outputs["finite_checks"].append((name, torch.isfinite(tensor.detach()).all()))
 
-    def predict_poses(self, inputs: dict) -> dict:
+    def predict_poses(self, inputs: dict, depth_outputs: dict | None = None) -> dict:
         """``("cam_T_cam", 0, f)``: T_source_from_target for every temporal source frame f.
 
         Pairs are always fed in temporal order, (f, 0) for f < 0 and (0, f) otherwise, and the
-        transform is inverted for past frames, so the pose net sees forward motion only.
+        transform is inverted for past frames, so the pose net sees forward motion only. With
+        ``--pose_translation_scaling mean_inverse_depth`` the translations are multiplied by each
+        target's mean inverse depth (read from ``depth_outputs``, the depth network's outputs)
+        before the matrix is built; the raw translations are kept under ``"translation"``.
         """
         outputs = {}
         temporal_sources = [f for f in self.source_frame_ids if f != "s"]
         parametrisation = self.networks["pose"].parametrisation
+        scale = self.translation_scale(depth_outputs)
         if self.spec.pose_model_input == "pairs":
             for frame_id in temporal_sources:
                 ordered = (frame_id, 0) if frame_id < 0 else (0, frame_id)
@@ -388,7 +394,7 @@ class SelfSupervisedDepth(nn.Module):
                 axisangle, translation = self.run_pose(pair)
                 outputs[(parametrisation, 0, frame_id)] = axisangle
                 outputs[("translation", 0, frame_id)] = translation
-                outputs[("cam_T_cam", 0, frame_id)] = pose_matrix(axisangle[:, 0], translation[:, 0],
+                outputs[("cam_T_cam", 0, frame_id)] = pose_matrix(axisangle[:, 0], translation[:, 0] * scale,
                                                                   parametrisation, invert=frame_id < 0)
         else:
             stacked = torch.cat([inputs[("color_aug", f, 0)] for f in self.temporal_frame_ids], dim=1)
@@ -396,9 +402,17 @@ class SelfSupervisedDepth(nn.Module):
             for i, frame_id in enumerate(temporal_sources):
                 outputs[(parametrisation, 0, frame_id)] = axisangle
                 outputs[("translation", 0, frame_id)] = translation
-                outputs[("cam_T_cam", 0, frame_id)] = pose_matrix(axisangle[:, i], translation[:, i],
+                outputs[("cam_T_cam", 0, frame_id)] = pose_matrix(axisangle[:, i], translation[:, i] * scale,
                                                                   parametrisation)
         return outputs
+
+    def translation_scale(self, depth_outputs: dict | None) -> torch.Tensor | float:
+        """1, or B x 1 x 1: each target's spatial mean inverse depth (--pose_translation_scaling)."""
+        if self.spec.pose_translation_scaling == "none":
+            return 1.0
+        inverse_depth, _ = output_to_depth(depth_outputs[(self.output_kind, 0)], self.output_kind,
+                                           self.spec.min_depth, self.spec.max_depth)
+        return inverse_depth.mean(dim=(2, 3)).unsqueeze(-1)
 
     def local_view_cameras(self, inputs: dict) -> dict:
         """Cameras of the local view: ``K``/``inv_K`` per source scale, ``Rc`` and ``depth_scale``.
@@ -486,6 +500,12 @@ class SelfSupervisedDepth(nn.Module):
         return names, torch.stack([flag.to(device) for flag in flags])
 
     # ------------------------------------------------------------------------------ inference
+    @property
+    def prediction_domain(self) -> str:
+        """Where maps are resized and flip-blended: "depth" for a network that predicts depth
+        (SQLdepth evaluates so), else "inverse_depth" (the Monodepth2 lineage and PackNet)."""
+        return "depth" if self.output_kind == "depth" else "inverse_depth"
+
     @torch.no_grad()
     def predict(self, images: torch.Tensor, scale: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """Inverse depth and depth of a batch of images: the one place a network output becomes depth.

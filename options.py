@@ -125,6 +125,17 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                         help="Monodepth2 spelling: --scales 0 1 2 3 is --num_scales 4")
     group.add_argument("--min_depth", type=float, default=0.1, help="depth at disparity 1 (metres, up to scale)")
     group.add_argument("--max_depth", type=float, default=100.0, help="depth at disparity 0")
+    group.add_argument("--pose_translation_scaling", type=str, default="none", choices=["none", "mean_inverse_depth"],
+                       help="mean_inverse_depth multiplies the predicted translations by each target's mean "
+                            "inverse depth before warping (SQLdepth's monocular runs; arXiv 1712.00175)")
+    sql = parser.add_argument_group("SQLdepth's Self Query Layer (--decoder sql)")
+    sql.add_argument("--sql_patch_size", type=int, default=16, help="patch size p of the token embedding")
+    sql.add_argument("--sql_num_queries", type=int, default=64, help="queries Q (the first Q transformer tokens)")
+    sql.add_argument("--sql_num_bins", type=int, default=64, help="adaptive depth bins D")
+    sql.add_argument("--sql_model_dim", type=int, default=32, help="channels of the fused feature map (E)")
+    sql.add_argument("--sql_dim_feedforward", type=int, default=0,
+                     help="transformer feed-forward width; 0: 512 (lite) for ResNet-50, 1024 for the timm backbones")
+    sql.add_argument("--sql_num_features", type=int, default=256, help="width F of the ResNet-50 fusion decoder")
 
 
 def add_loss_options(parser: argparse.ArgumentParser) -> None:
@@ -386,10 +397,16 @@ def validate_options(opts: argparse.Namespace) -> argparse.Namespace:
     check_depth_network_choice(opts.backbone, opts.num_layers, opts.decoder)
     from networks import DEPTH_NETWORKS
 
-    if opts.backbone in DEPTH_NETWORKS and (getattr(opts, "use_local_crop", False)
-                                             or getattr(opts, "use_patch_reshuffle", False)):
+    if (opts.backbone in DEPTH_NETWORKS or opts.decoder == "sql") and (
+            getattr(opts, "use_local_crop", False) or getattr(opts, "use_patch_reshuffle", False)):
         raise ValueError(f"--use_local_crop and --use_patch_reshuffle are BDEdepth's views of a disparity "
-                         f"network; --backbone {opts.backbone} predicts inverse depth: drop them")
+                         f"network; --backbone {opts.backbone} --decoder {opts.decoder} predicts depth or inverse "
+                         "depth: drop them")
+    if opts.decoder == "sql":
+        _validate_sql_options(opts)
+    if opts.pose_translation_scaling != "none" and opts.use_stereo:
+        raise ValueError("--pose_translation_scaling is for monocular runs: stereo pairs fix the scale (SQLdepth "
+                         "skips it with --use_stereo); drop one of them")
     if opts.pose_model_input == "all" and opts.pose_model_type == "posecnn":
         raise ValueError("--pose_model_input all needs --pose_model_type separate_resnet or packnet")
     if opts.pose_model_type == "packnet" and opts.pose_model_input != "all":
@@ -400,6 +417,23 @@ def validate_options(opts: argparse.Namespace) -> argparse.Namespace:
 
     validate_speed_options(opts)
     return opts
+
+
+def _validate_sql_options(opts: argparse.Namespace) -> None:
+    """The Self Query Layer's sizes, and its token count at this input size, before anything is built."""
+    from networks.sqldepth import OUTPUT_REDUCTIONS, check_token_count
+    from networks import SQL_BACKBONES
+
+    for name in ("sql_patch_size", "sql_num_queries", "sql_num_bins", "sql_model_dim", "sql_num_features"):
+        if getattr(opts, name) <= 0:
+            raise ValueError(f"--{name} must be positive (got {getattr(opts, name)})")
+    if opts.sql_dim_feedforward < 0:
+        raise ValueError(f"--sql_dim_feedforward must be positive, or 0 for the backbone's published width "
+                         f"(got {opts.sql_dim_feedforward})")
+    if opts.num_scales != 1:
+        raise ValueError(f"--decoder sql predicts one depth map: use --num_scales 1 (got {opts.num_scales})")
+    reduction = OUTPUT_REDUCTIONS[SQL_BACKBONES[opts.backbone]]
+    check_token_count(opts.height // reduction, opts.width // reduction, opts.sql_patch_size, opts.sql_num_queries)
 
 
 def _validate_bde_options(opts: argparse.Namespace) -> None:

@@ -11,16 +11,25 @@ it as a checkpoint) accepts, with no architecture flags:
   ``net.N``);
 - a released BDEdepth ``.pth``: one dict with ``encoder``, ``depth`` (and possibly ``pose_encoder``,
   ``pose``) state dicts plus ``height``, ``width``, ``use_stereo``; our BDEdepth modules use its
-  parameter names.
+  parameter names;
+- a released SQLdepth folder (``models/weights_<epoch>/``): ``encoder.pth`` (the encoder-decoder up
+  to the fused feature map, plus ``height``, ``width``, ``use_stereo``), ``depth.pth`` (the Self
+  Query Layer: ``embedding_convPxP``, ``transformer_encoder``, ``bins_regressor``, ...) and
+  optionally ``pose.pth`` (Monodepth2's PoseCNN, ``net.N``). The backbone is read off the key
+  names, the patch size, query and bin counts and widths off the tensor shapes; the depth range
+  is not stored: it comes from ``sql_variant`` or the flags, else from the published variant of
+  that size (`networks.sqldepth.SQLDEPTH_VARIANTS`), else SQLdepth's default 0.001-80 m.
 
 Each is turned into our checkpoint payload (``{"model_spec", "encoder", "depth", ...}``); the
-architecture is read off the tensor names and shapes. Released files store no depth range, so
-the reference default 0.1-100 m is assumed (pass it to ``convert`` for e.g. NYUv2 models).
+architecture is read off the tensor names and shapes. Monodepth2 and BDEdepth files store no
+depth range, so the reference default 0.1-100 m is assumed (pass it to ``convert_weights.py``
+for e.g. NYUv2 models).
 Every file is read with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -29,7 +38,17 @@ import torch
 
 from checkpoints import CHECKPOINT_FORMAT, ModelSpec, load_checkpoint
 
+logger = logging.getLogger(__name__)
+
 MONODEPTH2_FILES = ("encoder.pth", "depth.pth", "pose_encoder.pth", "pose.pth")
+# Monodepth2's depth range, assumed for its and BDEdepth's files (which do not store one).
+DEFAULT_DEPTH_RANGE = (0.1, 100.0)
+# SQLdepth's default --min_depth/--max_depth (its args files), for sizes no published model has.
+SQLDEPTH_DEFAULT_DEPTH_RANGE = (0.001, 80.0)
+# A tensor only SQLdepth's depth.pth has (its Self Query Layer's patch embedding).
+SQLDEPTH_MARKER = "embedding_convPxP.weight"
+# timm backbone of an SQLdepth encoder.pth, by a key only it has.
+SQLDEPTH_TIMM_MARKERS = {"encoder.conv_stem.weight": "efficientnet_b5", "encoder.stem_0.weight": "convnext_large"}
 # Keys of Monodepth2's encoder.pth / BDEdepth's file that are settings, not tensors.
 SETTING_KEYS = ("height", "width", "use_stereo")
 
@@ -137,6 +156,132 @@ def load_monodepth2_folder(folder: str | Path, min_depth: float = 0.1, max_depth
     return payload
 
 
+def sqldepth_settings(encoder: dict[str, torch.Tensor], depth: dict[str, torch.Tensor], source: str) -> dict:
+    """What SQLdepth's released tensors say of the model: backbone and the Self Query Layer's sizes.
+
+    Returns:
+        ``{"backbone", "num_layers", "sql_patch_size", "sql_num_queries", "sql_num_bins",
+        "sql_model_dim", "sql_dim_feedforward", "sql_num_features"}`` (ModelSpec fields).
+
+    Raises:
+        ValueError: a tensor the Self Query Layer needs is missing, or the backbone is unknown.
+    """
+    from networks import SQL_BACKBONES
+
+    needed = (SQLDEPTH_MARKER, "convert_to_prob.0.weight", "transformer_encoder.layers.0.linear1.weight")
+    missing = [k for k in needed if k not in depth]
+    if missing:
+        raise ValueError(f"{source}: not SQLdepth's Self Query Layer weights ({', '.join(missing)} missing)")
+    if any(k.startswith("encoder.encoder.") for k in encoder) and "decoder.conv2.weight" in encoder:
+        backbone, num_features = "resnet", int(encoder["decoder.conv2.weight"].shape[0])
+        layers = infer_resnet_layers(encoder, source, prefix="encoder.encoder.")
+        if layers != 50:
+            raise ValueError(f"{source}: SQLdepth's ResNet path is a ResNet-50, this encoder is a ResNet-{layers}")
+    else:
+        found = [name for key, name in SQLDEPTH_TIMM_MARKERS.items() if key in encoder]
+        if not found:
+            raise ValueError(f"{source}: an SQLdepth encoder this toolkit does not know (neither the ResNet-50 "
+                             f"fusion path nor one of {sorted(SQLDEPTH_TIMM_MARKERS.values())})")
+        backbone, num_features = found[0], 256
+    assert backbone in SQL_BACKBONES
+    embedding = depth[SQLDEPTH_MARKER]  # E x E x p x p
+    num_bins, num_queries = depth["convert_to_prob.0.weight"].shape[:2]
+    return {"backbone": backbone, "num_layers": 50 if backbone == "resnet" else 18,
+            "sql_patch_size": int(embedding.shape[-1]), "sql_num_queries": int(num_queries),
+            "sql_num_bins": int(num_bins), "sql_model_dim": int(embedding.shape[0]),
+            "sql_dim_feedforward": int(depth["transformer_encoder.layers.0.linear1.weight"].shape[0]),
+            "sql_num_features": num_features}
+
+
+def sqldepth_depth_range(settings: dict, height: int, width: int, source: str, sql_variant: str | None = None,
+                         depth_range: tuple[float | None, float | None] = (None, None)) -> tuple[float, float]:
+    """The depth range of an SQLdepth model: named variant, else flags, else the published one of its size.
+
+    Raises:
+        ValueError: ``sql_variant`` is unknown or its sizes differ from the tensors' (each named).
+    """
+    from networks.sqldepth import SQL_BACKBONES_BY_NAME, SQLDEPTH_VARIANTS
+
+    def describe(variant) -> dict:
+        return {"backbone": variant.backbone, "height": variant.height, "width": variant.width,
+                "sql_patch_size": variant.patch_size, "sql_num_queries": variant.num_queries,
+                "sql_num_bins": variant.num_bins}
+
+    found = {"backbone": SQL_BACKBONES_BY_NAME[settings["backbone"]], "height": height, "width": width,
+             **{k: settings[k] for k in ("sql_patch_size", "sql_num_queries", "sql_num_bins")}}
+    if sql_variant is not None:
+        if sql_variant not in SQLDEPTH_VARIANTS:
+            raise ValueError(f"--sql_variant must be one of {sorted(SQLDEPTH_VARIANTS)} (got {sql_variant!r})")
+        variant = SQLDEPTH_VARIANTS[sql_variant]
+        differ = [f"{k} {v} (the weights have {found[k]})" for k, v in describe(variant).items() if found[k] != v]
+        if differ:
+            raise ValueError(f"{source} is not SQLdepth's {sql_variant}: {', '.join(differ)}; choose the variant "
+                             "these weights belong to, or give --min_depth/--max_depth without --sql_variant")
+        return variant.min_depth, variant.max_depth
+    if None not in depth_range:
+        return depth_range
+    for name, variant in SQLDEPTH_VARIANTS.items():
+        if describe(variant) == found:
+            logger.info("%s: sizes of SQLdepth's %s, depth range %g-%g m", source, name, variant.min_depth,
+                        variant.max_depth)
+            return variant.min_depth, variant.max_depth
+    logger.warning("%s: no published SQLdepth model has these sizes; assuming its default depth range %g-%g m "
+                   "(give --min_depth/--max_depth if it was trained with another)", source,
+                   *SQLDEPTH_DEFAULT_DEPTH_RANGE)
+    return SQLDEPTH_DEFAULT_DEPTH_RANGE
+
+
+def convert_posecnn(state: dict[str, Any], source: str) -> dict[str, torch.Tensor]:
+    """Monodepth2/SQLdepth PoseCNN (``net.N``, ``pose_conv``) in our key names (``convs.convN``)."""
+    converted = {}
+    for key, value in _tensors(state).items():
+        if key.startswith("module."):
+            key = key[len("module."):]
+        match = re.match(r"net\.(\d+)\.(.+)", key)
+        converted[f"convs.conv{match.group(1)}.{match.group(2)}" if match else key] = value
+    if "pose_conv.weight" not in converted:
+        raise ValueError(f"{source}: not a PoseCNN (no pose_conv)")
+    return converted
+
+
+def load_sqldepth_folder(folder: str | Path, sql_variant: str | None = None,
+                         depth_range: tuple[float | None, float | None] = (None, None)) -> dict:
+    """A released SQLdepth model folder as our checkpoint payload (module docstring)."""
+    folder = Path(folder)
+    for name in ("encoder.pth", "depth.pth"):
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"{folder} is not an SQLdepth model folder: {name} is missing")
+    encoder = load_checkpoint(folder / "encoder.pth")
+    size = _settings(encoder, str(folder / "encoder.pth"))
+    encoder_state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in _tensors(encoder).items()}
+    depth = _tensors(load_checkpoint(folder / "depth.pth"))
+    settings = sqldepth_settings(encoder_state, depth, str(folder))
+    min_depth, max_depth = sqldepth_depth_range(settings, size["height"], size["width"], str(folder), sql_variant,
+                                                depth_range)
+    spec = ModelSpec(decoder="sql", min_depth=min_depth, max_depth=max_depth, scales=[0],
+                     pose_model_type="posecnn", **settings, **size)
+    if not spec.use_stereo:
+        spec.pose_translation_scaling = "mean_inverse_depth"  # what its monocular runs trained with
+    payload = {"format": CHECKPOINT_FORMAT, "encoder": encoder_state, "depth": depth}
+    if (folder / "pose.pth").is_file():
+        payload["pose"] = convert_posecnn(load_checkpoint(folder / "pose.pth"), str(folder / "pose.pth"))
+    payload["model_spec"] = spec.to_dict()
+    return payload
+
+
+def load_released_folder(folder: str | Path, sql_variant: str | None = None,
+                         depth_range: tuple[float | None, float | None] = (None, None)) -> dict:
+    """A released model folder, SQLdepth's or Monodepth2's (told apart by ``depth.pth``'s tensors)."""
+    folder = Path(folder)
+    depth_file = folder / "depth.pth"
+    if depth_file.is_file() and SQLDEPTH_MARKER in load_checkpoint(depth_file):
+        return load_sqldepth_folder(folder, sql_variant, depth_range)
+    if sql_variant is not None:
+        raise ValueError(f"--sql_variant {sql_variant}: {folder} is not an SQLdepth model folder")
+    min_depth, max_depth = (DEFAULT_DEPTH_RANGE if None in depth_range else depth_range)
+    return load_monodepth2_folder(folder, min_depth, max_depth)
+
+
 def convert_bdedepth(payload: dict, source: str, min_depth: float = 0.1, max_depth: float = 100.0) -> dict:
     """A released BDEdepth file (``encoder``, ``depth``, settings) as our checkpoint payload."""
     from networks import DEPTH_DECODERS, DEPTH_ENCODERS
@@ -166,10 +311,10 @@ def convert_bdedepth(payload: dict, source: str, min_depth: float = 0.1, max_dep
 
 
 def to_checkpoint_payload(path: str | Path) -> dict:
-    """Any supported weights (ours, a Monodepth2 folder, a BDEdepth file) as our payload."""
+    """Any supported weights (ours, a Monodepth2 or SQLdepth folder, a BDEdepth file) as our payload."""
     path = Path(path)
     if path.is_dir():
-        return load_monodepth2_folder(path)
+        return load_released_folder(path)
     payload = load_checkpoint(path)
     if "model_spec" in payload:
         return payload

@@ -30,7 +30,10 @@ The depth networks (README, "Depth networks"):
 - ``--backbone resnet --decoder monodepth2``: Monodepth2 (the default);
 - ``--backbone resnet --decoder bdedepth``: BDEdepth-ResNet (context branch + grid decoder);
 - ``--backbone hrnet --decoder bdedepth``: BDEdepth-HRNet-W18 (``--num_layers 18``);
-- ``--backbone packnet --decoder packnet`` (and ``packnet_slim``): PackNet01 / PackNetSlim01.
+- ``--backbone packnet --decoder packnet`` (and ``packnet_slim``): PackNet01 / PackNetSlim01;
+- ``--decoder sql`` with ``--backbone resnet --num_layers 50``, ``efficientnet_b5`` or
+  ``convnext_large``: SQLdepth (its encoder-decoder and Self Query Layer, ``SQL_BACKBONES``), one
+  depth map at the fused feature's resolution; built from the input size and depth range.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from .depth_decoder import DepthDecoder
 from .packnet import PackNet01, PackNetSlim01, PackNetStackedPose
 from .pose_cnn import PoseCNN
 from .pose_decoder import POSE_SCALE, PoseDecoder
+from .sqldepth import SQL_BACKBONES_BY_NAME, SelfQuerySettings, build_sqldepth_network
 from .resnet_encoder import INPUT_MEAN, INPUT_STD, ResnetEncoder
 
 __all__ = [
@@ -69,6 +73,8 @@ __all__ = [
     "PoseDecoder",
     "PoseNetwork",
     "ResnetEncoder",
+    "SQL_BACKBONES",
+    "SelfQuerySettings",
     "build_depth_network",
     "check_depth_network_choice",
     "check_encoder_contract",
@@ -220,6 +226,11 @@ DEPTH_NETWORKS: dict[str, Callable[[], nn.Module]] = {
 }
 OWN_DECODER = "packnet"
 
+# SQLdepth's encoder-decoders by --backbone (--decoder sql); the ResNet is its ResNet-50 only.
+SQL_DECODER = "sql"
+SQL_BACKBONES = SQL_BACKBONES_BY_NAME
+SQL_RESNET_LAYERS = 50
+
 # Decoders whose first input is the encoder's full-resolution context feature.
 CONTEXT_DECODERS = frozenset({"bdedepth"})
 
@@ -231,17 +242,18 @@ DEPTH_NETWORK_COMBINATIONS = frozenset({
     ("hrnet", "bdedepth"),
     ("packnet", OWN_DECODER),
     ("packnet_slim", OWN_DECODER),
+    *((backbone, SQL_DECODER) for backbone in SQL_BACKBONES),
 })
 
 
 def depth_backbone_choices() -> list[str]:
     """Every --backbone: encoders and whole networks."""
-    return sorted({*DEPTH_ENCODERS, *DEPTH_NETWORKS})
+    return sorted({*DEPTH_ENCODERS, *DEPTH_NETWORKS, *SQL_BACKBONES})
 
 
 def depth_decoder_choices() -> list[str]:
-    """Every --decoder: the registered decoders and a whole network's own."""
-    return sorted({*DEPTH_DECODERS, OWN_DECODER})
+    """Every --decoder: the registered decoders, a whole network's own and the Self Query Layer."""
+    return sorted({*DEPTH_DECODERS, OWN_DECODER, SQL_DECODER})
 
 def _packnet_pose(
     num_layers: int,
@@ -320,6 +332,9 @@ def check_depth_network_choice(backbone: str, num_layers: int, decoder: str) -> 
         supported = sorted(d for b, d in DEPTH_NETWORK_COMBINATIONS if b == backbone)
         raise ValueError(f"--backbone {backbone} does not go with --decoder {decoder}: use "
                          f"--decoder {' or '.join(supported)}")
+    if decoder == SQL_DECODER and backbone == "resnet" and num_layers != SQL_RESNET_LAYERS:
+        raise ValueError(f"--decoder sql with --backbone resnet is SQLdepth's ResNet-50: use --num_layers "
+                         f"{SQL_RESNET_LAYERS} (got {num_layers}); --pose_num_layers sets the pose ResNet")
     if backbone == "hrnet" and num_layers != HRNET_NUM_LAYERS:
         raise ValueError(f"--backbone hrnet is HRNet-W18: use --num_layers {HRNET_NUM_LAYERS} "
                          f"(got {num_layers}; it also sets the pose ResNet depth)")
@@ -331,22 +346,36 @@ def build_depth_network(
     decoder: str = "monodepth2",
     scales: Sequence[int] = (0, 1, 2, 3),
     pretrained: bool = False,
+    height: int = 192,
+    width: int = 640,
+    min_depth: float = 0.1,
+    max_depth: float = 100.0,
+    sql: SelfQuerySettings | None = None,
 ) -> nn.Module:
     """Build the depth network from registry names.
 
     Args:
-        backbone: key of ``DEPTH_ENCODERS`` (then a `DepthNetwork`) or of ``DEPTH_NETWORKS``
-            (that whole network, with ``decoder`` its own).
+        backbone: key of ``DEPTH_ENCODERS`` (then a `DepthNetwork`), of ``DEPTH_NETWORKS``
+            (that whole network, with ``decoder`` its own) or of ``SQL_BACKBONES`` with ``decoder="sql"``.
         num_layers: backbone depth (ResNet: 18, 34, 50, 101, 152; HRNet: 18; unused by whole networks).
-        decoder: key of ``DEPTH_DECODERS``, or ``OWN_DECODER`` for a whole network.
-        scales: output scales of the decoder.
+        decoder: key of ``DEPTH_DECODERS``, ``OWN_DECODER`` for a whole network, or "sql".
+        scales: output scales of the decoder ((0,) only for "sql").
         pretrained: start the backbone from ImageNet weights.
+        height, width: input size (the Self Query Layer's token count depends on it).
+        min_depth, max_depth: depth range; the Self Query Layer's bins span it.
+        sql: the Self Query Layer's dimensions (default: SQLdepth's ResNet-50 640 x 192 model).
 
     Raises:
         ValueError: unknown backbone/decoder (the message lists the choices), an unsupported
-            combination, or bad num_layers.
+            combination, bad num_layers, or scales the network does not predict.
     """
     check_depth_network_choice(backbone, num_layers, decoder)
+    if decoder == SQL_DECODER:
+        if tuple(scales) != (0,):
+            raise ValueError(f"--decoder sql predicts one depth map: use --num_scales 1 (got scales {list(scales)})")
+        sql = sql or SelfQuerySettings()
+        return build_sqldepth_network(SQL_BACKBONES[backbone], pretrained, height, width, min_depth=min_depth,
+                                      max_depth=max_depth, **sql.network_kwargs())
     if backbone in DEPTH_NETWORKS:
         # Its own decoder, scales (0..3) and initialisation; no ImageNet weights exist for it.
         return DEPTH_NETWORKS[backbone]()

@@ -44,6 +44,8 @@ logger = logging.getLogger(__name__)
 # constants
 
 BACKBONES = ("resnet50", "efficientnet_b5", "convnext_large")
+# --backbone name of each (the toolkit's ResNet is "resnet" with --num_layers 50).
+SQL_BACKBONES_BY_NAME = {"resnet": "resnet50", "efficientnet_b5": "efficientnet_b5", "convnext_large": "convnext_large"}
 
 # S (and so the depth map) is at H/r x W/r: ResNet-50 fuses down to its stride-2 stem level,
 # the timm U-Net adds a skip-less x2 block after its finest level (B5: 2 -> 1, ConvNeXt: 4 -> 2).
@@ -184,14 +186,14 @@ def check_token_count(height: int, width: int, patch_size: int, num_queries: int
     if tokens < num_queries:
         raise ValueError(
             f"SQLdepth feature map {height}x{width} with patch size {patch_size} gives "
-            f"{tokens} tokens, fewer than the {num_queries} queries (--query_nums) taken from "
-            "them: use a larger input, a smaller --patch_size or fewer queries"
+            f"{tokens} tokens, fewer than the {num_queries} queries (--sql_num_queries) taken from "
+            "them: use a larger input (--height, --width), a smaller --sql_patch_size or fewer queries"
         )
     if tokens > MAX_TOKENS:
         raise ValueError(
             f"SQLdepth feature map {height}x{width} with patch size {patch_size} gives "
             f"{tokens} tokens, more than the {MAX_TOKENS} positional encodings: use a larger "
-            "--patch_size or a smaller input"
+            "--sql_patch_size or a smaller input"
         )
     return tokens
 
@@ -723,6 +725,33 @@ class SQLdepthNetwork(nn.Module):
             resnet50 and convnext_large, 1 for efficientnet_b5), in (min_depth, max_depth)}.
         """
         return self.decoder(self.encoder(image))
+
+
+@dataclass(frozen=True)
+class SelfQuerySettings:
+    """The Self Query Layer's dimensions as flags and checkpoints carry them (``--sql_<name>``).
+
+    Defaults are SQLdepth's ResNet-50 640 x 192 model. ``dim_feedforward`` 0 means the backbone's
+    published width (512, the lite decoder, for ResNet-50; 1024 for the timm backbones).
+    """
+
+    patch_size: int = 16
+    num_queries: int = 64
+    num_bins: int = 64
+    model_dim: int = 32
+    dim_feedforward: int = 0
+    num_features: int = 256
+
+    @classmethod
+    def from_prefixed(cls, values, prefix: str = "sql_") -> "SelfQuerySettings":
+        """From any object with ``<prefix><field>`` attributes (options, a `ModelSpec`)."""
+        return cls(**{f: getattr(values, prefix + f) for f in cls.__dataclass_fields__ if hasattr(values, prefix + f)})
+
+    def network_kwargs(self) -> dict:
+        """Keyword arguments of `build_sqldepth_network`."""
+        return {"patch_size": self.patch_size, "num_queries": self.num_queries, "num_bins": self.num_bins,
+                "model_dim": self.model_dim, "dim_feedforward": self.dim_feedforward or None,
+                "num_features": self.num_features}
 
 
 def default_dim_feedforward(backbone: str) -> int:

@@ -69,7 +69,7 @@ def test_packnet_takes_its_own_decoder_and_no_bdedepth_view(capsys):
     assert "--backbone packnet does not go with --decoder monodepth2: use --decoder packnet" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         options("--backbone", "packnet", "--decoder", "packnet", "--use_local_crop")
-    assert "predicts inverse depth: drop them" in capsys.readouterr().err
+    assert "predicts depth or inverse depth: drop them" in capsys.readouterr().err
 
 
 def test_packnet_pose_sees_target_then_contexts_and_warps_with_euler_poses():

@@ -197,7 +197,7 @@ def test_token_count_must_lie_between_the_query_count_and_500():
 
 def test_decoder_refuses_a_feature_map_with_too_few_tokens():
     decoder = tiny_decoder(num_queries=3)
-    with pytest.raises(ValueError, match="--query_nums"):
+    with pytest.raises(ValueError, match="--sql_num_queries"):
         decoder([torch.zeros(1, 8, 4, 8)])  # 1 x 2 = 2 tokens < 3 queries
 
 
