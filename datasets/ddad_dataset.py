@@ -475,9 +475,6 @@ def build_ddad_eval_sets(path: str, options: EvalOptions) -> list[EvalSet]:
     if not root.is_dir():
         raise FileNotFoundError(f"--ddad_path {path} does not exist or is not a folder (give the folder holding "
                                 "ddad.json)")
-    if options.max_depth is not None and options.max_depth < DDAD_MAX_DEPTH:
-        logger.warning(" DDAD: the checkpoint's max_depth is %g, below the 200 m evaluation cap "
-                       "(PackNet's DDAD models predict up to 200 m)", options.max_depth)
     if options.split:
         split_file = Path(options.split).expanduser() / "test_files.txt"
         if not split_file.is_file():

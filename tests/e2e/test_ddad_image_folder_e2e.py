@@ -64,7 +64,7 @@ def test_ddad_trains_evaluates_each_epoch_and_evaluate_depth_caps_at_200_m(tmp_p
                                   "0", "--device", "cpu", "--save_pred_disps", "--eval_out_dir", str(out)])
     [result] = report["results"]
     assert result["protocol"] == "ddad" and result["num_images"] == 5
-    predictions = np.load(out / "disps_ddad_split.npy")
+    predictions = np.load(out / "disps_ddad_split.npy", allow_pickle=False)
     lines = [f"000001/scene_000001.json {i} CAMERA_01" for i in range(5)]
     gt = DDADDataset(root, lines, 64, 96, [0], 1).ground_truth()
     assert gt[0][32, 48] == 250.0 and gt[0][32, 58] == 150.0

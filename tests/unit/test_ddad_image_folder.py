@@ -297,3 +297,17 @@ def test_a_scene_may_name_its_cameras_freely(tmp_path):
     scene = write_ddad_scene(tmp_path, "000003", 3, cameras=("CAMERA_06",))
     dataset = DDADDataset(tmp_path, [f"{scene} 1 CAMERA_06"], HEIGHT, WIDTH, [0, -1, 1], 1)
     assert dataset.image_path(scene, 2, "CAMERA_06") == tmp_path / "000003" / "rgb" / "CAMERA_06" / "1200000.png"
+
+
+def test_overfit_passes_intrinsics_to_image_folders(tmp_path):
+    import overfit
+    from options import parse_train_options
+
+    write_image_folder(tmp_path / "walk", [1, 2, 3, 4])
+    split = prepare_custom.main(["--dataset", "image_folder", "--data_path", str(tmp_path), "--val_fraction", "0"])
+    opts = parse_train_options(["--dataset", "image_folder", "--data_path", str(tmp_path), "--split", str(split),
+                                "--intrinsics", "72", "96", "48", "16", "--height", "64", "--width", "96",
+                                "--samples", "2", "--device", "cpu"], overfit.build_parser())
+    K = overfit.fixed_batch(opts, [0, -1, 1])[("K", 0)]
+    assert K.shape == (2, 4, 4)
+    assert float(K[0, 0, 0]) == pytest.approx(72.0) and float(K[1, 1, 1]) == pytest.approx(96.0)  # pixels, 96 x 64
