@@ -204,17 +204,20 @@ def load_scene(path: Path) -> DDADScene:
             if record is None:
                 raise ValueError(f"{path}: sample {number} lists datum key {datum_key!r}, which 'data' lacks; "
                                  "the file is incomplete: re-download the scene")
-            name = record.get("id", {}).get("name")
-            datum = record.get("datum", {})
             source = f"{path}, datum {datum_key}"
-            if "image" in datum:
-                image = datum["image"]
-                data[name] = Datum(image["filename"], pose_matrix(image.get("pose", {}), source),
-                                   int(image.get("width", 0)), int(image.get("height", 0)))
-            elif "point_cloud" in datum:
-                cloud = datum["point_cloud"]
-                data[name] = Datum(cloud["filename"], pose_matrix(cloud.get("pose", {}), source),
-                                   point_format=tuple(cloud.get("point_format", ())))
+            try:
+                name, datum = record["id"]["name"], record["datum"]
+                if "image" in datum:
+                    image = datum["image"]
+                    data[name] = Datum(image["filename"], pose_matrix(image.get("pose", {}), source),
+                                       int(image.get("width", 0)), int(image.get("height", 0)))
+                elif "point_cloud" in datum:
+                    cloud = datum["point_cloud"]
+                    data[name] = Datum(cloud["filename"], pose_matrix(cloud.get("pose", {}), source),
+                                       point_format=tuple(cloud.get("point_format", ())))
+            except (KeyError, TypeError) as err:
+                raise ValueError(f"{source}: missing {err} (a datum needs id.name and datum.image or "
+                                 "datum.point_cloud with a filename); re-download the scene") from None
         samples.append(data)
         keys.append(sample.get("calibration_key"))
     if not samples:
@@ -397,6 +400,9 @@ class DDADDataset(MonoDataset):
         """SHA-256 of everything the cached map depends on: a change in any of it rebuilds the map."""
         camera, lidar = self.datum(item), self.datum(item, DDAD_LIDAR)
         lidar_path = self.scene(item.folder).folder / lidar.filename
+        if not lidar_path.is_file():
+            raise FileNotFoundError(f"point cloud {lidar_path} not found (sample {item.frame_index} of "
+                                    f"{item.folder}); the scene is incomplete: re-download it")
         stat = lidar_path.stat()
         content = {"version": DEPTH_CACHE_VERSION, "lidar": lidar.filename, "lidar_bytes": stat.st_size,
                    "lidar_mtime_ns": stat.st_mtime_ns, "point_format": list(lidar.point_format),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import pickle
 
@@ -254,9 +255,16 @@ def test_ddad_refuses_bad_input_naming_the_file_and_the_fix(ddad_root):
         DDADDataset(ddad_root, [f"{scene} 9"], HEIGHT, WIDTH, [0], 1)
     with pytest.raises(ValueError, match="no stereo pairs: drop --use_stereo"):
         DDADDataset(ddad_root, [f"{scene} 1"], HEIGHT, WIDTH, [0, "s"], 1)
+    lidar = ddad_root / "000000" / "point_cloud" / "LIDAR" / "1100000.npz"
+    lidar.unlink()
+    with pytest.raises(FileNotFoundError, match=r"point cloud .*1100000\.npz not found \(sample 1 of "):
+        DDADDataset(ddad_root, [f"{scene} 1"], HEIGHT, WIDTH, [0], 1).ground_truth()
     (ddad_root / "000000" / "calibration" / "calib000000.json").write_text('{"names": ["LIDAR"]}')
     with pytest.raises(ValueError, match=r"calib000000\.json: no intrinsics .* for CAMERA_01"):
         DDADDataset(ddad_root, [f"{scene} 1"], HEIGHT, WIDTH, [0], 1)
+    (ddad_root / scene).write_text(json.dumps({"samples": [{"datum_keys": ["a"]}], "data": [{"key": "a"}]}))
+    with pytest.raises(ValueError, match=r"scene_000000\.json, datum a: missing 'id'"):
+        DDADDataset(ddad_root, [f"{scene} 0"], HEIGHT, WIDTH, [0], 1)
     (ddad_root / scene).write_text("{not json")
     with pytest.raises(ValueError, match=r"scene_000000\.json is not valid JSON"):
         DDADDataset(ddad_root, [f"{scene} 1"], HEIGHT, WIDTH, [0], 1)
