@@ -16,11 +16,16 @@ records used, as DGP's schema documents them (the method spec does not detail th
   each with ``key``, ``id.name`` (``CAMERA_01``, ``LIDAR``) and ``datum.image`` or
   ``datum.point_cloud`` holding ``filename`` and ``pose``;
 - a ``pose`` is the sensor's pose in the scene's world frame (sensor -> world), given as
-  ``translation {x, y, z}`` and ``rotation {qw, qx, qy, qz}``;
-- a calibration JSON lists ``names`` with parallel ``intrinsics`` (``fx fy cx cy skew``) and
-  ``extrinsics`` (sensor -> vehicle; not needed here: the datum poses already place each sensor);
-- a point-cloud ``.npz`` holds ``data``, N x C with columns named by the datum's
-  ``point_format`` (X, Y, Z first when it is absent), in the LiDAR's frame.
+  ``translation {x, y, z}`` and ``rotation {qw, qx, qy, qz}``; an empty one (zero quaternion)
+  is the identity, as DGP reads it;
+- a calibration JSON lists ``names`` (matched without case, as DGP does) with parallel
+  ``intrinsics`` (``fx fy cx cy skew``) and ``extrinsics`` (sensor -> vehicle; not needed here:
+  the datum poses already place each sensor);
+- a point-cloud ``.npz`` holds ``data`` in the LiDAR's frame: N x C with columns named by the
+  datum's ``point_format`` (X, Y, Z first when it is absent), or a structured array with fields
+  ``X``, ``Y``, ``Z``;
+- ``ddad.json``'s ``scene_splits`` maps DGP's split numbers (0 train, 1 val, 2 test) to
+  ``{"filenames": [...]}``; a split's name is accepted as the key too.
 
 Split lines are ``<scene JSON, relative to data_path> <sample index> [<camera>]`` (camera default
 ``CAMERA_01``, the front camera PackNet trains on); ``prepare_ddad.py --ddad_cameras ...`` writes
@@ -82,8 +87,10 @@ DDAD_PROTOCOL = EvalProtocol("ddad", gt_min=0.0, gt_max=DDAD_MAX_DEPTH, crop=Non
 def pose_matrix(pose: dict, source: str) -> np.ndarray:
     """4 x 4 float64 sensor -> world transform of a DGP pose (translation x y z, rotation qw qx qy qz).
 
+    An empty pose (zero quaternion) is the identity, as DGP reads it.
+
     Raises:
-        ValueError: naming ``source`` when a key is missing or the quaternion has zero length.
+        ValueError: naming ``source`` when a key is missing or a value is not a finite number.
     """
     try:
         t, q = pose["translation"], pose["rotation"]
@@ -93,8 +100,10 @@ def pose_matrix(pose: dict, source: str) -> np.ndarray:
         raise ValueError(f"{source}: a pose needs 'translation' {{x, y, z}} and 'rotation' {{qw, qx, qy, qz}} "
                          f"(got {pose!r}); re-download the scene") from None
     norm = np.sqrt(w * w + x * x + y * y + z * z)
-    if not np.isfinite(norm) or norm == 0:
-        raise ValueError(f"{source}: the rotation quaternion {q!r} has no length; re-download the scene")
+    if not (np.isfinite(norm) and np.isfinite(translation).all()):
+        raise ValueError(f"{source}: the pose {pose!r} holds a non-finite number; re-download the scene")
+    if norm == 0:
+        return np.eye(4)
     w, x, y, z = w / norm, x / norm, y / norm, z / norm
     matrix = np.eye(4)
     matrix[:3, :3] = [[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
@@ -230,7 +239,7 @@ def load_camera_intrinsics(scene: DDADScene, calibration_key: str, camera: str) 
     path = scene.folder / "calibration" / f"{calibration_key}.json"
     calibration = _load_json(path, "calibration file")
     try:
-        index = list(calibration["names"]).index(camera)
+        index = [name.lower() for name in calibration["names"]].index(camera.lower())
         values = calibration["intrinsics"][index]
         fx, fy, cx, cy = (float(values[key]) for key in ("fx", "fy", "cx", "cy"))
         skew = float(values.get("skew", 0.0))
@@ -247,7 +256,11 @@ def load_point_cloud(path: Path, point_format: Sequence[str]) -> np.ndarray:
     """N x 3 float64 X, Y, Z (LiDAR frame, metres) of a DGP point-cloud ``.npz`` (key ``data``)."""
     try:
         with np.load(path, allow_pickle=False) as archive:
-            data = np.asarray(archive["data"], dtype=np.float64)
+            data = archive["data"]
+        if data.dtype.fields is not None:  # a structured array: DGP reads its X, Y, Z fields
+            data = np.stack([data[axis] for axis in ("X", "Y", "Z")], axis=-1).reshape(-1, 3)
+            point_format = ("X", "Y", "Z")
+        data = np.asarray(data, dtype=np.float64)
     except FileNotFoundError:
         raise FileNotFoundError(f"point cloud {path} not found; the scene is incomplete: re-download it") from None
     except (KeyError, ValueError, OSError, zipfile.BadZipFile, EOFError) as err:
@@ -275,7 +288,8 @@ def ddad_split_lines(data_path: str | Path, split: str = "train", cameras: Seque
     if key is None:
         raise ValueError(f"unknown DDAD split {split!r}: choose one of {sorted(DDAD_SPLIT_KEYS)}")
     try:
-        scene_files = index["scene_splits"][key]["filenames"]
+        splits = index["scene_splits"]
+        scene_files = (splits[key] if key in splits else splits[split])["filenames"]
     except (KeyError, TypeError):
         raise ValueError(f"{index_path} has no scene_splits[{key!r}].filenames ({split} split)") from None
     offsets = [int(f) for f in frame_ids]
@@ -330,7 +344,17 @@ class DDADDataset(MonoDataset):
         return self._intrinsics[key]
 
     def datum(self, item: SplitItem, name: str | None = None, offset: int = 0) -> Datum:
+        """The record of sensor ``name`` (default: the item's camera) in sample ``frame_index + offset``."""
         return self.scene(item.folder).samples[item.frame_index + offset][name or item.side]
+
+    def target_from_context(self, item: SplitItem, offset: int) -> np.ndarray:
+        """4 x 4 float64 transform of points from the camera at context ``offset`` into the item's camera.
+
+        From the scene's poses (metres), e.g. for velocity supervision: its translation's norm is
+        the camera's travel between the two samples.
+        """
+        target, context = self.datum(item), self.datum(item, offset=offset)
+        return np.linalg.inv(target.world_from_sensor) @ context.world_from_sensor
 
     # ----------------------------------------------------------------------------- MonoDataset hooks
     def parse_line(self, line: str, line_number: int) -> SplitItem:

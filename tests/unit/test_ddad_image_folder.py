@@ -125,8 +125,11 @@ def test_dgp_quaternion_becomes_the_rotation_matrix():
     pose = pose_matrix({"translation": {"x": 1.0, "z": 2.0}, "rotation": DDAD_CAMERA_QUATERNION}, "scene.json")
     np.testing.assert_allclose(pose[:3, :3], DDAD_WORLD_FROM_CAMERA_ROTATION, atol=1e-12)
     np.testing.assert_array_equal(pose[:3, 3], [1.0, 0.0, 2.0])  # proto3 JSON omits zero fields
-    with pytest.raises(ValueError, match="scene.json: the rotation quaternion .* has no length"):
-        pose_matrix({"translation": {}, "rotation": {}}, "scene.json")
+    np.testing.assert_array_equal(pose_matrix({"translation": {"x": 3.0}, "rotation": {}}, "s.json"), np.eye(4))
+    with pytest.raises(ValueError, match="scene.json: the pose .* holds a non-finite number"):
+        pose_matrix({"translation": {"x": float("nan")}, "rotation": {"qw": 1.0}}, "scene.json")
+    with pytest.raises(ValueError, match="scene.json: a pose needs 'translation'"):
+        pose_matrix({"rotation": {"qw": 1.0}}, "scene.json")
 
 
 def test_projection_keeps_the_nearest_point_in_front_and_inside():
@@ -213,9 +216,10 @@ def test_a_corrupt_or_stale_cache_is_refused_and_rebuilt(ddad_root, damage, capl
     elif damage == "wrong_shape":
         np.savez(cache.with_suffix(""), depth=np.zeros((2, 2), np.float32),
                  signature=np.array(dataset.depth_signature(item)))
-    else:  # the LiDAR sweep changes: one point only, 5 m ahead on the optical axis
+    else:  # the LiDAR sweep changes: one point only, 5 m ahead on the optical axis, as a structured array
         lidar = ddad_root / "000000" / "point_cloud" / "LIDAR" / "1100000.npz"
-        np.savez_compressed(lidar, data=np.array([[0.5, 5.0, 0.0, -0.5]], np.float32))
+        fields = np.dtype([("X", np.float32), ("Y", np.float32), ("Z", np.float32), ("INTENSITY", np.float32)])
+        np.savez_compressed(lidar, data=np.array([(5.0, 0.0, -0.5, 0.3)], dtype=fields))
         expected = np.zeros_like(expected)
         expected[32, 48] = 5.0
     with caplog.at_level(logging.WARNING):
@@ -237,6 +241,10 @@ def test_ddad_samples_intrinsics_and_context(ddad_root, caplog):
     folder = ddad_root / "000000" / "rgb" / "CAMERA_01"
     np.testing.assert_array_equal(rgb_of(sample, -1), resized(folder / "1000000.png"))
     np.testing.assert_array_equal(rgb_of(sample, 1), resized(folder / "1200000.png"))
+    # the camera moves 1 m along the world's x, its optical axis, per sample
+    expected_motion = np.eye(4)
+    expected_motion[2, 3] = 1.0
+    np.testing.assert_allclose(dataset.target_from_context(dataset.items[0], 1), expected_motion, atol=1e-12)
     width, height = DDAD_SIZE
     K1 = sample[("K", 1)].numpy()
     assert K1[0, 0] == pytest.approx(DDAD_K["fx"] / width * WIDTH / 2)
