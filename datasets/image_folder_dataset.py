@@ -140,8 +140,8 @@ class ImageFolderDataset(CustomDataset):
         elif file is not None:
             text, source = file.read_text(), str(file)
         else:
-            logger.info("image_folder: no --intrinsics and no %s for sequence %s: using KITTI's normalised K "
-                        "(fx 0.58 W, fy 1.92 H, centred principal point)", file or "intrinsics.txt", folder)
+            logger.info("image_folder: no --intrinsics and no intrinsics.txt for sequence %s: using KITTI's normalised K "
+                        "(fx 0.58 W, fy 1.92 H, centred principal point)", folder)
             return np.asarray(KITTI_NORMALIZED_K, dtype=np.float32).copy()
         first = self.list_sequence_frames(path)[0]
         height, width = read_rgb(first).shape[:2]
