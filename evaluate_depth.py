@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--make3d_path", default=None, help="Make3D root")
     data.add_argument("--nyuv2_path", default=None, help="NYUv2 root")
     data.add_argument("--cityscapes_path", default=None, help="Cityscapes root")
+    data.add_argument("--ddad_path", default=None, help="DDAD root (the folder holding ddad.json)")
     data.add_argument("--make3d_split", default=None,
                       help="folder with test_files.txt naming the Make3D images (default: every "
                            "Test134/img-*.jpg)")
@@ -61,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--cityscapes_split", default=None,
                       help="folder with the Cityscapes test_files.txt and gt_depths/ (default: "
                            "splits/cityscapes)")
+    data.add_argument("--ddad_split", default=None,
+                      help="folder with a DDAD test_files.txt from prepare_ddad.py (default: the val split "
+                           "of ddad.json, CAMERA_01)")
     data.add_argument("--eval_split", nargs="+", default=None,
                       help="KITTI splits: eigen, eigen_benchmark, benchmark (PNGs for the server), or "
                            "folders with test_files.txt and gt_depths.npz (default: eigen eigen_benchmark)")

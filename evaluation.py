@@ -32,6 +32,7 @@ import torch
 from checkpoints import ModelSpec
 from datasets.benchmarks import EvalOptions, EvalProtocol, EvalSet
 from datasets.cityscapes_dataset import CITYSCAPES_PROTOCOL, build_cityscapes_eval_sets
+from datasets.ddad_dataset import DDAD_PROTOCOL, build_ddad_eval_sets
 from datasets.kitti_dataset import BENCHMARK_SIZE, KITTI_PROTOCOLS, build_kitti_eval_sets
 from datasets.make3d_dataset import MAKE3D_PROTOCOL, build_make3d_eval_sets
 from datasets.nyu_dataset import NYUV2_PROTOCOL, build_nyuv2_eval_sets
@@ -51,6 +52,7 @@ EVAL_PROTOCOLS: dict[str, EvalProtocol] = {
     "make3d": MAKE3D_PROTOCOL,
     "nyuv2": NYUV2_PROTOCOL,
     "cityscapes": CITYSCAPES_PROTOCOL,
+    "ddad": DDAD_PROTOCOL,
 }
 
 # build(path, options) -> the EvalSets of one dataset, given the value of its --<name>_path.
@@ -61,14 +63,17 @@ EVAL_DATASETS: dict[str, EvalBuilder] = {
     "make3d": build_make3d_eval_sets,
     "nyuv2": build_nyuv2_eval_sets,
     "cityscapes": build_cityscapes_eval_sets,
+    "ddad": build_ddad_eval_sets,
 }
 
-# The order of the reference's report (KITTI eigen, eigen_benchmark, Make3D, NYUv2, Cityscapes).
-DATASET_ORDER = ("kitti", "make3d", "nyuv2", "cityscapes")
+# The order of the reference's report (KITTI eigen, eigen_benchmark, Make3D, NYUv2, Cityscapes), then DDAD.
+DATASET_ORDER = ("kitti", "make3d", "nyuv2", "cityscapes", "ddad")
 
 # Which benchmark the Trainer evaluates after every epoch, by training --dataset (the reference's
-# choice); datasets missing here (kitti_odom, custom) have no depth ground truth to score.
-TRAINING_EVAL_DATASETS = {"kitti": "kitti", "kitti_depth": "kitti", "nyuv2": "nyuv2", "cityscapes": "cityscapes"}
+# choice, and PackNet's for DDAD); datasets missing here (kitti_odom, custom, image_folder) have no
+# depth ground truth to score.
+TRAINING_EVAL_DATASETS = {"kitti": "kitti", "kitti_depth": "kitti", "nyuv2": "nyuv2", "cityscapes": "cityscapes",
+                          "ddad": "ddad"}
 
 
 # --------------------------------------------------------------------------------------------

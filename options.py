@@ -88,6 +88,9 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
                      help="read .png images (the default; KITTI raw as downloaded)")
     group.set_defaults(img_ext=".png")
     group.add_argument("--num_workers", type=int, default=12, help="data-loader worker processes")
+    group.add_argument("--intrinsics", nargs="+", default=None, metavar="FX_FY_CX_CY_OR_FILE",
+                       help="--dataset image_folder: 'fx fy cx cy' (normalised, or pixels of the native frames) or "
+                            "a file holding them (default: intrinsics.txt in the folder, else KITTI's K)")
     group.add_argument("--color_jitter", action=argparse.BooleanOptionalAction, default=True,
                        help="colour augmentation with probability 0.5 per training sample")
     group.add_argument("--jitter_per_frame", action="store_true",

@@ -49,7 +49,7 @@ def fixed_batch(opts: argparse.Namespace, frame_ids: list) -> dict:
     """The first ``--samples`` lines of the split, unaugmented, collated into one batch."""
     from torch.utils.data import default_collate
 
-    from datasets import DATASETS
+    from datasets import DATASETS, dataset_options
     from split_lists import resolve_split_dir
     from trainer import bde_dataset_options
     from utils import readlines
@@ -62,7 +62,8 @@ def fixed_batch(opts: argparse.Namespace, frame_ids: list) -> dict:
         raise ValueError(f"--samples {opts.samples}: {train_file} has only {len(lines)} lines")
     dataset = DATASETS[opts.dataset](opts.data_path, lines, opts.height, opts.width, frame_ids, opts.num_scales,
                                      is_train=True, img_ext=opts.img_ext, color_jitter=False, flip=False,
-                                     split_name=str(train_file), **bde_dataset_options(opts))
+                                     split_name=str(train_file), **bde_dataset_options(opts),
+                                     **dataset_options(opts))
     return default_collate([dataset[(index, 0)] for index in range(len(dataset))])
 
 

@@ -48,7 +48,7 @@ STATE_DIRS = (RESUME_DIR, WEIGHTS_DIR)
 ARITHMETIC_OPTIONS = (
     # data
     "dataset", "split", "height", "width", "frame_ids", "use_stereo", "img_ext", "color_jitter",
-    "jitter_per_frame", "flip",
+    "jitter_per_frame", "flip", "intrinsics",
     # networks
     "backbone", "num_layers", "pose_num_layers", "decoder", "pose_model_type", "pose_model_input", "num_scales",
     "min_depth", "max_depth", "sync_bn", "mixed_precision",

@@ -1,9 +1,14 @@
-"""Datasets. `DATASETS` maps ``--dataset`` names to classes: it is the whole registry."""
+"""Datasets. `DATASETS` maps ``--dataset`` names to classes: it is the whole registry.
+
+`dataset_options` turns a dataset's own flags into its constructor's keyword arguments.
+"""
 
 from __future__ import annotations
 
 from datasets.cityscapes_dataset import CityscapesDataset
 from datasets.custom_dataset import CustomDataset
+from datasets.ddad_dataset import DDADDataset
+from datasets.image_folder_dataset import ImageFolderDataset
 from datasets.kitti_dataset import KITTIDepthDataset, KITTIOdomDataset, KITTIRAWDataset
 from datasets.mono_dataset import MonoDataset, SplitItem
 from datasets.nyu_dataset import NYUDataset
@@ -15,7 +20,21 @@ DATASETS = {
     "nyuv2": NYUDataset,
     "cityscapes": CityscapesDataset,
     "custom": CustomDataset,
+    "image_folder": ImageFolderDataset,
+    "ddad": DDADDataset,
 }
 
-__all__ = ["DATASETS", "CityscapesDataset", "CustomDataset", "KITTIDepthDataset", "KITTIOdomDataset",
-           "KITTIRAWDataset", "MonoDataset", "NYUDataset", "SplitItem"]
+
+def dataset_options(opts) -> dict:
+    """Keyword arguments of ``DATASETS[opts.dataset]`` from its own flags (``{}`` for most).
+
+    ``--intrinsics`` reaches `ImageFolderDataset` as one string (numbers or a file path).
+    """
+    if opts.dataset == "image_folder" and getattr(opts, "intrinsics", None):
+        return {"intrinsics": " ".join(opts.intrinsics)}
+    return {}
+
+
+__all__ = ["DATASETS", "CityscapesDataset", "CustomDataset", "DDADDataset", "ImageFolderDataset",
+           "KITTIDepthDataset", "KITTIOdomDataset", "KITTIRAWDataset", "MonoDataset", "NYUDataset", "SplitItem",
+           "dataset_options"]

@@ -33,12 +33,14 @@ FRAME_EXTENSIONS = (".png", ".jpg", ".jpeg")
 MAX_NORMALIZED_FOCAL = 10.0
 
 
-def parse_intrinsics(text: str, source: str) -> np.ndarray:
+def parse_intrinsics(text: str, source: str, image_size: tuple[int, int] | None = None) -> np.ndarray:
     """Parse and validate a normalised intrinsics file.
 
     Args:
         text: ``fx fy cx cy`` or the 9 entries of a 3 x 3 K (row-major), whitespace or commas.
         source: the file's name, for error messages.
+        image_size: ``(width, height)`` of the frames in pixels. When given, values that look
+            like pixels (any above ``MAX_NORMALIZED_FOCAL``) are divided by it instead of refused.
 
     Returns:
         4 x 4 float32 K with row 0 divided by the width and row 1 by the height.
@@ -63,7 +65,10 @@ def parse_intrinsics(text: str, source: str) -> np.ndarray:
         raise ValueError(f"{source}: expected 4 numbers 'fx fy cx cy' or 9 (a 3 x 3 K), got {len(values)}")
     if not all(np.isfinite([fx, fy, cx, cy])) or fx <= 0 or fy <= 0:
         raise ValueError(f"{source}: focal lengths must be positive and finite (got fx={fx}, fy={fy})")
-    if max(fx, fy, cx, cy) > MAX_NORMALIZED_FOCAL:
+    if max(fx, fy, cx, cy) > MAX_NORMALIZED_FOCAL and image_size is not None:
+        width, height = image_size
+        fx, cx, fy, cy = fx / width, cx / width, fy / height, cy / height
+    elif max(fx, fy, cx, cy) > MAX_NORMALIZED_FOCAL:
         raise ValueError(f"{source}: fx={fx:g}, fy={fy:g}, cx={cx:g}, cy={cy:g} look like pixels; "
                          "the file takes normalised intrinsics: divide fx and cx by the image width "
                          "and fy and cy by the image height (e.g. fx 721.5 at width 1242 -> 0.581)")
@@ -101,17 +106,30 @@ class CustomDataset(MonoDataset):
             if not path.is_dir():
                 raise FileNotFoundError(f"{self.split_name}, line {line_number}: sequence folder {path} "
                                         "not found; check --data_path")
-            frames = list_frames(path)
+            frames = self.list_sequence_frames(path)
             if not frames:
                 raise FileNotFoundError(f"{path} holds no frames ({', '.join(FRAME_EXTENSIONS)})")
             self._frames[folder] = frames
-            own, shared = path / INTRINSICS_FILE, self._root / INTRINSICS_FILE
-            source = own if own.is_file() else shared
-            if not source.is_file():
-                raise FileNotFoundError(f"no intrinsics for sequence {folder}: write normalised "
-                                        f"'fx fy cx cy' to {shared} (all sequences) or {own}")
-            self._intrinsics[folder] = parse_intrinsics(source.read_text(), str(source))
+            self._intrinsics[folder] = self.sequence_intrinsics(folder, path)
         return self._frames[folder]
+
+    def list_sequence_frames(self, path: Path) -> list[Path]:
+        """The frames of the sequence folder ``path`` in time order (here: by name)."""
+        return list_frames(path)
+
+    def intrinsics_file(self, path: Path) -> Path | None:
+        """The sequence's own ``intrinsics.txt``, else the root's, else None."""
+        own, shared = path / INTRINSICS_FILE, self._root / INTRINSICS_FILE
+        return own if own.is_file() else shared if shared.is_file() else None
+
+    def sequence_intrinsics(self, folder: str, path: Path) -> np.ndarray:
+        """4 x 4 normalised K of the sequence ``folder`` (at ``path``), from its intrinsics file."""
+        source = self.intrinsics_file(path)
+        if source is None:
+            raise FileNotFoundError(f"no intrinsics for sequence {folder}: write normalised "
+                                    f"'fx fy cx cy' to {self._root / INTRINSICS_FILE} (all sequences) "
+                                    f"or {path / INTRINSICS_FILE}")
+        return parse_intrinsics(source.read_text(), str(source))
 
     def parse_line(self, line: str, line_number: int) -> SplitItem:
         tokens = line.split()
@@ -152,6 +170,14 @@ def write_custom_splits(data_path: str | Path, output_dir: str | Path, frame_ids
         lines += [f"{folder.name} {i}" for i in range(-min(offsets), count - max(offsets))]
     if not lines:
         raise ValueError(f"{root} has no sequence folder with enough frames for frame_ids {offsets}")
+    return write_split_files(lines, output_dir, val_fraction, seed)
+
+
+def write_split_files(lines: Sequence[str], output_dir: str | Path, val_fraction: float = 0.1,
+                      seed: int = 0) -> tuple[int, int]:
+    """Shuffle ``lines`` with ``seed``, write a ``val_fraction`` of them to ``val_files.txt`` and the
+    rest to ``train_files.txt`` (each sorted, atomically). Returns (train lines, val lines)."""
+    lines = list(lines)
     random.Random(seed).shuffle(lines)
     num_val = int(round(len(lines) * val_fraction)) if len(lines) > 1 else 0
     val, train = sorted(lines[:num_val]), sorted(lines[num_val:])

@@ -123,3 +123,94 @@ def write_cityscapes_raw(root: Path, split: str, city: str, seq: int, frames, se
     camera.parent.mkdir(parents=True, exist_ok=True)
     camera.write_text(json.dumps({"extrinsic": {"baseline": 0.209313}, "intrinsic": CITYSCAPES_INTRINSIC}))
 
+
+
+def write_image_folder(root: Path, numbers, width: int = 96, height: int = 64, seed: int = 11,
+                       name: str = "frame_{}.png", drive: int = 1) -> list[Path]:
+    """Frames ``<root>/frame_<n>.png`` (no zero padding) for each frame number in ``numbers``, in the
+    order of a drive (the smallest number is the drive's first frame); returns the paths in that order."""
+    ordered = sorted(numbers)
+    scene = build_drive_scene(seed, drive, len(ordered))
+    paths = []
+    for frame, number in enumerate(ordered):
+        rgb, _ = render_camera(scene, frame, 2, width, height)
+        path = root / name.format(number)
+        _write_rgb(path, rgb)
+        paths.append(path)
+    return paths
+
+
+# Miniature DDAD. Cameras look along the world's +x axis (the vehicle frame of DGP: x forward,
+# y left, z up): camera x (right) = world -y, camera y (down) = world -z, camera z = world +x.
+DDAD_WORLD_FROM_CAMERA_ROTATION = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+DDAD_CAMERA_QUATERNION = {"qw": 0.5, "qx": -0.5, "qy": 0.5, "qz": -0.5}  # the rotation above
+DDAD_CAMERA_HEIGHT = 1.5   # camera at (sample index, 0, 1.5) m in the world
+DDAD_LIDAR_HEIGHT = 2.0    # LiDAR at (sample index, 0, 2.0) m, axes aligned with the world
+DDAD_K = {"fx": 50.0, "fy": 50.0, "cx": 48.0, "cy": 32.0, "skew": 0.0}  # pixels of a 96 x 64 image
+DDAD_SIZE = (96, 64)
+# The LiDAR's columns in a non-default order, to check they are found by name.
+DDAD_POINT_FORMAT = ["INTENSITY", "X", "Y", "Z"]
+
+
+def _pose(translation, rotation: dict) -> dict:
+    return {"translation": dict(zip("xyz", map(float, translation))), "rotation": dict(rotation)}
+
+
+def write_ddad_scene(root: Path, folder: str, num_samples: int, cameras=("CAMERA_01", "CAMERA_05"),
+                     points=None, seed: int = 12, drive: int = 1) -> str:
+    """One DGP scene ``<root>/<folder>/scene_<folder>.json`` with its calibration, frames and LiDAR.
+
+    Sample i is taken at timestamp 1e6 + 1e5 i (10 Hz, microseconds); the camera sits at
+    (i, 0, 1.5) and the LiDAR at (i, 0, 2.0) in the world. ``points(i)`` gives sample i's N x 3
+    LiDAR-frame points (default: a few points ahead). Returns the scene JSON's path relative to root.
+    """
+    scene_dir = root / folder
+    width, height = DDAD_SIZE
+    drive_scene = build_drive_scene(seed, drive, num_samples)
+    samples, data = [], []
+    calibration_key = f"calib{folder}"
+    for i in range(num_samples):
+        timestamp = str(1_000_000 + 100_000 * i)
+        keys = []
+        for camera in cameras:
+            rgb, _ = render_camera(drive_scene, i, 2, width, height)
+            filename = f"rgb/{camera}/{timestamp}.png"
+            _write_rgb(scene_dir / filename, rgb)
+            key = f"{camera}-{i}"
+            data.append({"id": {"name": camera, "timestamp": timestamp, "index": str(i)}, "key": key,
+                         "datum": {"image": {"filename": filename, "width": width, "height": height, "channels": 3,
+                                             "pose": _pose((i, 0, DDAD_CAMERA_HEIGHT), DDAD_CAMERA_QUATERNION)}}})
+            keys.append(key)
+        cloud = np.asarray(points(i) if points else [[10.0, -1.0, -0.9], [20.0, 3.0, 1.0]], dtype=np.float32)
+        array = np.zeros((len(cloud), 4), dtype=np.float32)
+        array[:, 1:] = cloud
+        array[:, 0] = 0.5  # intensity
+        filename = f"point_cloud/LIDAR/{timestamp}.npz"
+        (scene_dir / filename).parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(scene_dir / filename, data=array)
+        data.append({"id": {"name": "LIDAR", "timestamp": timestamp, "index": str(i)}, "key": f"LIDAR-{i}",
+                     "datum": {"point_cloud": {"filename": filename, "point_format": DDAD_POINT_FORMAT,
+                                               "pose": _pose((i, 0, DDAD_LIDAR_HEIGHT), {"qw": 1.0})}}})
+        keys.append(f"LIDAR-{i}")
+        samples.append({"id": {"timestamp": timestamp, "index": str(i)}, "datum_keys": keys,
+                        "calibration_key": calibration_key})
+    names = list(cameras) + ["LIDAR"]
+    calibration = {"names": names,
+                   "intrinsics": [dict(DDAD_K) for _ in cameras] + [{}],
+                   "extrinsics": [_pose((1.5, 0, DDAD_CAMERA_HEIGHT), DDAD_CAMERA_QUATERNION) for _ in cameras]
+                   + [_pose((0, 0, DDAD_LIDAR_HEIGHT), {"qw": 1.0})]}
+    (scene_dir / "calibration").mkdir(parents=True, exist_ok=True)
+    (scene_dir / "calibration" / f"{calibration_key}.json").write_text(json.dumps(calibration))
+    scene_file = f"{folder}/scene_{folder}.json"
+    (root / scene_file).write_text(json.dumps({"name": folder, "samples": samples, "data": data}))
+    return scene_file
+
+
+def write_ddad(root: Path, num_samples: int = 5, cameras=("CAMERA_01", "CAMERA_05"), points=None) -> dict:
+    """``ddad.json`` with one train scene (000000) and one val scene (000001); returns {split: scene file}."""
+    train = write_ddad_scene(root, "000000", num_samples, cameras, points, drive=1)
+    val = write_ddad_scene(root, "000001", num_samples, cameras, points, drive=2)
+    index = {"metadata": {"name": "DDAD-mini"},
+             "scene_splits": {"0": {"filenames": [train]}, "1": {"filenames": [val]}}}
+    (root / "ddad.json").write_text(json.dumps(index))
+    return {"train": train, "val": val}

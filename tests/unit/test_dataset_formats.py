@@ -49,7 +49,8 @@ def sample_with_flip(dataset, index: int, flipped: bool) -> dict:
 
 
 def test_registry_names_every_dataset():
-    assert set(DATASETS) == {"kitti", "kitti_odom", "kitti_depth", "nyuv2", "cityscapes", "custom"}
+    assert set(DATASETS) == {"kitti", "kitti_odom", "kitti_depth", "nyuv2", "cityscapes", "custom", "image_folder",
+                             "ddad"}
 
 
 # ------------------------------------------------------------------------------------ KITTI odometry

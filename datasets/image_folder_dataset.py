@@ -1,0 +1,199 @@
+"""Plain folders of numbered frames (``--dataset image_folder``), as PackNet-SfM's image dataset reads them.
+
+Layout::
+
+    <data_path>/000120.png ...            frames directly in the root form one sequence, named "."
+    <data_path>/<sequence>/frame_0042.jpg frames of each sub-folder form one sequence each
+
+A frame's number is the last run of digits in its file name (``cam2_000123.png`` is frame 123);
+frames are ordered by that number (a natural sort, so ``9.png`` comes before ``10.png``) and
+context frames are taken by *position* in that order, so gaps in the numbering do not matter. A
+folder where a name carries no number, or two names carry the same one (``7.png`` and
+``007.jpg``), is refused naming both files.
+
+Split lines are ``<sequence> <frame number>``; without a split (``filenames=None``) every frame
+of every sequence is a sample. Either way, a frame whose context frames fall outside its
+sequence is left out, and the count is logged (PackNet drops such frames too).
+
+Intrinsics, first match wins: the ``intrinsics`` argument (``--intrinsics``: ``fx fy cx cy`` or
+a file holding them), the sequence's or the root's ``intrinsics.txt`` (as ``--dataset custom``),
+else KITTI's normalised K (fx 0.58 W, fy 1.92 H, centred principal point), the default
+Monodepth2 applies to any video. Values may be normalised or in pixels of the frames' native
+size (anything above 10 is read as pixels). There is no ground truth.
+
+Everything else (loading, the split-line checks, the intrinsics parser) is `CustomDataset`'s.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from datasets.custom_dataset import FRAME_EXTENSIONS, CustomDataset, parse_intrinsics
+from datasets.mono_dataset import SplitItem
+from kitti_utils import KITTI_NORMALIZED_K
+from utils import read_rgb
+
+logger = logging.getLogger(__name__)
+
+DIGIT_RUN = re.compile(r"\d+")
+# The sequence name of frames lying directly in --data_path.
+ROOT_SEQUENCE = "."
+
+
+def frame_number(path: Path) -> int | None:
+    """The last run of digits in the file's stem as an integer, or None when it has none."""
+    runs = DIGIT_RUN.findall(path.stem)
+    return int(runs[-1]) if runs else None
+
+
+def numbered_frames(folder: Path) -> list[tuple[int, Path]]:
+    """``(frame number, path)`` of every frame in ``folder``, sorted by number.
+
+    Raises:
+        ValueError: a frame's name has no number, or two frames share one; the message names
+            the files and the fix.
+    """
+    by_number: dict[int, Path] = {}
+    for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in FRAME_EXTENSIONS):
+        number = frame_number(path)
+        if number is None:
+            raise ValueError(f"{path}: the file name has no frame number; --dataset image_folder orders frames "
+                             "by the number in their names (e.g. 000123.png): rename or move the file")
+        if number in by_number:
+            raise ValueError(f"{by_number[number]} and {path} both carry frame number {number}: keep one "
+                             "(frames are ordered by the last number in their names)")
+        by_number[number] = path
+    return sorted(by_number.items())
+
+
+def find_sequences(root: Path) -> list[str]:
+    """Sequence names under ``root``: ``"."`` if it holds frames itself, then each sub-folder with frames."""
+    def has_frames(folder: Path) -> bool:
+        return any(p.suffix.lower() in FRAME_EXTENSIONS for p in folder.iterdir())
+
+    names = [ROOT_SEQUENCE] if has_frames(root) else []
+    names += sorted(p.name for p in root.iterdir() if p.is_dir() and has_frames(p))
+    if not names:
+        raise FileNotFoundError(f"--data_path {root} holds no frames ({', '.join(FRAME_EXTENSIONS)}) and no "
+                                "sub-folder with frames")
+    return names
+
+
+def all_frame_lines(root: str | Path) -> list[str]:
+    """``<sequence> <frame number>`` for every frame under ``root`` (no context check)."""
+    root = Path(root)
+    return [f"{name} {number}" for name in find_sequences(root) for number, _ in numbered_frames(root / name)]
+
+
+def image_folder_split_lines(root: str | Path, frame_ids: Sequence[int] = (0, -1, 1)) -> tuple[list[str], int]:
+    """Split lines of every frame under ``root`` whose context frames exist: (lines, number left out)."""
+    root = Path(root)
+    offsets = [int(f) for f in frame_ids]
+    lines, dropped = [], 0
+    for name in find_sequences(root):
+        frames = numbered_frames(root / name)
+        for position, (number, _) in enumerate(frames):
+            if 0 <= position + min(offsets) and position + max(offsets) < len(frames):
+                lines.append(f"{name} {number}")
+            else:
+                dropped += 1
+    return lines, dropped
+
+
+class ImageFolderDataset(CustomDataset):
+    """Numbered frames in one or more folders; see the module docstring for the layout.
+
+    Args:
+        data_path: the folder of frames, or of sequence folders.
+        filenames: split lines ``<sequence> <frame number>``, or None for every frame.
+        intrinsics: ``"fx fy cx cy"`` (or 9 numbers of a 3 x 3 K), or the path of a file holding
+            them; normalised or in pixels. None: ``intrinsics.txt`` if present, else KITTI's K.
+        Other arguments: as `MonoDataset` (``img_ext`` is ignored; stereo is not supported).
+
+    Attributes:
+        num_dropped: how many frames were left out because a context frame is missing.
+    """
+
+    def __init__(self, data_path, filenames: Sequence[str] | None, *args, intrinsics: str | None = None,
+                 **kwargs):
+        self.intrinsics_override = intrinsics
+        self.num_dropped = 0
+        self._numbers: dict[str, dict[int, int]] = {}
+        if filenames is None:
+            filenames = all_frame_lines(data_path) if Path(data_path).is_dir() else []
+            kwargs.setdefault("split_name", f"every frame of --data_path {data_path}")
+        super().__init__(data_path, filenames, *args, **kwargs)
+
+    # ----------------------------------------------------------------------------- CustomDataset hooks
+    def list_sequence_frames(self, path: Path) -> list[Path]:
+        return [frame for _, frame in numbered_frames(path)]
+
+    def sequence_intrinsics(self, folder: str, path: Path) -> np.ndarray:
+        file = self.intrinsics_file(path)
+        if self.intrinsics_override is not None:
+            text, source = self._override_text()
+        elif file is not None:
+            text, source = file.read_text(), str(file)
+        else:
+            logger.info("image_folder: no --intrinsics and no intrinsics.txt for sequence %s: using KITTI's normalised K "
+                        "(fx 0.58 W, fy 1.92 H, centred principal point)", folder)
+            return np.asarray(KITTI_NORMALIZED_K, dtype=np.float32).copy()
+        first = self.list_sequence_frames(path)[0]
+        height, width = read_rgb(first).shape[:2]
+        return parse_intrinsics(text, source, image_size=(width, height))
+
+    def _override_text(self) -> tuple[str, str]:
+        value = str(self.intrinsics_override).strip()
+        if Path(value).expanduser().is_file():
+            return Path(value).expanduser().read_text(), f"--intrinsics file {value}"
+        if len(value.split()) == 1:
+            try:
+                float(value)
+            except ValueError:
+                raise FileNotFoundError(f"--intrinsics {value}: no such file; give 'fx fy cx cy' "
+                                        "(normalised or in pixels) or an existing intrinsics file") from None
+        return value, "--intrinsics"
+
+    # ----------------------------------------------------------------------------- split lines
+    def parse_line(self, line: str, line_number: int) -> SplitItem:
+        tokens = line.split()
+        if len(tokens) != 2:
+            raise ValueError(f"{self.split_name}, line {line_number}: expected '<sequence> <frame number>', "
+                             f"got {line.strip()!r}")
+        folder, number_text = tokens
+        try:
+            number = int(number_text)
+        except ValueError:
+            raise ValueError(f"{self.split_name}, line {line_number}: frame number {number_text!r} is not "
+                             "an integer (the number in the frame's file name)") from None
+        frames = self._sequence(folder, line_number)
+        if folder not in self._numbers:
+            self._numbers[folder] = {frame_number(path): position for position, path in enumerate(frames)}
+        position = self._numbers[folder].get(number)
+        if position is None:
+            numbers = sorted(self._numbers[folder])
+            raise ValueError(f"{self.split_name}, line {line_number}: sequence {folder} has no frame numbered "
+                             f"{number} (its frames are numbered {numbers[0]} to {numbers[-1]}, "
+                             f"{len(numbers)} in all)")
+        return SplitItem(folder=folder, frame_index=position, side=None, line_number=line_number)
+
+    def _parse_split(self, filenames: Sequence[str]) -> list[SplitItem]:
+        """The base parse, less the frames whose context frames fall outside their sequence."""
+        items = super()._parse_split(filenames)
+        offsets = [f for f in self.frame_ids if f != "s"]
+        kept = [item for item in items
+                if 0 <= item.frame_index + min(offsets) and
+                item.frame_index + max(offsets) < len(self._frames[item.folder])]
+        self.num_dropped = len(items) - len(kept)
+        if self.num_dropped:
+            logger.warning("%s: %d of %d frames left out: their context frames (%s) fall outside the sequence",
+                           self.split_name, self.num_dropped, len(items), offsets)
+        if not kept:
+            raise ValueError(f"{self.split_name}: no frame has all its context frames {offsets}: each sequence "
+                             "needs more frames than the span of --frame_ids")
+        return kept
