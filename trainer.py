@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 
 from checkpoints import (CHECKPOINT_FORMAT, load_checkpoint, load_newest_resume_checkpoint,
                          prune_resume_checkpoints, resume_checkpoint_path, save_checkpoint)
-from datasets import DATASETS
+from datasets import DATASETS, dataset_options
 from distributed import (broadcast_from_main, cleanup_process_group, context_from_environment,
                          epoch_sample_order, epoch_seed, gather_to_all, mean_over_ranks, sample_seed,
                          setup_process_group)
@@ -187,13 +187,17 @@ class Trainer:
         dataset_class = DATASETS[opts.dataset]
         split_dir = resolve_split_dir(opts.split)
         train_file = split_dir / "train_files.txt"
-        if not train_file.is_file():
+        if train_file.is_file():
+            lines = readlines(train_file)
+        elif opts.dataset == "image_folder":  # no split: every frame of --data_path with its context
+            lines, train_file = None, Path(opts.data_path)
+        else:
             raise FileNotFoundError(f"--split {opts.split}: {train_file} not found")
         self.train_dataset = dataset_class(
-            opts.data_path, readlines(train_file), opts.height, opts.width, self.frame_ids,
+            opts.data_path, lines, opts.height, opts.width, self.frame_ids,
             opts.num_scales, is_train=True, img_ext=opts.img_ext, color_jitter=opts.color_jitter,
             flip=opts.flip, jitter_per_frame=opts.jitter_per_frame, split_name=str(train_file),
-            **bde_dataset_options(opts))
+            **bde_dataset_options(opts), **dataset_options(opts))
         if getattr(opts, "frame_cache", None):
             from frame_cache import FrameCache
 

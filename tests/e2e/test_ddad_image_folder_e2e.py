@@ -29,8 +29,16 @@ def test_image_folder_prepare_then_train(tmp_path):
     assert load_checkpoint(checkpoint)["model_spec"]["dataset"] == "image_folder"
 
 
-@pytest.mark.xfail(strict=True, reason="the Trainer does not pass datasets.dataset_options(opts) to the dataset "
-                                       "yet (trainer.py is the lead's); remove this mark once it does")
+def test_image_folder_trains_without_a_split_file_on_every_frame_with_context(tmp_path, caplog):
+    write_image_folder(tmp_path / "frames", [1, 2, 3, 4, 5])
+    (tmp_path / "no_split").mkdir()
+    checkpoint = train_run(tmp_path, "image_folder", tmp_path / "frames", tmp_path / "no_split", "--batch_size", "1")
+    # Frames 2, 3 and 4 have both neighbours: 3 samples, 3 steps at batch size 1.
+    assert load_checkpoint(checkpoint)["model_spec"]["dataset"] == "image_folder"
+    resume = sorted((tmp_path / "runs" / "image_folder" / "checkpoints").glob("step*.pth"))
+    assert load_checkpoint(resume[-1])["step"] == 3
+
+
 def test_intrinsics_flag_reaches_the_training_dataset(tmp_path):
     from options import parse_train_options
     from trainer import Trainer
