@@ -13,6 +13,8 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
+from config_files import parse_args_with_config
+
 logger = logging.getLogger(__name__)
 
 
@@ -28,7 +30,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     parser.add_argument("--output", required=True, help="the checkpoint to write")
     parser.add_argument("--min_depth", type=float, default=0.1, help="depth range the model was trained with")
     parser.add_argument("--max_depth", type=float, default=100.0, help="(released files do not store it)")
-    opts = parser.parse_args(argv)
+    opts = parse_args_with_config(parser, argv)
     source = Path(opts.input)
     if source.is_dir():
         payload = load_monodepth2_folder(source, opts.min_depth, opts.max_depth)

@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
+from config_files import parse_args_with_config
 from datasets.custom_dataset import write_custom_splits
 
 
@@ -27,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
-    opts = build_parser().parse_args(argv)
+    opts = parse_args_with_config(build_parser(), argv)
     output = Path(opts.output_dir) if opts.output_dir else Path(opts.data_path) / "splits"
     num_train, num_val = write_custom_splits(opts.data_path, output, opts.frame_ids, opts.val_fraction, opts.seed)
     print(f"{num_train} training and {num_val} validation lines written to {output}")

@@ -89,7 +89,7 @@ def test_overwrite_deletes_only_the_previous_runs_artefacts(tmp_path):
     claim_run_folder(run_dir, overwrite=True)
     assert sorted(p.name for p in run_dir.iterdir()) == ["notes.txt"]  # logger.log went with the old run
     assert (tmp_path / "neighbour" / "model0.pth").read_bytes() == b"another run"
-    assert set(RUN_ARTEFACTS) == {"checkpoints", "models", "tensorboard", "logger.log", "opt.json"}
+    assert set(RUN_ARTEFACTS) == {"checkpoints", "models", "tensorboard", "logger.log", "opt.json", "config.yaml"}
 
 
 def test_without_overwrite_claiming_deletes_nothing(tmp_path):
