@@ -78,7 +78,7 @@ def parse_args_with_config(parser: argparse.ArgumentParser,
     path = finder.parse_known_args(argv)[0].config
     if path is not None:
         try:
-            apply_config(parser, load_config_file(path), path)
+            apply_config(parser, load_config_file(path), f"{CONFIG_FLAG} {path}")
         except ConfigError as err:
             parser.error(str(err))
     opts = parser.parse_args(argv)
@@ -109,10 +109,11 @@ def load_config_file(path: str | os.PathLike) -> dict:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        # The parser's message carries the line and column of the problem.
-        detail = " ".join(str(err).split())
-        raise ConfigError(f"{CONFIG_FLAG} {path}: not valid YAML ({detail}); write one 'flag_name: value' per "
-                          "line, lists as [a, b]") from None
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or " ".join(str(err).split())
+        raise ConfigError(f"{CONFIG_FLAG} {path}: not valid YAML{where} ({problem}); write one 'flag_name: value' "
+                          "per line, lists as [a, b] (only plain values: no tags such as !!python/...)") from None
     if data is None:
         raise ConfigError(f"{CONFIG_FLAG} {path}: the file is empty; write one 'flag_name: value' per line "
                           "(e.g. 'learning_rate: 1.0e-4'), or drop --config")
@@ -131,7 +132,7 @@ def apply_config(parser: argparse.ArgumentParser, config: Mapping[str, Any], sou
     Args:
         parser: the script's parser (changed in place: defaults, and ``required`` for flags set here).
         config: flag name (or argparse destination) -> YAML value.
-        source: the file's path, for messages.
+        source: where the values come from, for messages (e.g. ``--config path.yaml``).
 
     Raises:
         ConfigError: a key no flag has (naming the closest flag), a value of the wrong form (naming
@@ -265,8 +266,9 @@ def _word(action, option_string, item, where) -> str:
     """One YAML scalar as the word a user would type; YAML's own types stand in for nothing else."""
     if isinstance(item, bool):
         # YAML 1.1 reads yes/no/on/off as booleans: in a value flag that is a surprise, never intended.
-        raise ConfigError(f"{where} {item!r} is a YAML boolean, but {_flag(action, option_string)} takes "
-                          f"{_expected_form(action)}; quote it ('{str(item).lower()}') if you mean the text")
+        raise ConfigError(f"{where} the value is a YAML boolean ({str(item).lower()}; YAML also reads yes, no, on "
+                          f"and off so), but {_flag(action, option_string)} takes {_expected_form(action)}; quote "
+                          "it (e.g. 'yes') if you mean the text")
     if isinstance(item, (list, tuple, dict)):
         raise ConfigError(f"{where} {_short(item)} is nested; {_flag(action, option_string)} takes "
                           f"{_expected_form(action)}")

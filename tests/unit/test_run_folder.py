@@ -30,6 +30,7 @@ def make_run(run_dir: Path) -> Path:
     (run_dir / "tensorboard" / "train" / "events.out").write_bytes(b"events")
     (run_dir / "logger.log").write_text("old run's log\n")
     (run_dir / "opt.json").write_text("{}")
+    (run_dir / "config.yaml").write_text("exp_name: run\n")
     (run_dir / "notes.txt").write_text("the user's own notes")
     return run_dir
 
