@@ -162,9 +162,16 @@ class Trainer:
         if not (self.opts.resume and (self.run_dir / OPTIONS_FILE).is_file()):
             write_json(self.run_dir / OPTIONS_FILE, vars(self.opts))
             # The same options as a --config file: `train.py --config <run>/config.yaml` repeats the run.
-            write_config_yaml(self.run_dir / CONFIG_FILE, vars(self.opts),
-                              title=f"Options of the run {self.run_dir}; repeat it with: "
-                                    f"python train.py --config {self.run_dir / CONFIG_FILE}")
+            # It is a convenience beside opt.json (the record), so an environment without PyYAML trains on.
+            try:
+                write_config_yaml(self.run_dir / CONFIG_FILE, vars(self.opts),
+                                  title=f"Options of the run {self.run_dir}; repeat it with: "
+                                        f"python train.py --config {self.run_dir / CONFIG_FILE}")
+            except ModuleNotFoundError as err:
+                if err.name != "yaml":
+                    raise
+                logger.warning("%s not written: PyYAML is not installed (pip install 'pyyaml>=6.0'); "
+                               "opt.json holds the same options", self.run_dir / CONFIG_FILE)
 
     def build_models(self) -> None:
         self.model = SelfSupervisedDepth.from_options(self.opts).to(self.device)
