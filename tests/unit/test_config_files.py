@@ -312,3 +312,24 @@ def test_a_parser_without_config_gets_it_once():
     parser.add_argument("--n", type=int, default=1)
     assert vars(parse_args_with_config(parser, ["--n", "2"])) == {"n": 2}
     assert vars(parse_args_with_config(parser, [])) == {"n": 1}  # a second call adds nothing
+
+
+@pytest.mark.parametrize("has_yaml", [True, False])
+def test_a_new_run_writes_config_yaml_beside_opt_json_unless_pyyaml_is_missing(tmp_path, monkeypatch, caplog,
+                                                                               has_yaml):
+    import json
+    import sys
+    from types import SimpleNamespace
+
+    from trainer import Trainer
+
+    opts = parse_train_options(["--log_dir", str(tmp_path), "--exp_name", "run", "--batch_size", "3"])
+    if not has_yaml:
+        monkeypatch.setitem(sys.modules, "yaml", None)  # `import yaml` fails as if it were not installed
+    Trainer.claim_run_folder(SimpleNamespace(run_dir=tmp_path / "run", opts=opts))
+    assert json.loads((tmp_path / "run" / "opt.json").read_text())["batch_size"] == 3
+    if has_yaml:
+        assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["batch_size"] == 3
+    else:
+        assert not (tmp_path / "run" / "config.yaml").exists()
+        assert "config.yaml not written: PyYAML is not installed" in caplog.text
