@@ -74,8 +74,12 @@ def parse_args_with_config(parser: argparse.ArgumentParser,
     # which must then agree (checked below), so a file is never silently skipped.
     finder = argparse.ArgumentParser(add_help=False, allow_abbrev=False,
                                      fromfile_prefix_chars=parser.fromfile_prefix_chars)
-    finder.add_argument(CONFIG_FLAG, dest=CONFIG_DEST, default=None)
-    path = finder.parse_known_args(argv)[0].config
+    finder.add_argument(CONFIG_FLAG, dest=CONFIG_DEST, action="append", default=[])
+    paths = finder.parse_known_args(argv)[0].config
+    if len(paths) > 1:
+        parser.error(f"{CONFIG_FLAG} is given {len(paths)} times ({', '.join(paths)}); give one file, and single "
+                     "flags on the command line to change it")
+    path = paths[0] if paths else None
     if path is not None:
         try:
             apply_config(parser, load_config_file(path), f"{CONFIG_FLAG} {path}")
@@ -140,7 +144,6 @@ def apply_config(parser: argparse.ArgumentParser, config: Mapping[str, Any], sou
     """
     defaults: dict[str, Any] = {}
     key_of_dest: dict[str, str] = {}
-    satisfied = set()
     for key, value in config.items():
         action, option_string = _find_action(parser, key, source)
         scratch = argparse.Namespace()
@@ -151,10 +154,9 @@ def apply_config(parser: argparse.ArgumentParser, config: Mapping[str, Any], sou
                                   f"({dest}); keep one")
             key_of_dest[dest] = str(key)
             defaults[dest] = result
-        satisfied.add(action)
     parser.set_defaults(**defaults)
     for action in parser._actions:
-        if action in satisfied or (action.dest in defaults and action.option_strings):
+        if action.dest in defaults and action.option_strings:  # a required flag the file gave a value
             action.required = False
     for group in parser._mutually_exclusive_groups:
         if group.required and any(a.dest in defaults for a in group._group_actions):
@@ -213,7 +215,7 @@ def _run_action(parser, action: argparse.Action, option_string: str | None, key,
         if isinstance(action, argparse.BooleanOptionalAction):
             positive = next(s for s in action.option_strings if not s.startswith("--no-"))
             negative = next(s for s in action.option_strings if s.startswith("--no-"))
-            named_negative = option_string is not None and option_string.startswith("--no-")
+            named_negative = option_string.startswith("--no-")  # 'no-flip: true' is --no-flip
             action(proxy, namespace, None, positive if value != named_negative else negative)
         elif value:
             action(proxy, namespace, [], option_string)
@@ -231,11 +233,9 @@ def _run_action(parser, action: argparse.Action, option_string: str | None, key,
 def _apply_constant(parser, action, value, where, namespace) -> None:
     """A key naming a destination shared by constant-storing flags: ``img_ext: .jpg`` is --jpg."""
     constants = {a.const: a for a in parser._actions if a.dest == action.dest and a.nargs == 0}
-    if isinstance(value, bool) and set(constants) <= {True, False}:
-        namespace.__dict__[action.dest] = value
-        return
-    if value in constants:
-        namespace.__dict__[action.dest] = value
+    # Compared with their types too: YAML's 1 must not pass for the constant True.
+    if any(value == const and type(value) is type(const) for const in constants):
+        setattr(namespace, action.dest, value)
         return
     spelled = ", ".join(f"{c!r} ({constants[c].option_strings[0]})" for c in constants)
     raise ConfigError(f"{where} {value!r} is not one of the values its flags store: {spelled}")

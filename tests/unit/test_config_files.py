@@ -80,6 +80,24 @@ def test_a_config_and_the_equivalent_command_line_give_byte_identical_opt_json(t
     assert "config" not in vars(from_file)
 
 
+@pytest.mark.parametrize("line, flags", [
+    ("img_ext: .jpg", ["--jpg"]),                   # a destination shared by two constant flags
+    ("img_ext: .png", ["--png"]),
+    ("no-flip: true", ["--no-flip"]),               # the negative spelling of a BooleanOptionalAction
+    ("no-flip: false", ["--flip"]),
+    ("flip: false", ["--no-flip"]),
+    ("use_stereo: false", []),                      # a plain switch set to false is not given
+    ("--local-rank: 3", ["--local-rank", "3"]),
+    ("exp_name: 2024", ["--exp_name", "2024"]),     # a YAML number for a text flag is its text
+    ("decay_step: 15", ["--decay_step", "15"]),     # one value for a list flag
+    ("eta_min: 1e-6", ["--eta_min", "1e-6"]),       # YAML 1.1 text, converted by float() as on the command line
+    ("eta_min: 1.0e-6", ["--eta_min", "1e-6"]),
+])
+def test_each_spelling_means_its_flags(tmp_path, line, flags):
+    from_file = parse_train_options(["--config", str(write(tmp_path, line + "\n"))])
+    assert vars(from_file) == vars(parse_train_options(flags))
+
+
 @pytest.mark.parametrize("order", ["flag_first", "config_first"])
 def test_the_command_line_overrides_the_file_wherever_it_stands(tmp_path, order):
     path = str(write(tmp_path, "learning_rate: 2.0e-4\nbatch_size: 6\njpg: true\nflip: false\n"))
@@ -108,6 +126,9 @@ def test_a_required_flag_given_in_the_file_satisfies_argparse(tmp_path, capsys):
     assert opts.image_path == "other"
     message = usage_error(capsys, parse_args_with_config, build_parser(), ["--image_path", "x"])
     assert "--pretrained_path" in message  # still required without the file
+    unset = write(tmp_path, "image_path: frames\npretrained_path: null\n", "unset.yaml")
+    message = usage_error(capsys, parse_args_with_config, build_parser(), ["--config", str(unset)])
+    assert "the following arguments are required: --pretrained_path" in message  # null gives no value
 
 
 def test_a_file_read_back_from_config_yaml_text_repeats_every_option(tmp_path):
@@ -151,6 +172,7 @@ def test_config_yaml_leaves_out_how_the_run_folder_was_treated(tmp_path):
     ("split: yes\n", ["split:", "a YAML boolean (true;", "--split takes text", "quote it"]),
     ("batch_size: null\n", ["batch_size:", "null is not a value of --batch_size", "default 12"]),
     ("img_ext: .bmp\n", ["img_ext:", "'.jpg' (--jpg)", "'.png' (--png)"]),
+    ("img_ext: true\n", ["img_ext:", "True is not one of the values its flags store"]),
     ("ssim: true\nno_ssim: true\n", ["'no_ssim' and 'ssim' both set the same option (ssim)"]),
     ("scales: [1, 2]\n", ["scales:", "--scales must be 0 1 ... n-1"]),
     ("config: other.yaml\n", ["'config' cannot be set in a config file", "do not include other files"]),
@@ -191,6 +213,12 @@ def test_an_abbreviated_config_flag_is_refused_not_skipped(tmp_path, capsys):
     path = write(tmp_path, "batch_size: 5\n")
     message = usage_error(capsys, parse_train_options, ["--conf", str(path)])
     assert "write --config in full" in message
+
+
+def test_two_config_files_are_refused_not_silently_one(tmp_path, capsys):
+    first, second = write(tmp_path, "batch_size: 5\n", "a.yaml"), write(tmp_path, "batch_size: 6\n", "b.yaml")
+    message = usage_error(capsys, parse_train_options, ["--config", str(first), "--config", str(second)])
+    assert f"--config is given 2 times ({first}, {second}); give one file" in message
 
 
 def test_a_yaml_file_cannot_construct_objects_or_run_code(tmp_path, capsys):
