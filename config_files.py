@@ -19,6 +19,10 @@ defaults: anything given on the command line wins, whatever its position relativ
 Only `yaml.safe_load` reads the files (plain data; a file we read never constructs objects or runs
 code). Training runs write their effective options back as ``config.yaml`` (`write_config_yaml`),
 so ``train.py --config <run>/config.yaml`` repeats a run. Nothing here imports torch.
+
+The flags are looked up through argparse's long-stable internals (``_option_string_actions``,
+``_actions``, ``_registry_get``, ``_mutually_exclusive_groups``): that is what lets a file value take
+exactly the path of the same command-line word, including custom actions (``--scales``).
 """
 
 from __future__ import annotations
@@ -112,6 +116,9 @@ def load_config_file(path: str | os.PathLike) -> dict:
         raise ConfigError(f"{CONFIG_FLAG} {path}: cannot be read ({err}); give a readable UTF-8 YAML file") from None
     try:
         data = yaml.safe_load(text)
+        # safe_load keeps the last of two equal keys without a word; the node tree (composed, never
+        # constructed) still has both.
+        repeated = _repeated_keys(yaml.compose(text, Loader=yaml.SafeLoader)) if isinstance(data, dict) else []
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -124,7 +131,21 @@ def load_config_file(path: str | os.PathLike) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"{CONFIG_FLAG} {path}: holds a {_yaml_kind(data)}, not a mapping of flag names to values; "
                           "write one 'flag_name: value' per line (e.g. 'learning_rate: 1.0e-4')")
+    if repeated:
+        raise ConfigError(f"{CONFIG_FLAG} {path}: " + "; ".join(repeated) + "; keep one of each")
     return data
+
+
+def _repeated_keys(node) -> list[str]:
+    """'key' on lines a and b, for every key given twice in the top-level mapping ``node``."""
+    first_line: dict[str, int] = {}
+    repeated = []
+    for key_node, _ in node.value:
+        line = key_node.start_mark.line + 1
+        if key_node.value in first_line:
+            repeated.append(f"{key_node.value!r} is given twice (lines {first_line[key_node.value]} and {line})")
+        first_line.setdefault(key_node.value, line)
+    return repeated
 
 
 def apply_config(parser: argparse.ArgumentParser, config: Mapping[str, Any], source: str | os.PathLike) -> None:
