@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from config_files import parse_args_with_config
+
 logger = logging.getLogger(__name__)
 
 
@@ -48,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     """Build the cache; return its folder."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     parser = build_parser()
-    opts = parser.parse_args(argv)
+    opts = parse_args_with_config(parser, argv)
     from datasets import DATASETS
     from frame_cache import build_frame_cache
     from split_lists import resolve_split_dir

@@ -15,6 +15,8 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
+from config_files import parse_args_with_config
+
 logger = logging.getLogger(__name__)
 
 
@@ -36,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     parser.add_argument("--sql_variant", choices=sorted(SQLDEPTH_VARIANTS), default=None,
                         help="the published SQLdepth model the folder holds (its depth range; checked against "
                              "the tensors' sizes)")
-    opts = parser.parse_args(argv)
+    opts = parse_args_with_config(parser, argv)
     if (opts.min_depth is None) != (opts.max_depth is None):
         parser.error("give both --min_depth and --max_depth, or neither")
     source = Path(opts.input)

@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from checkpoints import ModelSpec
+from config_files import parse_args_with_config
 from datasets.benchmarks import EvalOptions, EvalSet
 from datasets.kitti_dataset import BENCHMARK_IMAGES, BENCHMARK_SPLIT, KittiBenchmarkImages, build_kitti_eval_sets
 from evaluation import (DATASET_ORDER, EVAL_DATASETS, Scaling, eval_set_predictions, evaluate_model,
@@ -180,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     """Evaluate; return the report that is also written as JSON."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     parser = build_parser()
-    opts = parser.parse_args(argv)
+    opts = parse_args_with_config(parser, argv)
     datasets = _check_dataset_flags(parser, opts)
 
     device = select_device(opts.device)

@@ -30,6 +30,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from config_files import parse_args_with_config
 from utils import atomic_output, non_negative_int, positive_int, readlines, select_device, write_json
 
 logger = logging.getLogger(__name__)
@@ -210,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> dict:
     """Evaluate; return the report also written to ``pose_metrics.json``."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    opts = build_parser().parse_args(argv)
+    opts = parse_args_with_config(build_parser(), argv)
     from torch.utils.data import DataLoader
 
     from datasets import KITTIOdomDataset

@@ -25,6 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
+from config_files import parse_args_with_config
 from ground_truth import save_gt_depths
 from kitti_utils import generate_depth_map, read_kitti_depth_png
 from split_lists import resolve_split_dir
@@ -101,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
-    args = build_parser().parse_args(argv)
+    args = parse_args_with_config(build_parser(), argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     split_dir = resolve_split_dir(args.split)
     split_file = split_dir / "test_files.txt"

@@ -49,6 +49,7 @@ from typing import Iterator, Sequence
 import cv2
 import numpy as np
 
+from config_files import parse_args_with_config
 from kitti_utils import KITTI_FULL_RES, KITTI_NORMALIZED_K
 from utils import atomic_output
 
@@ -1295,7 +1296,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
-    args = build_parser().parse_args(argv)
+    args = parse_args_with_config(build_parser(), argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     return generate_dataset(args.output_dir, num_drives=args.num_drives,
                             frames_per_drive=args.frames_per_drive, width=args.width, height=args.height,

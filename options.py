@@ -267,8 +267,8 @@ def add_logging_options(parser: argparse.ArgumentParser) -> None:
                             "resume checkpoint, exactly where it stopped")
     group.add_argument("--overwrite", action="store_true",
                        help="start afresh in an existing run folder: once every check before training has "
-                            "passed, its checkpoints, weights, tensorboard logs, logger.log and opt.json "
-                            "are deleted (nothing outside the run folder)")
+                            "passed, its checkpoints, weights, tensorboard logs, logger.log, opt.json and "
+                            "config.yaml are deleted (nothing outside the run folder)")
     group.add_argument("--force_resume", action="store_true",
                        help="with --resume, continue even though options that change the run's arithmetic "
                             "(batch size, learning rate, schedule, losses, networks, data, ...) differ from "
@@ -456,10 +456,14 @@ def parse_train_options(argv: Sequence[str] | None = None,
                         parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
     """Parse and validate training options; a ValueError becomes a usage error naming the flag.
 
+    ``--config FILE.yaml`` supplies defaults (see config_files.py); the command line overrides it.
+
     ``parser`` may extend `build_train_parser` with a tool's own flags (overfit.py does).
     """
+    from config_files import parse_args_with_config
+
     parser = parser or build_train_parser()
-    opts = parser.parse_args(argv)
+    opts = parse_args_with_config(parser, argv)  # --config FILE.yaml sets defaults; flags override it
     for alias in ("scales_alias", "scheduler_step_alias", "no_cuda_alias"):
         if hasattr(opts, alias):
             delattr(opts, alias)

@@ -29,6 +29,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from config_files import parse_args_with_config
 from datasets.cityscapes_dataset import KEEP_TOP_FRACTION
 from utils import atomic_output
 
@@ -126,7 +127,7 @@ def prepare_target(target: Target, dataset_dir: Path, dump_root: Path, split: st
 
 def main(argv: Sequence[str] | None = None) -> list[str]:
     parser = build_parser()
-    opts = parser.parse_args(argv)
+    opts = parse_args_with_config(parser, argv)
     if opts.seq_length < 1 or opts.seq_length % 2 == 0:
         parser.error(f"--seq_length must be odd (got {opts.seq_length}): the target sits in the middle")
     for name in ("img_height", "img_width", "sample_gap", "num_threads"):

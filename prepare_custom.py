@@ -14,6 +14,7 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
+from config_files import parse_args_with_config
 from datasets.custom_dataset import write_custom_splits, write_split_files
 from datasets.image_folder_dataset import image_folder_split_lines
 
@@ -34,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
-    opts = build_parser().parse_args(argv)
+    opts = parse_args_with_config(build_parser(), argv)
     output = Path(opts.output_dir) if opts.output_dir else Path(opts.data_path) / "splits"
     if opts.dataset == "image_folder":
         lines, dropped = image_folder_split_lines(opts.data_path, opts.frame_ids)

@@ -16,9 +16,7 @@ CITYSCAPES_PRE=${CITYSCAPES_PRE:-cityscapes_preprocessed}
 CITYSCAPES=${CITYSCAPES:-cityscapes}
 SPLIT=${SPLIT:-cityscapes}
 LOG=${LOG:-runs}
-torchrun --nproc_per_node="${NUM_GPUS:-1}" train.py --data_path "$CITYSCAPES_PRE" --split "$SPLIT" \
-  --log_dir "$LOG" --exp_name cs_resnet18_512x192 --dataset cityscapes --backbone resnet --num_layers 18 \
-  --decoder bdedepth --width 512 --height 192 --num_scales 1 --batch_size 12 --optimizer adamw \
-  --lr_sche_type step --learning_rate 1e-4 --eta_min 5e-6 --num_epochs 20 --decay_step 15 \
-  --decay_rate 0.1 --log_frequency 600 --save_frequency 600 --resume --eval_data_path "$CITYSCAPES" --num_workers 12 \
-  --use_local_crop --use_patch_reshuffle "$@"
+# The recipe is configs/bdedepth_cityscapes_resnet18_512x192.yaml; flags given here override it.
+torchrun --nproc_per_node="${NUM_GPUS:-1}" train.py --config configs/bdedepth_cityscapes_resnet18_512x192.yaml \
+  --data_path "$CITYSCAPES_PRE" --split "$SPLIT" --eval_data_path "$CITYSCAPES" --log_dir "$LOG" --num_workers 12 \
+  --resume "$@"

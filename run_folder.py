@@ -11,7 +11,8 @@ Intended call order in the trainer (rank 0 only; broadcast the verdict to the ot
    truth, --pretrained_path, frame cache, networks built (ImageNet weights found), ...
 4. Only then ``claim_run_folder(run_dir, opts.overwrite)``: with --overwrite it deletes the
    previous run's own artefacts (`RUN_ARTEFACTS`, nothing else, never outside ``run_dir``),
-   creates the folder and proves it writable. Then write ``opt.json`` and open ``logger.log``.
+   creates the folder and proves it writable. Then write ``opt.json`` and ``config.yaml`` and open
+   ``logger.log``.
 5. ``remove_stale_temporaries(run_dir)`` before loading the newest resume checkpoint: the
    hidden temporaries of writes killed midway (up to a whole checkpoint each) are removed.
 
@@ -34,8 +35,9 @@ from typing import Any, Mapping
 RESUME_DIR = "checkpoints"  # as checkpoints.RESUME_DIR (not imported: that module needs torch)
 WEIGHTS_DIR = "models"
 OPTIONS_FILE = "opt.json"
+CONFIG_FILE = "config.yaml"  # the run's options as a --config file (config_files.write_config_yaml)
 # What a run writes into its folder; --overwrite deletes these and nothing else.
-RUN_ARTEFACTS = (RESUME_DIR, WEIGHTS_DIR, "tensorboard", "logger.log", OPTIONS_FILE)
+RUN_ARTEFACTS = (RESUME_DIR, WEIGHTS_DIR, "tensorboard", "logger.log", OPTIONS_FILE, CONFIG_FILE)
 # Folders that hold a run's saved state: a run exists when one of them holds a real file.
 STATE_DIRS = (RESUME_DIR, WEIGHTS_DIR)
 
@@ -172,7 +174,7 @@ def claim_run_folder(run_dir: str | os.PathLike, overwrite: bool) -> Path:
     """Take ``run_dir`` for the new run: call only after every pre-training check has passed.
 
     With ``overwrite``, first deletes the previous run's own artefacts (`RUN_ARTEFACTS`: its
-    checkpoints, weights, tensorboard logs, ``logger.log`` and ``opt.json``) and nothing else;
+    checkpoints, weights, tensorboard logs, ``logger.log``, ``opt.json`` and ``config.yaml``) and nothing else;
     a symbolic link among them that leads outside ``run_dir`` is refused before anything is
     deleted, and a link inside it is removed as a link (its target stays). Then creates the
     folder and proves it (and its existing checkpoints/ and models/) writable with a probe file.
@@ -218,7 +220,7 @@ def check_writable(folder: str | os.PathLike, flag: str = "--log_dir") -> None:
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     """Delete the hidden temporaries that killed atomic writes left in a run folder.
 
-    Looks in ``folder`` itself (opt.json), ``checkpoints/`` and ``models/``; only files named
+    Looks in ``folder`` itself (opt.json, config.yaml), ``checkpoints/`` and ``models/``; only files named
     like `utils.atomic_output` temporaries are touched. Call it at start-up, before any write of
     this run begins (another writer's live temporary would otherwise be deleted).
 

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 import torch
 
+from config_files import parse_args_with_config
 from kitti_utils import STEREO_SCALE_FACTOR
 from layers import upsample_disp
 from utils import (atomic_output, check_output_folders, colorize_disparity, positive_int, read_rgb, resize_area,
@@ -124,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
         ValueError: the network predicts non-finite values (a diverged checkpoint).
     """
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    opts = build_parser().parse_args(argv)
+    opts = parse_args_with_config(build_parser(), argv)
     from model import load_model
 
     device = select_device(opts.device)

@@ -24,6 +24,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from config_files import parse_args_with_config
 from test_simple import (SkippedInputsError, add_model_arguments, check_failures, check_finite_predictions,
                          list_images, predict, to_network_input)
 from utils import atomic_output, check_output_folders, colorize_disparity, read_rgb, select_device
@@ -86,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
             --skip_unreadable) or none could.
     """
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    opts = build_parser().parse_args(argv)
+    opts = parse_args_with_config(build_parser(), argv)
     folder = Path(opts.image_path)
     if not folder.is_dir():
         raise NotADirectoryError(f"--image_path {folder} must be a folder of frames")

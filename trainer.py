@@ -19,13 +19,15 @@ from torch.utils.data import DataLoader
 
 from checkpoints import (CHECKPOINT_FORMAT, load_checkpoint, load_newest_resume_checkpoint,
                          prune_resume_checkpoints, resume_checkpoint_path, save_checkpoint)
+from config_files import write_config_yaml
 from datasets import DATASETS, dataset_options
 from distributed import (broadcast_from_main, cleanup_process_group, context_from_environment,
                          epoch_sample_order, epoch_seed, gather_to_all, mean_over_ranks, sample_seed,
                          setup_process_group)
 from model import SelfSupervisedDepth, raise_if_not_finite
 from options import training_frame_ids
-from run_folder import OPTIONS_FILE, check_resume_options, check_run_folder, claim_run_folder, remove_stale_temporaries
+from run_folder import (CONFIG_FILE, OPTIONS_FILE, check_resume_options, check_run_folder, claim_run_folder,
+                        remove_stale_temporaries)
 from speed import SpeedSettings
 from split_lists import resolve_split_dir
 from utils import (capture_rng_state, format_hms, readlines, restore_rng_state, seed_everything,
@@ -159,6 +161,17 @@ class Trainer:
                            ", ".join(map(str, removed)))
         if not (self.opts.resume and (self.run_dir / OPTIONS_FILE).is_file()):
             write_json(self.run_dir / OPTIONS_FILE, vars(self.opts))
+            # The same options as a --config file: `train.py --config <run>/config.yaml` repeats the run.
+            # It is a convenience beside opt.json (the record), so an environment without PyYAML trains on.
+            try:
+                write_config_yaml(self.run_dir / CONFIG_FILE, vars(self.opts),
+                                  title=f"Options of the run {self.run_dir}; repeat it with: "
+                                        f"python train.py --config {self.run_dir / CONFIG_FILE}")
+            except ModuleNotFoundError as err:
+                if err.name != "yaml":
+                    raise
+                logger.warning("%s not written: PyYAML is not installed (pip install 'pyyaml>=6.0'); "
+                               "opt.json holds the same options", self.run_dir / CONFIG_FILE)
 
     def build_models(self) -> None:
         self.model = SelfSupervisedDepth.from_options(self.opts).to(self.device)

@@ -25,6 +25,7 @@ from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import add_common_options, report, synthetic_dataset  # noqa: E402
+from config_files import parse_args_with_config  # noqa: E402
 
 PRECISIONS = ("none", "bf16")
 
@@ -67,7 +68,7 @@ def train_and_evaluate(root: Path, run_dir: Path, seed: int, precision: str, arg
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    args = build_parser().parse_args(argv)
+    args = parse_args_with_config(build_parser(), argv)
     root = synthetic_dataset(args, gt=True)
     scores = {p: [] for p in PRECISIONS}
     rows = []

@@ -29,6 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from config_files import parse_args_with_config  # noqa: E402
+
 BDE_FLAGS = ("--use_local_crop", "--use_patch_reshuffle")
 # abs_rel (lower is better) and a1 (higher is better) decide the verdict; the others are shown.
 REPORTED_METRICS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
@@ -98,7 +100,7 @@ def run(name: str, root: Path, split: Path, args, flags: Sequence[str]) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     """Run both trainings and return ``{"baseline": metrics, "bde": metrics, "ok": bool}``."""
-    args = build_parser().parse_args(argv)
+    args = parse_args_with_config(build_parser(), argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     Path(args.work_dir).mkdir(parents=True, exist_ok=True)
     root = synthetic_dataset(args)

@@ -20,6 +20,7 @@ from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import EIGEN_TEST_IMAGES, add_common_options, random_checkpoint, report, synthetic_dataset  # noqa: E402
+from config_files import parse_args_with_config  # noqa: E402
 
 MODELS = {"resnet": ("resnet", "monodepth2", 4), "hrnet": ("hrnet", "bdedepth", 1)}
 
@@ -58,7 +59,7 @@ def eigen_sized_split(root: Path, out: Path, num_images: int) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    args = build_parser().parse_args(argv)
+    args = parse_args_with_config(build_parser(), argv)
     import evaluate_depth
 
     root = synthetic_dataset(args, gt=True)

@@ -26,6 +26,7 @@ from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import add_common_options, random_checkpoint, report, synthetic_dataset  # noqa: E402
+from config_files import parse_args_with_config  # noqa: E402
 
 MODELS = {"resnet": ("resnet", "monodepth2", 4), "hrnet": ("hrnet", "bdedepth", 1)}
 
@@ -70,7 +71,7 @@ def single_image_latency(ckpt: Path, image_path: Path, device, repeats: int) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    args = build_parser().parse_args(argv)
+    args = parse_args_with_config(build_parser(), argv)
     import shutil
 
     import torch

@@ -31,6 +31,7 @@ from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import add_common_options, report, synthetic_dataset  # noqa: E402
+from config_files import parse_args_with_config  # noqa: E402
 
 NUM_SCALES = 4
 
@@ -129,7 +130,7 @@ def device_prep_rate(dataset, batch_size: int = 12) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    args = build_parser().parse_args(argv)
+    args = parse_args_with_config(build_parser(), argv)
     import cv2
     import torch
 

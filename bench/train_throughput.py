@@ -29,6 +29,7 @@ from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import add_common_options, peak_memory_mb, report, synthetic_dataset  # noqa: E402
+from config_files import parse_args_with_config  # noqa: E402
 
 RECIPES = {
     "md2": ["--backbone", "resnet", "--decoder", "monodepth2", "--num_scales", "4"],
@@ -97,7 +98,7 @@ def run_recipe(name: str, args, root: Path, run_dir: Path) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    args = build_parser().parse_args(argv)
+    args = parse_args_with_config(build_parser(), argv)
     root = synthetic_dataset(args)
     rows = []
     with tempfile.TemporaryDirectory() as run_dir:

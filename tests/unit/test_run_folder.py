@@ -30,6 +30,7 @@ def make_run(run_dir: Path) -> Path:
     (run_dir / "tensorboard" / "train" / "events.out").write_bytes(b"events")
     (run_dir / "logger.log").write_text("old run's log\n")
     (run_dir / "opt.json").write_text("{}")
+    (run_dir / "config.yaml").write_text("exp_name: run\n")
     (run_dir / "notes.txt").write_text("the user's own notes")
     return run_dir
 
@@ -89,7 +90,7 @@ def test_overwrite_deletes_only_the_previous_runs_artefacts(tmp_path):
     claim_run_folder(run_dir, overwrite=True)
     assert sorted(p.name for p in run_dir.iterdir()) == ["notes.txt"]  # logger.log went with the old run
     assert (tmp_path / "neighbour" / "model0.pth").read_bytes() == b"another run"
-    assert set(RUN_ARTEFACTS) == {"checkpoints", "models", "tensorboard", "logger.log", "opt.json"}
+    assert set(RUN_ARTEFACTS) == {"checkpoints", "models", "tensorboard", "logger.log", "opt.json", "config.yaml"}
 
 
 def test_without_overwrite_claiming_deletes_nothing(tmp_path):

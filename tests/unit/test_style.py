@@ -49,7 +49,8 @@ NEVER_SAFE = {
     "joblib.load": "unpickling runs code", "pandas.read_pickle": "unpickling runs code",
     "marshal.load": "loads code objects", "marshal.loads": "loads code objects",
     "shelve.open": "unpickling runs code", "yaml.unsafe_load": "constructs arbitrary objects",
-    "yaml.full_load": "constructs Python objects",
+    "yaml.full_load": "constructs Python objects", "yaml.unsafe_load_all": "constructs arbitrary objects",
+    "yaml.full_load_all": "constructs Python objects",
 }
 SAFE_YAML_LOADERS = {"yaml.SafeLoader", "yaml.CSafeLoader", "yaml.BaseLoader"}
 
@@ -117,10 +118,10 @@ def unsafe_loader_calls(source: str) -> list[str]:
             if spread or positional or (value is not None and not (isinstance(value, ast.Constant)
                                                                     and value.value is False)):
                 found.append(f"{node.lineno}: numpy.load with pickles allowed (or not provably refused)")
-        elif name == "yaml.load":
+        elif name in ("yaml.load", "yaml.load_all"):
             loader = _keyword(node, "Loader") or (node.args[1] if len(node.args) > 1 else None)
             if loader is None or _qualified_name(loader, aliases) not in SAFE_YAML_LOADERS:
-                found.append(f"{node.lineno}: yaml.load without a safe Loader")
+                found.append(f"{node.lineno}: {name} without a safe Loader (use yaml.safe_load)")
     return found
 
 
@@ -150,6 +151,13 @@ def test_no_loader_can_run_code_from_a_file():
     "import pickle\nclass Loose(pickle.Unpickler):\n    pass",
     "import joblib\njoblib.load(path)",
     "import yaml\nyaml.load(text)",
+    "import yaml\nyaml.load(text, Loader=yaml.Loader)",
+    "import yaml\nyaml.load(text, yaml.UnsafeLoader)",
+    "import yaml\nyaml.load_all(text)",
+    "from yaml import full_load\nfull_load(text)",
+    "import yaml\nyaml.unsafe_load(text)",
+    "import yaml\nyaml.unsafe_load_all(text)",
+    "import yaml as y\ny.full_load_all(text)",
     "def f():\n    import torch\n    return torch.load(p)",
 ])
 def test_the_loader_check_catches_every_spelling(snippet):
@@ -164,6 +172,8 @@ def test_the_loader_check_catches_every_spelling(snippet):
     "import pickle\nclass Strict(pickle.Unpickler):\n    def find_class(self, module, name):\n"
     "        raise pickle.UnpicklingError(name)",
     "import yaml\nyaml.load(text, Loader=yaml.SafeLoader)",
+    "import yaml\nyaml.safe_load(text)",
+    "import yaml\nyaml.safe_load_all(text)",
     "import json\njson.load(f)",
     "model.load_state_dict(state)",
 ])
