@@ -16,6 +16,7 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
+from config_files import parse_args_with_config
 from datasets.ddad_dataset import DDAD_CAMERAS, DDAD_JSON, DEFAULT_DDAD_CAMERA, DDADDataset, ddad_split_lines
 from utils import atomic_output
 
@@ -36,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
-    opts = build_parser().parse_args(argv)
+    opts = parse_args_with_config(build_parser(), argv)
     output = Path(opts.output_dir) if opts.output_dir else Path(opts.data_path) / "splits"
     train, dropped = ddad_split_lines(opts.data_path, "train", opts.ddad_cameras, opts.frame_ids, opts.ddad_json)
     val, dropped_val = ddad_split_lines(opts.data_path, "val", opts.ddad_cameras, opts.frame_ids, opts.ddad_json)
