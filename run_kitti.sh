@@ -32,6 +32,8 @@ case "$MODE" in
   mono_1024x320) "${TRAIN[@]}" --config configs/monodepth2_mono_1024x320.yaml \
                    --pretrained_path "${PRETRAINED:-$LOG/mono_640x192/models/model9.pth}" "$@" ;;
   packnet)       "${TRAIN[@]}" --config configs/packnet_640x192.yaml "$@" ;;
-  *) echo "usage: bash run_kitti.sh {bde|bde_resnet|mono|stereo|mono_stereo|mono_1024x320|packnet} [flags]" >&2
+  sqldepth)      "${TRAIN[@]}" --config configs/sqldepth_resnet50_640x192_mono.yaml "$@" ;;
+  sqldepth_ms)   "${TRAIN[@]}" --config configs/sqldepth_resnet50_640x192_mono_stereo.yaml "$@" ;;
+  *) echo "usage: bash run_kitti.sh {bde|bde_resnet|mono|stereo|mono_stereo|mono_1024x320|packnet|sqldepth|sqldepth_ms} [flags]" >&2
      exit 2 ;;
 esac

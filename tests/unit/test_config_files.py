@@ -270,7 +270,8 @@ def test_the_recipes_are_there():
     names = {p.stem for p in RECIPES}
     assert {"monodepth2_mono_640x192", "monodepth2_stereo_640x192", "monodepth2_mono_stereo_640x192",
             "monodepth2_mono_1024x320", "bdedepth_hrnet18_640x192", "bdedepth_resnet18_640x192",
-            "packnet_640x192"} <= names
+            "packnet_640x192", "sqldepth_resnet50_640x192_mono", "sqldepth_resnet50_640x192_mono_stereo",
+            "sqldepth_convnext_large_1024x320_mono_stereo"} <= names
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
@@ -320,6 +321,31 @@ REFERENCE_COMMANDS = {
                                 "--decay_step", "30", "--decay_rate", "0.5", "--num_epochs", "50", "--batch_size",
                                 "4", "--seed", "42"],
 }
+# SQLdepth's args files (hisfog/kitti/*.txt, methods_spec 3.4-3.6) in our flags.
+SQL = KITTI + ["--split", "eigen_zhou", "--png", "--decoder", "sql", "--num_scales", "1", "--max_depth", "80",
+               "--sql_model_dim", "32", "--pose_model_type", "posecnn", "--pose_lr_factor", "0.1", "--jitter_per_frame",
+               "--optimizer", "adam", "--learning_rate", "1e-4", "--lr_sche_type", "step", "--decay_rate", "0.1",
+               "--batch_size", "16"]
+SQL_R50 = SQL + ["--backbone", "resnet", "--num_layers", "50", "--num_epochs", "25", "--decay_step", "15"]
+SQL_1024 = ["--height", "320", "--width", "1024", "--sql_num_queries", "128", "--sql_num_bins", "128"]
+REFERENCE_COMMANDS.update({
+    "sqldepth_resnet50_640x192_mono": SQL_R50 + [
+        "--exp_name", "sqldepth_resnet50_640x192_mono", "--min_depth", "0.001", "--sql_patch_size", "16",
+        "--pose_translation_scaling", "mean_inverse_depth"],
+    "sqldepth_resnet50_640x192_mono_stereo": SQL_R50 + [
+        "--exp_name", "sqldepth_resnet50_640x192_mono_stereo", "--min_depth", "0.001", "--use_stereo"],
+    "sqldepth_resnet50_1024x320_mono_stereo": SQL_R50 + SQL_1024 + [
+        "--exp_name", "sqldepth_resnet50_1024x320_mono_stereo", "--min_depth", "0.01", "--sql_patch_size", "20",
+        "--use_stereo"],
+    "sqldepth_efficientnet_b5_1024x320_mono": SQL + SQL_1024 + [
+        "--exp_name", "sqldepth_efficientnet_b5_1024x320_mono", "--backbone", "efficientnet_b5", "--min_depth",
+        "0.001", "--sql_patch_size", "32", "--num_epochs", "25", "--decay_step", "15", "--pose_translation_scaling",
+        "mean_inverse_depth"],
+    "sqldepth_convnext_large_1024x320_mono_stereo": SQL + [
+        "--height", "320", "--width", "1024", "--exp_name", "sqldepth_convnext_large_1024x320_mono_stereo",
+        "--backbone", "convnext_large", "--min_depth", "0.001", "--sql_patch_size", "32", "--num_epochs", "20",
+        "--decay_step", "10", "--use_stereo"],
+})
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
