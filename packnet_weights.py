@@ -1,0 +1,416 @@
+"""PackNet-SfM / All4Depth ``.ckpt`` files as our checkpoint payload, read without running pickled code.
+
+A PackNet-SfM checkpoint (methods spec 1.8) is ``torch.save`` of
+``{"config": yacs CfgNode, "epoch", "state_dict", "optimizer", "scheduler"}``; the state dict is
+the ModelWrapper's, so its keys read ``model.depth_net.<PackNet01 key>`` and
+``model.pose_net.<PoseNet key>``. Legacy ``.pth.tar`` files name the networks ``disp_network`` and
+``pose_network`` (with ``model.model.`` prefixes) and keep the dropout wrapper's ``conv3.0.``
+shortcut names; both are renamed as PackNet's ``backwards_state_dict`` does.
+
+Reading. The file is first read with ``torch.load(weights_only=True)`` (`checkpoints.load_checkpoint`).
+That refuses the pickled ``CfgNode``, so a ``.ckpt``/``.pth.tar`` it refuses is read again by
+`RestrictedUnpickler`: it rebuilds tensors, storages, ``OrderedDict`` and builtin containers, and
+turns every other pickled class or function into an `InertObject`, a plain dict that records the
+name, arguments and state it was given and is never called, imported or executed. The config
+therefore arrives as nested dicts of plain values (its input size can be read), and a malicious
+``__reduce__`` only produces an inert record of the call it wanted. Should a file defeat that
+reader too, the error gives `TRUSTED_EXTRACTION_RECIPE`: extract ``state_dict`` once where the
+file is trusted; the extracted file loads with ``weights_only=True``.
+
+Mapping. The depth tensors go onto `networks.packnet.PackNet01` or ``PackNetSlim01`` (told apart
+by ``pre_calc``'s width), the pose tensors onto ``PackNetStackedPose``; every tensor that does
+not load is named (`PackNetTensorReport`): a missing or misshapen depth tensor is an error, pose
+or other leftovers are left out with a warning, never silently.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import pickle
+import re
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from checkpoints import CHECKPOINT_FORMAT, ModelSpec, load_checkpoint
+
+logger = logging.getLogger(__name__)
+
+# PackNet-SfM's own checkpoint suffixes (its parse_test_file accepts exactly these): only they are
+# worth a second, restricted read when weights_only loading refuses them.
+PACKNET_SUFFIXES = (".ckpt", ".pth.tar")
+
+# Where the networks' tensors live in a state dict, by the name PackNet gives the network (current
+# names first, then the legacy .pth.tar ones).
+DEPTH_PREFIXES = ("depth_net.", "disp_network.")
+POSE_PREFIXES = ("pose_net.", "pose_network.")
+
+# Our PackNet backbones by the width of pre_calc (ni, spec 1.2): PackNet01 64, PackNetSlim01 32.
+BACKBONE_BY_STEM_WIDTH = {64: "packnet", 32: "packnet_slim"}
+PACKNET_CLASS_NAMES = {"packnet": "PackNet01", "packnet_slim": "PackNetSlim01"}
+
+# Used when the file's config cannot be read: the size every released KITTI model was trained at
+# (configs/train_kitti.yaml). Give --image_shape to convert_weights.py (or test_simple.py) otherwise.
+DEFAULT_IMAGE_SHAPE = (192, 640)
+
+TRUSTED_EXTRACTION_RECIPE = (
+    "    import torch\n"
+    "    checkpoint = torch.load('MODEL.ckpt', map_location='cpu', weights_only=False)  # trusted files only\n"
+    "    torch.save(checkpoint['state_dict'], 'MODEL_state_dict.pth')")
+
+
+# --------------------------------------------------------------------------------------------
+# Reading without executing
+# --------------------------------------------------------------------------------------------
+
+
+class InertObject(dict):
+    """What a pickled object of a class we never import becomes: a dict, plus what it was given.
+
+    Its items are what pickle stored into it (a yacs ``CfgNode`` is a dict, so a config's keys
+    land here), ``call_args`` the arguments a ``__reduce__`` would have called the class or
+    function with, ``state`` what ``__setstate__`` would have received. Nothing is called with
+    them. ``pickled_global`` names the class or function ("yacs.config.CfgNode", "io.open").
+    """
+
+    pickled_global = "?"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__()
+        self.call_args = (args, kwargs)
+        self.state = None
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    def __repr__(self) -> str:
+        return f"<inert {self.pickled_global} {dict.__repr__(self)}>"
+
+
+def _rebuild_tensor(storage: Any, storage_offset: int, size: Any, stride: Any, *ignored: Any) -> torch.Tensor:
+    """A tensor from a storage read out of the file (``torch._utils._rebuild_tensor_v2``'s data part).
+
+    ``requires_grad``, backward hooks and metadata are dropped: weights need none of them, and
+    hooks are objects the file chose.
+    """
+    if not isinstance(storage, (torch.storage.TypedStorage, torch.UntypedStorage)):
+        raise pickle.UnpicklingError(f"a tensor whose storage is a {type(storage).__name__}, not a storage")
+    return torch._utils._rebuild_tensor_v2(storage, int(storage_offset), tuple(size), tuple(stride), False,
+                                           collections.OrderedDict())
+
+
+def _rebuild_parameter(data: Any, *ignored: Any) -> Any:
+    """An ``nn.Parameter`` as its plain tensor (its hooks are dropped, as for tensors)."""
+    return data
+
+
+# Globals rebuilt for real: tensors, and containers whose constructors only build data.
+_ALLOWED_GLOBALS = {
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("torch", "Size"): torch.Size,
+    # Protocol 2 pickles sets and the like by calling their type; these only build data.
+    **{("builtins", kind.__name__): kind for kind in (set, frozenset, tuple, list, dict, int, float, complex,
+                                                       bool, str)},
+}
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that rebuilds only tensors and plain containers; every other global is inert.
+
+    ``torch.load`` wraps it (its ``pickle_module``): storages are resolved by torch's own
+    persistent-id reader and storage-type lookup, which construct nothing but storages and
+    dtypes; all other globals come through `find_class`. A dtype (``torch.float32``) is returned as
+    itself; any other class or function becomes a fresh `InertObject` subclass carrying its name,
+    so ``REDUCE``/``NEWOBJ``/``BUILD`` opcodes only fill a dict.
+    """
+
+    def find_class(self, module: str, name: str) -> Any:
+        allowed = _ALLOWED_GLOBALS.get((module, name))
+        if allowed is not None:
+            return allowed
+        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+            return getattr(torch, name)
+        return type(str(name), (InertObject,), {"pickled_global": f"{module}.{name}"})
+
+
+# torch.load's pickle_module: what it uses of one is ``Unpickler`` and ``load``.
+RESTRICTED_PICKLE_MODULE = types.SimpleNamespace(
+    __name__="restricted_pickle", Unpickler=RestrictedUnpickler,
+    load=lambda f, **kwargs: RestrictedUnpickler(f, **kwargs).load())
+
+
+def restricted_load(path: str | Path) -> Any:
+    """Read a torch file with `RestrictedUnpickler` (tensors onto the CPU)."""
+    try:
+        # weights_only=False is what lets torch accept our pickle_module; the module is the
+        # restriction (weights_only=True would refuse the config object outright).
+        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=RESTRICTED_PICKLE_MODULE)
+    except Exception as err:  # torch raises several types for damaged or unexpected files
+        raise ValueError(f"{path} could not be read even with the restricted reader (which never runs pickled "
+                         f"code): {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}. If the "
+                         "file comes from a source you trust, extract its weights once with\n"
+                         f"{TRUSTED_EXTRACTION_RECIPE}\nand pass the extracted file instead") from err
+
+
+def has_packnet_suffix(path: str | Path) -> bool:
+    return str(path).endswith(PACKNET_SUFFIXES)
+
+
+def load_packnet_file(path: str | Path) -> dict:
+    """The dict stored in a PackNet ``.ckpt`` / ``.pth.tar``: ``weights_only`` first, else restricted.
+
+    Raises:
+        ValueError: unreadable either way (the message gives the trusted-extraction recipe), or
+            not a dict.
+    """
+    try:
+        raw = load_checkpoint(path)
+    except ValueError as err:
+        if "holds Python objects other than tensors" not in str(err):
+            raise
+        logger.info("%s holds pickled objects (PackNet's config); reading it with the restricted unpickler, "
+                    "which rebuilds only tensors and plain values", path)
+        raw = restricted_load(path)
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path} does not hold a dict (PackNet checkpoints hold 'state_dict' and 'config')")
+    return raw
+
+
+# --------------------------------------------------------------------------------------------
+# Mapping onto our networks
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PackNetTensorReport:
+    """What happened to every tensor of a PackNet state dict.
+
+    Attributes:
+        loaded: {"depth": n, "pose": n} tensors mapped onto our networks.
+        expected: {"depth": n, "pose": n} tensors our networks have.
+        left_out: names of tensors of the file that were not loaded (other networks, a pose net
+            that does not fit), with the reason.
+        renamed: legacy names that were renamed (old -> new).
+    """
+
+    loaded: dict = field(default_factory=dict)
+    expected: dict = field(default_factory=dict)
+    left_out: dict = field(default_factory=dict)
+    renamed: dict = field(default_factory=dict)
+
+    def summary(self) -> str:
+        parts = [f"{name} {self.loaded.get(name, 0)}/{self.expected[name]} tensors" for name in self.expected]
+        text = "loaded " + ", ".join(parts)
+        if self.left_out:
+            text += f"; {len(self.left_out)} tensor(s) left out: " + ", ".join(
+                f"{k} ({why})" for k, why in sorted(self.left_out.items()))
+        return text
+
+
+def packnet_state_dict(raw: dict) -> dict | None:
+    """The ModelWrapper state dict of a PackNet file (``raw["state_dict"]`` or ``raw`` itself), or None."""
+    state = raw.get("state_dict", raw)
+    if isinstance(state, dict) and any(_network_of(k)[0] == "depth" for k in state if isinstance(k, str)):
+        return state
+    return None
+
+
+def _network_of(key: str) -> tuple[str | None, str]:
+    """("depth" | "pose" | None, the key inside that network) of a ModelWrapper key."""
+    for network, prefixes in (("depth", DEPTH_PREFIXES), ("pose", POSE_PREFIXES)):
+        for prefix in prefixes:
+            index = key.find(prefix)
+            if index == 0 or (index > 0 and key[index - 1] == "."):
+                return network, key[index + len(prefix):]
+    return None, key
+
+
+def _legacy_depth_name(key: str) -> str:
+    """PackNet's dropout wrapper named a residual shortcut ``conv3.0.*``; ours (no dropout) ``conv3.*``."""
+    return re.sub(r"(^|\.)conv3\.0\.(weight|bias)$", r"\1conv3.\2", key)
+
+
+def _config_value(config: Any, *keys: str) -> Any:
+    """``config[k1][k2]...`` of a config read as nested dicts, or None when any level is missing."""
+    for key in keys:
+        if not isinstance(config, dict) or key not in config:
+            return None
+        config = config[key]
+    return config
+
+
+def image_shape_from_config(config: Any, source: str) -> tuple[int, int] | None:
+    """``config.datasets.augmentation.image_shape`` as (H, W), when it is two positive integers."""
+    shape = _config_value(config, "datasets", "augmentation", "image_shape")
+    if shape is None:
+        return None
+    if (isinstance(shape, (list, tuple)) and len(shape) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)):
+        return int(shape[0]), int(shape[1])
+    logger.warning("%s: config.datasets.augmentation.image_shape is %r, not (H, W); ignoring it", source, shape)
+    return None
+
+
+def _meta_state_shapes(build) -> dict[str, torch.Size]:
+    """Parameter names and shapes of a network, built on the meta device (no memory, no init cost)."""
+    with torch.device("meta"):
+        network = build()
+    return {k: v.shape for k, v in network.state_dict().items()}
+
+
+def _split_state(state: dict, source: str, report: PackNetTensorReport) -> tuple[dict, dict]:
+    """Depth and pose tensors under our names; everything else recorded as left out."""
+    depth, pose = {}, {}
+    for key, value in state.items():
+        network, inner = _network_of(str(key))
+        if network is None:
+            report.left_out[str(key)] = "not the depth or pose network"
+            continue
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"{source}: {key} holds a {getattr(value, 'pickled_global', type(value).__name__)} "
+                             "object where a tensor should be; refusing the file")
+        if network == "depth":
+            renamed = _legacy_depth_name(inner)
+            if renamed != inner:
+                report.renamed[inner] = renamed
+            if renamed in depth:
+                raise ValueError(f"{source}: two depth tensors map onto {renamed}")
+            depth[renamed] = value
+        else:
+            pose[inner] = value
+    return depth, pose
+
+
+def _check_depth(depth: dict, source: str, report: PackNetTensorReport) -> str:
+    """The backbone ("packnet" / "packnet_slim") the depth tensors fit exactly; raises otherwise."""
+    from networks.packnet import PackNet01, PackNetSlim01
+
+    stem = depth.get("pre_calc.conv_base.weight")
+    if stem is None:
+        raise ValueError(f"{source}: no depth_net.pre_calc.conv_base.weight: not a PackNet01/PackNetSlim01 "
+                         "depth network")
+    backbone = BACKBONE_BY_STEM_WIDTH.get(int(stem.shape[0]))
+    if backbone is None:
+        raise ValueError(f"{source}: pre_calc has {stem.shape[0]} channels; PackNet01 has 64 and PackNetSlim01 32")
+    expected = _meta_state_shapes(PackNet01 if backbone == "packnet" else PackNetSlim01)
+    name = PACKNET_CLASS_NAMES[backbone]
+    missing = sorted(set(expected) - set(depth))
+    unexpected = sorted(set(depth) - set(expected))
+    misshapen = sorted(f"{k} {tuple(depth[k].shape)} (ours {tuple(expected[k])})"
+                       for k in set(depth) & set(expected) if depth[k].shape != expected[k])
+    if missing or unexpected or misshapen:
+        hint = ""
+        if any(k.startswith("unpack5.") for k in misshapen):
+            hint = f" (a version '1B' {name}, which adds skips, is not supported: only '1A')"
+        problems = [f"{len(v)} {what}: {', '.join(v[:12])}{' ...' if len(v) > 12 else ''}"
+                    for what, v in (("missing", missing), ("unexpected", unexpected),
+                                    ("with another shape", misshapen)) if v]
+        raise ValueError(f"{source}: the depth tensors do not fit {name}{hint}: " + "; ".join(problems))
+    report.loaded["depth"] = report.expected["depth"] = len(expected)
+    return backbone
+
+
+def _frame_ids(config: Any, num_contexts: int, source: str) -> list[int] | None:
+    """Target then contexts: the config's back/forward context when it agrees, else -1, 1 for two."""
+    back = _config_value(config, "datasets", "train", "back_context")
+    forward = _config_value(config, "datasets", "train", "forward_context")
+    if isinstance(back, int) and isinstance(forward, int) and back + forward == num_contexts:
+        return [0] + [-i for i in range(1, back + 1)] + list(range(1, forward + 1))
+    if num_contexts == 2:
+        return [0, -1, 1]
+    return None
+
+
+def _check_pose(pose: dict, config: Any, source: str, report: PackNetTensorReport) -> tuple[dict, list[int]] | None:
+    """The pose tensors and frame ids when they fit ``PackNetStackedPose`` exactly; else None (named)."""
+    from networks.packnet import PackNetStackedPose
+
+    if not pose:
+        return None
+    first = pose.get("conv1.0.weight")
+    num_contexts = int(first.shape[1]) // 3 - 1 if first is not None and first.dim() == 4 else 0
+    frame_ids = _frame_ids(config, num_contexts, source) if num_contexts >= 1 else None
+    problem = None
+    if frame_ids is None:
+        problem = f"a pose net for {num_contexts} context frames whose order the config does not give"
+    else:
+        expected = _meta_state_shapes(lambda: PackNetStackedPose(num_contexts))
+        report.expected["pose"] = len(expected)
+        missing = sorted(set(expected) - set(pose))
+        unexpected = sorted(set(pose) - set(expected))
+        misshapen = sorted(k for k in set(pose) & set(expected) if pose[k].shape != expected[k])
+        if missing or unexpected or misshapen:
+            problem = (f"it does not fit PackNet's PoseNet (missing {missing}, unexpected {unexpected}, "
+                       f"other shapes {misshapen})")
+    if problem:
+        logger.warning("%s: the pose network is left out: %s", source, problem)
+        for key in pose:
+            report.left_out[f"pose_net.{key}"] = "pose net left out"
+        report.loaded["pose"] = 0
+        return None
+    report.loaded["pose"] = len(pose)
+    return pose, frame_ids
+
+
+def convert_packnet_checkpoint(raw: dict, source: str, image_shape: tuple[int, int] | None = None
+                               ) -> tuple[dict, PackNetTensorReport]:
+    """A PackNet checkpoint's contents (or its bare state dict) as our payload, with the tensor report.
+
+    Args:
+        raw: what `load_packnet_file` returned.
+        source: the file, for messages.
+        image_shape: (H, W) the model runs at; None: the config's ``image_shape``, else
+            ``DEFAULT_IMAGE_SHAPE`` (with a warning).
+
+    Returns:
+        (payload, report): ``{"format", "model_spec", "depth", ["pose"]}`` ready for
+        `model.SelfSupervisedDepth.load_state_dicts`, and what loaded.
+
+    Raises:
+        ValueError: no PackNet depth network, a depth tensor missing, extra or misshapen, or a
+            non-tensor where a tensor should be (each named).
+    """
+    state = packnet_state_dict(raw)
+    if state is None:
+        raise ValueError(f"{source} holds no PackNet state dict (no model.depth_net.* tensors)")
+    config = raw.get("config") if state is not raw else None
+    report = PackNetTensorReport()
+    depth, pose = _split_state(state, source, report)
+    backbone = _check_depth(depth, source, report)
+    configured = _config_value(config, "model", "depth_net", "name")
+    if isinstance(configured, str) and configured and configured != PACKNET_CLASS_NAMES[backbone]:
+        logger.warning("%s: the config names depth network %s, the tensors are %s's", source, configured,
+                       PACKNET_CLASS_NAMES[backbone])
+    if image_shape is None:
+        image_shape = image_shape_from_config(config, source)
+        if image_shape is None:
+            image_shape = DEFAULT_IMAGE_SHAPE
+            logger.warning("%s: no readable config.datasets.augmentation.image_shape; assuming %d x %d (give "
+                           "--image_shape H W to convert_weights.py or test_simple.py otherwise)", source,
+                           *image_shape)
+    pose_part = _check_pose(pose, config, source, report)
+    from networks.packnet import MIN_DEPTH
+    from kitti_utils import MAX_EVAL_DEPTH
+
+    spec = ModelSpec(backbone=backbone, decoder="packnet", height=int(image_shape[0]), width=int(image_shape[1]),
+                     min_depth=MIN_DEPTH, max_depth=MAX_EVAL_DEPTH, scales=[0, 1, 2, 3],
+                     pose_model_type="packnet", pose_model_input="all")
+    payload = {"format": CHECKPOINT_FORMAT, "depth": depth}
+    if pose_part is not None:
+        payload["pose"], spec.frame_ids = pose_part
+    payload["model_spec"] = spec.to_dict()
+    (logger.warning if report.left_out else logger.info)("%s: %s", source, report.summary())
+    return payload, report
+
+
+def load_packnet_checkpoint(path: str | Path, image_shape: tuple[int, int] | None = None) -> dict:
+    """A PackNet-SfM ``.ckpt`` / ``.pth.tar`` (or its extracted state dict) as our payload."""
+    payload, _ = convert_packnet_checkpoint(load_packnet_file(path), str(path), image_shape)
+    return payload
