@@ -8,10 +8,12 @@ the ModelWrapper's, so its keys read ``model.depth_net.<PackNet01 key>`` and
 shortcut names; both are renamed as PackNet's ``backwards_state_dict`` does.
 
 Reading. The file is first read with ``torch.load(weights_only=True)`` (`checkpoints.load_checkpoint`).
-That refuses the pickled ``CfgNode``, so a ``.ckpt``/``.pth.tar`` it refuses is read again by
-`RestrictedUnpickler`: it rebuilds tensors, storages, ``OrderedDict`` and builtin containers, and
-turns every other pickled class or function into an `InertObject`, a plain dict that records the
-name, arguments and state it was given and is never called, imported or executed. The config
+That refuses the pickled ``CfgNode``, so a ``.ckpt``/``.pth.tar`` it refuses is read again, without
+torch.load, by `restricted_load`: it opens the zip archive itself and unpickles ``data.pkl`` with
+`RestrictedUnpickler`, which rebuilds tensors (from the archive's raw storage records),
+``OrderedDict`` and builtin containers, and turns every other pickled class or function into an
+`InertObject`, a plain dict that records the name, arguments and state it was given and is never
+called, imported or executed. The config
 therefore arrives as nested dicts of plain values (its input size can be read), and a malicious
 ``__reduce__`` only produces an inert record of the call it wanted. Should a file defeat that
 reader too, the error gives `TRUSTED_EXTRACTION_RECIPE`: extract ``state_dict`` once where the
@@ -29,7 +31,6 @@ import collections
 import logging
 import pickle
 import re
-import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,16 +92,34 @@ class InertObject(dict):
         return f"<inert {self.pickled_global} {dict.__repr__(self)}>"
 
 
-def _rebuild_tensor(storage: Any, storage_offset: int, size: Any, stride: Any, *ignored: Any) -> torch.Tensor:
-    """A tensor from a storage read out of the file (``torch._utils._rebuild_tensor_v2``'s data part).
+# torch.save names a storage by its legacy typed class (GLOBAL torch.FloatStorage, ...); the bytes
+# in the archive are that dtype's, in the byte order the archive records.
+STORAGE_DTYPES = {
+    "DoubleStorage": torch.float64, "FloatStorage": torch.float32, "HalfStorage": torch.float16,
+    "BFloat16Storage": torch.bfloat16, "LongStorage": torch.int64, "IntStorage": torch.int32,
+    "ShortStorage": torch.int16, "CharStorage": torch.int8, "ByteStorage": torch.uint8, "BoolStorage": torch.bool,
+    "ComplexFloatStorage": torch.complex64, "ComplexDoubleStorage": torch.complex128, "UntypedStorage": torch.uint8,
+}
+
+
+@dataclass(frozen=True)
+class _StorageType:
+    """What a pickled ``torch.<X>Storage`` global stands for here: only its dtype."""
+
+    dtype: torch.dtype
+
+
+def _rebuild_tensor(storage: Any, storage_offset: Any, size: Any, stride: Any, *ignored: Any) -> torch.Tensor:
+    """A tensor viewing a storage read out of the archive (``torch._utils._rebuild_tensor_v2``'s data part).
 
     ``requires_grad``, backward hooks and metadata are dropped: weights need none of them, and
-    hooks are objects the file chose.
+    hooks are objects the file chose. ``as_strided`` refuses a view outside the storage.
     """
-    if not isinstance(storage, (torch.storage.TypedStorage, torch.UntypedStorage)):
+    if not isinstance(storage, torch.Tensor) or storage.dim() != 1:
         raise pickle.UnpicklingError(f"a tensor whose storage is a {type(storage).__name__}, not a storage")
-    return torch._utils._rebuild_tensor_v2(storage, int(storage_offset), tuple(size), tuple(stride), False,
-                                           collections.OrderedDict())
+    if not (isinstance(storage_offset, int) and all(isinstance(v, int) for v in (*size, *stride))):
+        raise pickle.UnpicklingError("a tensor whose offset, size or stride is not made of integers")
+    return torch.as_strided(storage, tuple(size), tuple(stride), storage_offset).clone()
 
 
 def _rebuild_parameter(data: Any, *ignored: Any) -> Any:
@@ -118,20 +137,32 @@ _ALLOWED_GLOBALS = {
     # Protocol 2 pickles sets and the like by calling their type; these only build data.
     **{("builtins", kind.__name__): kind for kind in (set, frozenset, tuple, list, dict, int, float, complex,
                                                        bool, str)},
+    **{("torch", name): _StorageType(dtype) for name, dtype in STORAGE_DTYPES.items()},
 }
 
 
 class RestrictedUnpickler(pickle.Unpickler):
-    """An unpickler that rebuilds only tensors and plain containers; every other global is inert.
+    """Rebuilds tensors and plain containers of a torch archive; every other global is inert.
 
-    ``torch.load`` wraps it (its ``pickle_module``): storages are resolved by torch's own
-    persistent-id reader and storage-type lookup, which construct nothing but storages and
-    dtypes; all other globals come through `find_class`. A dtype (``torch.float32``) is returned as
-    itself; any other class or function becomes a fresh `InertObject` subclass carrying its name,
-    so ``REDUCE``/``NEWOBJ``/``BUILD`` opcodes only fill a dict.
+    `find_class` returns the real object only for ``_ALLOWED_GLOBALS`` and dtypes
+    (``torch.float32``); any other class or function becomes a fresh `InertObject` subclass
+    carrying its name, so ``REDUCE``/``NEWOBJ``/``BUILD`` opcodes only fill a dict. Storages
+    (persistent ids ``("storage", type, key, location, numel)``) are read from the archive's
+    ``data/<key>`` record as 1-D tensors of their dtype.
+
+    Args:
+        file: the archive's ``data.pkl`` stream.
+        read_record: key -> the bytes of ``data/<key>``.
     """
 
+    def __init__(self, file, read_record) -> None:
+        super().__init__(file)
+        self._read_record = read_record
+        self._storages: dict[str, torch.Tensor] = {}
+
     def find_class(self, module: str, name: str) -> Any:
+        # torch.save writes protocol 2, which spells builtins with Python 2's module name.
+        module = "builtins" if module == "__builtin__" else module
         allowed = _ALLOWED_GLOBALS.get((module, name))
         if allowed is not None:
             return allowed
@@ -139,28 +170,61 @@ class RestrictedUnpickler(pickle.Unpickler):
             return getattr(torch, name)
         return type(str(name), (InertObject,), {"pickled_global": f"{module}.{name}"})
 
+    def persistent_load(self, pid: Any) -> torch.Tensor:
+        if not (isinstance(pid, tuple) and len(pid) >= 3 and pid[0] in ("storage", b"storage")
+                and isinstance(pid[1], _StorageType)):
+            raise pickle.UnpicklingError(f"unexpected persistent id {pid!r:.80}")
+        storage_type, key = pid[1], str(pid[2])
+        if key not in self._storages:
+            raw = bytearray(self._read_record(key))
+            itemsize = torch.empty((), dtype=storage_type.dtype).element_size()
+            if len(raw) % itemsize:
+                raise pickle.UnpicklingError(f"storage {key} holds {len(raw)} bytes, not whole "
+                                             f"{storage_type.dtype} values")
+            self._storages[key] = (torch.frombuffer(raw, dtype=storage_type.dtype) if raw
+                                   else torch.empty(0, dtype=storage_type.dtype))
+        return self._storages[key]
 
-# torch.load's pickle_module: what it uses of one is ``Unpickler`` and ``load``.
-RESTRICTED_PICKLE_MODULE = types.SimpleNamespace(
-    __name__="restricted_pickle", Unpickler=RestrictedUnpickler,
-    load=lambda f, **kwargs: RestrictedUnpickler(f, **kwargs).load())
+
+def _unreadable(path: str | Path, why: str) -> ValueError:
+    return ValueError(f"{path} could not be read with the restricted reader (which never runs pickled code): "
+                      f"{why}. If the file comes from a source you trust, extract its weights once with\n"
+                      f"{TRUSTED_EXTRACTION_RECIPE}\nand pass the extracted file instead")
 
 
 def restricted_load(path: str | Path) -> Any:
-    """Read a torch file with `RestrictedUnpickler` (tensors onto the CPU)."""
-    try:
-        # weights_only=False is what lets torch accept our pickle_module; the module is the
-        # restriction (weights_only=True would refuse the config object outright).
-        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=RESTRICTED_PICKLE_MODULE)
-    except Exception as err:  # torch raises several types for damaged or unexpected files
-        raise ValueError(f"{path} could not be read even with the restricted reader (which never runs pickled "
-                         f"code): {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}. If the "
-                         "file comes from a source you trust, extract its weights once with\n"
-                         f"{TRUSTED_EXTRACTION_RECIPE}\nand pass the extracted file instead") from err
+    """Read a torch zip archive (``torch.save`` since torch 1.6) with `RestrictedUnpickler`, onto the CPU.
+
+    Raises:
+        ValueError: not a zip archive (torch's legacy format is not read here), an archive
+            without ``data.pkl``, a big-endian one, or a pickle the restricted reader cannot
+            rebuild; the message gives the trusted-extraction recipe.
+    """
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        raise _unreadable(path, "it is not a zip archive (a torch file older than torch 1.6)")
+    with zipfile.ZipFile(path) as archive:
+        pickles = [name for name in archive.namelist() if name.endswith("/data.pkl") or name == "data.pkl"]
+        if len(pickles) != 1:
+            raise _unreadable(path, f"expected one data.pkl in the archive, found {len(pickles)}")
+        prefix = pickles[0][:-len("data.pkl")]
+        if f"{prefix}byteorder" in archive.namelist() and archive.read(f"{prefix}byteorder") != b"little":
+            raise _unreadable(path, "its tensors are stored big-endian")
+        try:
+            with archive.open(pickles[0]) as stream:
+                return RestrictedUnpickler(stream, lambda key: archive.read(f"{prefix}data/{key}")).load()
+        except (pickle.UnpicklingError, KeyError, RuntimeError, TypeError, ValueError, EOFError) as err:
+            raise _unreadable(path, f"{type(err).__name__}: {err}") from err
 
 
 def has_packnet_suffix(path: str | Path) -> bool:
     return str(path).endswith(PACKNET_SUFFIXES)
+
+
+def _starts_like_a_pickle(path: str | Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(1) == pickle.PROTO
 
 
 def load_packnet_file(path: str | Path) -> dict:
@@ -173,6 +237,9 @@ def load_packnet_file(path: str | Path) -> dict:
     try:
         raw = load_checkpoint(path)
     except ValueError as err:
+        if "does not start like one" in str(err) and _starts_like_a_pickle(path):
+            # torch's legacy (pre-1.6) format: a bare pickle stream, which only torch.load reads.
+            raise _unreadable(path, "it is not a zip archive but torch's legacy (pre-1.6) format") from err
         if "holds Python objects other than tensors" not in str(err):
             raise
         logger.info("%s holds pickled objects (PackNet's config); reading it with the restricted unpickler, "

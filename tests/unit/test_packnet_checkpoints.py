@@ -127,7 +127,8 @@ def test_legacy_names_and_an_extracted_state_dict_load(released, tmp_path, caplo
     _, depth_state, pose_state, image, expected = released
     legacy = collections.OrderedDict()
     for key, value in depth_state.items():
-        legacy["disp_network." + key.replace("conv3.weight", "conv3.0.weight").replace("conv3.bias", "conv3.0.bias")] = value
+        old_name = key.replace("conv3.weight", "conv3.0.weight").replace("conv3.bias", "conv3.0.bias")
+        legacy["disp_network." + old_name] = value
     legacy.update((f"pose_network.{k}", v) for k, v in pose_state.items())
     assert "disp_network.conv2.0.conv3.0.weight" in legacy
     path = tmp_path / "old_model.pth.tar"
