@@ -46,8 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     model = parser.add_argument_group("model")
     model.add_argument("--pretrained_path", "--load_weights", "--load_weights_folder",
                        dest="pretrained_path", default=None,
-                       help="checkpoint written by train.py, a released BDEdepth .pth, or a released "
-                            "Monodepth2 folder (encoder.pth, depth.pth)")
+                       help="checkpoint written by train.py, a released BDEdepth .pth, a released "
+                            "Monodepth2 or SQLdepth folder, or a PackNet-SfM .ckpt")
     model.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     model.add_argument("--no_cuda", dest="device", action="store_const", const="cpu", help=argparse.SUPPRESS)
     model.add_argument("--batch_size", type=int, default=16)

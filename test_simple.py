@@ -61,8 +61,8 @@ class SkippedInputsError(RuntimeError):
 def add_model_arguments(parser: argparse.ArgumentParser, unit: str = "images") -> None:
     """The weights, batch, device and skipping flags shared by test_simple.py and test_video.py."""
     parser.add_argument("--pretrained_path", required=True,
-                        help="checkpoint written by train.py, a released BDEdepth .pth, or a released "
-                             "Monodepth2 folder (encoder.pth, depth.pth)")
+                        help="checkpoint written by train.py, a released BDEdepth .pth, a released "
+                             "Monodepth2 or SQLdepth folder, or a PackNet-SfM .ckpt")
     parser.add_argument("--batch_size", type=positive_int, default=8, help=f"{unit} per forward pass (>= 1)")
     parser.add_argument("--skip_unreadable", action="store_true",
                         help=f"leave out {unit} that cannot be read (missing, truncated, not an image) and "

@@ -173,3 +173,22 @@ def test_a_ckpt_with_a_payload_in_its_state_dict_is_refused(released, tmp_path):
     with pytest.raises(ValueError, match="where a tensor should be"):
         convert_weights.main(["--input", str(path), "--output", str(tmp_path / "out.pth")])
     assert not marker.exists() and not (tmp_path / "out.pth").exists()
+
+
+def shaped_like(network_factory, prefix: str = "model.depth_net.") -> dict:
+    """Uninitialised tensors with a network's names and shapes (cheap even for 128 M parameters)."""
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in network_factory().state_dict().items()}
+    return {prefix + k: torch.empty(shape) for k, shape in shapes.items()}
+
+
+def test_packnet01_and_its_dropout_names_map_and_version_b_is_refused():
+    from networks.packnet import PackNet01
+
+    payload, report = convert_packnet_checkpoint({"state_dict": shaped_like(lambda: PackNet01(dropout=0.5))},
+                                                 "dropout.ckpt")
+    assert payload["model_spec"]["backbone"] == "packnet" and report.loaded == {"depth": 216}
+    assert report.renamed["conv2.0.conv3.0.weight"] == "conv2.0.conv3.weight" and len(report.renamed) == 20
+    with pytest.raises(ValueError, match=r"do not fit PackNet01 \(a version '1B' PackNet01, which adds skips, is "
+                                         r"not supported: only '1A'\)"):
+        convert_packnet_checkpoint({"state_dict": shaped_like(lambda: PackNet01(version="1B"))}, "b.ckpt")
