@@ -13,9 +13,9 @@ torch.load, by `restricted_load`: it opens the zip archive itself and unpickles 
 `RestrictedUnpickler`, which rebuilds tensors (from the archive's raw storage records),
 ``OrderedDict`` and builtin containers, and turns every other pickled class or function into an
 `InertObject`, a plain dict that records the name, arguments and state it was given and is never
-called, imported or executed. The config
-therefore arrives as nested dicts of plain values (its input size can be read), and a malicious
-``__reduce__`` only produces an inert record of the call it wanted. Should a file defeat that
+called, imported or executed. The config therefore arrives as nested dicts of plain values (its
+input size can be read), and a malicious ``__reduce__`` only produces an inert record of the call
+it wanted. Should a file defeat that
 reader too, the error gives `TRUSTED_EXTRACTION_RECIPE`: extract ``state_dict`` once where the
 file is trusted; the extracted file loads with ``weights_only=True``.
 
@@ -113,13 +113,14 @@ def _rebuild_tensor(storage: Any, storage_offset: Any, size: Any, stride: Any, *
     """A tensor viewing a storage read out of the archive (``torch._utils._rebuild_tensor_v2``'s data part).
 
     ``requires_grad``, backward hooks and metadata are dropped: weights need none of them, and
-    hooks are objects the file chose. ``as_strided`` refuses a view outside the storage.
+    hooks are objects the file chose. ``as_strided`` refuses a view outside the storage; views of
+    one storage share it, as with ``torch.load``.
     """
     if not isinstance(storage, torch.Tensor) or storage.dim() != 1:
         raise pickle.UnpicklingError(f"a tensor whose storage is a {type(storage).__name__}, not a storage")
     if not (isinstance(storage_offset, int) and all(isinstance(v, int) for v in (*size, *stride))):
         raise pickle.UnpicklingError("a tensor whose offset, size or stride is not made of integers")
-    return torch.as_strided(storage, tuple(size), tuple(stride), storage_offset).clone()
+    return torch.as_strided(storage, tuple(size), tuple(stride), storage_offset)
 
 
 def _rebuild_parameter(data: Any, *ignored: Any) -> Any:

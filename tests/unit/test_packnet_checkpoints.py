@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import logging
-from pathlib import Path
 
 import pytest
 import torch

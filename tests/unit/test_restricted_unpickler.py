@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import os
+import zipfile
 
 import pytest
 import torch
@@ -64,3 +65,20 @@ def test_a_file_it_cannot_read_is_refused_with_the_trusted_recipe(tmp_path):
     message = str(refused.value)
     assert str(legacy) in message and "not a zip archive" in message and TRUSTED_EXTRACTION_RECIPE in message
     assert not marker.exists()
+
+
+def test_a_view_outside_its_storage_is_refused(tmp_path):
+    """A crafted size that reads past the stored bytes is an error, never memory beyond them."""
+    path = tmp_path / "x.ckpt"
+    torch.save({"config": Settings(), "state_dict": {"w": torch.zeros(4)}}, path)
+    with zipfile.ZipFile(path) as archive:
+        records = {name: archive.read(name) for name in archive.namelist()}
+    # Shrink the one storage record to 2 floats: the tensor still claims 4.
+    data_name = next(name for name in records if "/data/" in name)
+    records[data_name] = records[data_name][:8]
+    crafted = tmp_path / "crafted.ckpt"
+    with zipfile.ZipFile(crafted, "w", zipfile.ZIP_STORED) as archive:
+        for name, raw in records.items():
+            archive.writestr(name, raw)
+    with pytest.raises(ValueError, match=r"crafted\.ckpt could not be read with the restricted reader"):
+        restricted_load(crafted)
