@@ -15,8 +15,9 @@ torch.load, by `restricted_load`: it opens the zip archive itself and unpickles 
 `InertObject`, a plain dict that records the name, arguments and state it was given and is never
 called, imported or executed. The config therefore arrives as nested dicts of plain values (its
 input size can be read), and a malicious ``__reduce__`` only produces an inert record of the call
-it wanted. Should a file defeat that
-reader too, the error gives `TRUSTED_EXTRACTION_RECIPE`: extract ``state_dict`` once where the
+it wanted. It reads both of torch.save's
+formats (the zip archive, and the legacy stream of torch before 1.6). Should a file defeat that
+reader, the error gives `TRUSTED_EXTRACTION_RECIPE`: extract ``state_dict`` once where the
 file is trusted; the extracted file loads with ``weights_only=True``.
 
 Mapping. The depth tensors go onto `networks.packnet.PackNet01` or ``PackNetSlim01`` (told apart
@@ -33,7 +34,7 @@ import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -109,13 +110,15 @@ class _StorageType:
     dtype: torch.dtype
 
 
-def _rebuild_tensor(storage: Any, storage_offset: Any, size: Any, stride: Any, *ignored: Any) -> torch.Tensor:
+def _rebuild_tensor(storage: Any, storage_offset: Any, size: Any, stride: Any, *ignored: Any) -> torch.Tensor | None:
     """A tensor viewing a storage read out of the archive (``torch._utils._rebuild_tensor_v2``'s data part).
 
     ``requires_grad``, backward hooks and metadata are dropped: weights need none of them, and
     hooks are objects the file chose. ``as_strided`` refuses a view outside the storage; views of
     one storage share it, as with ``torch.load``.
     """
+    if storage is None:  # the first pass over a legacy file builds no tensor
+        return None
     if not isinstance(storage, torch.Tensor) or storage.dim() != 1:
         raise pickle.UnpicklingError(f"a tensor whose storage is a {type(storage).__name__}, not a storage")
     if not (isinstance(storage_offset, int) and all(isinstance(v, int) for v in (*size, *stride))):
@@ -143,23 +146,23 @@ _ALLOWED_GLOBALS = {
 
 
 class RestrictedUnpickler(pickle.Unpickler):
-    """Rebuilds tensors and plain containers of a torch archive; every other global is inert.
+    """Rebuilds tensors and plain containers of a torch file; every other global is inert.
 
     `find_class` returns the real object only for ``_ALLOWED_GLOBALS`` and dtypes
     (``torch.float32``); any other class or function becomes a fresh `InertObject` subclass
-    carrying its name, so ``REDUCE``/``NEWOBJ``/``BUILD`` opcodes only fill a dict. Storages
-    (persistent ids ``("storage", type, key, location, numel)``) are read from the archive's
-    ``data/<key>`` record as 1-D tensors of their dtype.
+    carrying its name, so ``REDUCE``/``NEWOBJ``/``BUILD`` opcodes only fill a dict. A storage
+    (persistent id ``("storage", <X>Storage, key, location, numel[, view])``) is whatever
+    ``storage_for(dtype, key, rest of the id)`` returns: a 1-D tensor of that dtype read from
+    the file, or None in a first pass that only finds where a pickle ends.
 
     Args:
-        file: the archive's ``data.pkl`` stream.
-        read_record: key -> the bytes of ``data/<key>``.
+        file: the pickle stream.
+        storage_for: (dtype, key, (location, numel, ...)) -> 1-D tensor or None.
     """
 
-    def __init__(self, file, read_record) -> None:
+    def __init__(self, file, storage_for: Callable[[torch.dtype, str, tuple], torch.Tensor | None]) -> None:
         super().__init__(file)
-        self._read_record = read_record
-        self._storages: dict[str, torch.Tensor] = {}
+        self._storage_for = storage_for
 
     def find_class(self, module: str, name: str) -> Any:
         # torch.save writes protocol 2, which spells builtins with Python 2's module name.
@@ -171,20 +174,19 @@ class RestrictedUnpickler(pickle.Unpickler):
             return getattr(torch, name)
         return type(str(name), (InertObject,), {"pickled_global": f"{module}.{name}"})
 
-    def persistent_load(self, pid: Any) -> torch.Tensor:
+    def persistent_load(self, pid: Any) -> torch.Tensor | None:
         if not (isinstance(pid, tuple) and len(pid) >= 3 and pid[0] in ("storage", b"storage")
                 and isinstance(pid[1], _StorageType)):
             raise pickle.UnpicklingError(f"unexpected persistent id {pid!r:.80}")
-        storage_type, key = pid[1], str(pid[2])
-        if key not in self._storages:
-            raw = bytearray(self._read_record(key))
-            itemsize = torch.empty((), dtype=storage_type.dtype).element_size()
-            if len(raw) % itemsize:
-                raise pickle.UnpicklingError(f"storage {key} holds {len(raw)} bytes, not whole "
-                                             f"{storage_type.dtype} values")
-            self._storages[key] = (torch.frombuffer(raw, dtype=storage_type.dtype) if raw
-                                   else torch.empty(0, dtype=storage_type.dtype))
-        return self._storages[key]
+        return self._storage_for(pid[1].dtype, str(pid[2]), pid[3:])
+
+
+def _storage_from_bytes(raw: bytes, dtype: torch.dtype, key: str) -> torch.Tensor:
+    """A 1-D tensor over ``raw`` (little-endian values of ``dtype``); the bytes are not copied again."""
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    if len(raw) % itemsize:
+        raise pickle.UnpicklingError(f"storage {key} holds {len(raw)} bytes, not whole {dtype} values")
+    return torch.frombuffer(bytearray(raw), dtype=dtype) if raw else torch.empty(0, dtype=dtype)
 
 
 def _unreadable(path: str | Path, why: str) -> ValueError:
@@ -193,18 +195,17 @@ def _unreadable(path: str | Path, why: str) -> ValueError:
                       f"{TRUSTED_EXTRACTION_RECIPE}\nand pass the extracted file instead")
 
 
-def restricted_load(path: str | Path) -> Any:
-    """Read a torch zip archive (``torch.save`` since torch 1.6) with `RestrictedUnpickler`, onto the CPU.
+# What a file in torch's legacy format (torch.save before 1.6, or _use_new_zipfile_serialization=False)
+# starts with: three small pickles, the magic number, the format version and a dict of system facts.
+LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
+LEGACY_PROTOCOL_VERSION = 1001
+_LEGACY_SIZE_BYTES = 8  # each storage's element count precedes its bytes as a little-endian int64
+_READ_ERRORS = (pickle.UnpicklingError, KeyError, RuntimeError, TypeError, ValueError, EOFError, IndexError)
 
-    Raises:
-        ValueError: not a zip archive (torch's legacy format is not read here), an archive
-            without ``data.pkl``, a big-endian one, or a pickle the restricted reader cannot
-            rebuild; the message gives the trusted-extraction recipe.
-    """
+
+def _load_zip(path: str | Path) -> Any:
     import zipfile
 
-    if not zipfile.is_zipfile(path):
-        raise _unreadable(path, "it is not a zip archive (a torch file older than torch 1.6)")
     with zipfile.ZipFile(path) as archive:
         pickles = [name for name in archive.namelist() if name.endswith("/data.pkl") or name == "data.pkl"]
         if len(pickles) != 1:
@@ -212,11 +213,83 @@ def restricted_load(path: str | Path) -> Any:
         prefix = pickles[0][:-len("data.pkl")]
         if f"{prefix}byteorder" in archive.namelist() and archive.read(f"{prefix}byteorder") != b"little":
             raise _unreadable(path, "its tensors are stored big-endian")
-        try:
-            with archive.open(pickles[0]) as stream:
-                return RestrictedUnpickler(stream, lambda key: archive.read(f"{prefix}data/{key}")).load()
-        except (pickle.UnpicklingError, KeyError, RuntimeError, TypeError, ValueError, EOFError) as err:
-            raise _unreadable(path, f"{type(err).__name__}: {err}") from err
+        storages: dict[str, torch.Tensor] = {}
+
+        def storage_for(dtype: torch.dtype, key: str, rest: tuple) -> torch.Tensor:
+            if key not in storages:
+                storages[key] = _storage_from_bytes(archive.read(f"{prefix}data/{key}"), dtype, key)
+            return storages[key]
+
+        with archive.open(pickles[0]) as stream:
+            return RestrictedUnpickler(stream, storage_for).load()
+
+
+def _load_legacy(path: str | Path) -> Any:
+    """torch's legacy format: header pickles, the object pickle, the storage keys, then raw storages.
+
+    The object pickle refers to storages that follow it, so it is read twice: once to record each
+    storage's dtype and find where the pickle ends (tensors are not built), then for real.
+    """
+    import io
+
+    stream = io.BytesIO(Path(path).read_bytes())
+
+    def plain_pickle() -> Any:  # the header and key-list pickles hold no storage
+        return RestrictedUnpickler(stream, lambda *ignored: None).load()
+
+    if plain_pickle() != LEGACY_MAGIC_NUMBER or plain_pickle() != LEGACY_PROTOCOL_VERSION:
+        raise _unreadable(path, "it is neither a zip archive nor a torch file of the legacy format")
+    system = plain_pickle()
+    if not isinstance(system, dict) or system.get("little_endian") is not True:
+        raise _unreadable(path, "its tensors are stored big-endian")
+    start = stream.tell()
+    dtypes: dict[str, torch.dtype] = {}
+
+    def record(dtype: torch.dtype, key: str, rest: tuple) -> None:
+        dtypes[key] = dtype
+
+    RestrictedUnpickler(stream, record).load()
+    keys = plain_pickle()
+    if not isinstance(keys, list) or set(map(str, keys)) != set(dtypes):
+        raise _unreadable(path, "its storage list does not match the storages its tensors use")
+    roots: dict[str, torch.Tensor] = {}
+    for key in map(str, keys):
+        count = int.from_bytes(stream.read(_LEGACY_SIZE_BYTES), "little", signed=True)
+        nbytes = count * torch.empty((), dtype=dtypes[key]).element_size()
+        raw = stream.read(nbytes) if count >= 0 else b""
+        if count < 0 or len(raw) != nbytes:
+            raise _unreadable(path, f"storage {key} is truncated")
+        roots[key] = _storage_from_bytes(raw, dtypes[key], key)
+
+    def storage_for(dtype: torch.dtype, key: str, rest: tuple) -> torch.Tensor:
+        root = roots[key]
+        view = rest[2] if len(rest) > 2 else None  # (view key, offset, size) in elements, old torch
+        if view is None:
+            return root
+        _, offset, size = view
+        if not (isinstance(offset, int) and isinstance(size, int) and 0 <= offset <= offset + size <= len(root)):
+            raise pickle.UnpicklingError(f"storage view {view!r:.80} outside storage {key}")
+        return root[offset:offset + size]
+
+    stream.seek(start)
+    return RestrictedUnpickler(stream, storage_for).load()
+
+
+def restricted_load(path: str | Path) -> Any:
+    """Read a torch file with `RestrictedUnpickler`, onto the CPU, never through torch.load.
+
+    Both of torch.save's formats: the zip archive (torch 1.6 on) and the legacy stream.
+
+    Raises:
+        ValueError: neither format, big-endian data, truncated storages, or a pickle the
+            restricted reader cannot rebuild; the message gives the trusted-extraction recipe.
+    """
+    import zipfile
+
+    try:
+        return _load_zip(path) if zipfile.is_zipfile(path) else _load_legacy(path)
+    except _READ_ERRORS as err:
+        raise _unreadable(path, f"{type(err).__name__}: {err}") from err
 
 
 def has_packnet_suffix(path: str | Path) -> bool:
@@ -238,13 +311,12 @@ def load_packnet_file(path: str | Path) -> dict:
     try:
         raw = load_checkpoint(path)
     except ValueError as err:
-        if "does not start like one" in str(err) and _starts_like_a_pickle(path):
-            # torch's legacy (pre-1.6) format: a bare pickle stream, which only torch.load reads.
-            raise _unreadable(path, "it is not a zip archive but torch's legacy (pre-1.6) format") from err
-        if "holds Python objects other than tensors" not in str(err):
+        legacy = "does not start like one" in str(err) and _starts_like_a_pickle(path)
+        if not legacy and "holds Python objects other than tensors" not in str(err):
             raise
-        logger.info("%s holds pickled objects (PackNet's config); reading it with the restricted unpickler, "
-                    "which rebuilds only tensors and plain values", path)
+        # PackNet's pickled config, or torch's legacy format (which load_checkpoint does not read).
+        logger.info("%s holds pickled objects (PackNet's config) or is in torch's legacy format; reading it "
+                    "with the restricted unpickler, which rebuilds only tensors and plain values", path)
         raw = restricted_load(path)
     if not isinstance(raw, dict):
         raise ValueError(f"{path} does not hold a dict (PackNet checkpoints hold 'state_dict' and 'config')")

@@ -131,7 +131,8 @@ def test_legacy_names_and_an_extracted_state_dict_load(released, tmp_path, caplo
     legacy.update((f"pose_network.{k}", v) for k, v in pose_state.items())
     assert "disp_network.conv2.0.conv3.0.weight" in legacy
     path = tmp_path / "old_model.pth.tar"
-    torch.save({"state_dict": legacy}, path)  # no pickled objects: read with weights_only=True
+    # torch's legacy format, as old .pth.tar files are; no pickled objects, so weights_only=True reads it.
+    torch.save({"state_dict": legacy}, path, _use_new_zipfile_serialization=False)
     with caplog.at_level(logging.WARNING):
         payload = to_checkpoint_payload(path)
     assert (payload["model_spec"]["height"], payload["model_spec"]["width"]) == (192, 640)

@@ -25,14 +25,15 @@ class RunsACommand:
         return (os.system, (f"touch {self.marker}",))
 
 
-def test_tensors_of_every_dtype_and_shared_storages_come_back_exactly(tmp_path):
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
+def test_tensors_of_every_dtype_and_shared_storages_come_back_exactly(tmp_path, zip_format):
     base = torch.arange(12, dtype=torch.float32).view(3, 4)
     tensors = {"f32": base, "view": base[1:, ::2], "t": base.t(), "f16": base.half(), "bf16": base.bfloat16(),
                "i64": torch.arange(5), "bool": torch.tensor([True, False]), "empty": torch.zeros(0, 3),
                "scalar": torch.tensor(2.5, dtype=torch.float64), "param": torch.nn.Parameter(torch.ones(2))}
     path = tmp_path / "x.ckpt"
     torch.save({"config": Settings(size=(192, 640), name="PackNet01"), "state_dict": collections.OrderedDict(tensors),
-                "epoch": 3, "lrs": {0.1, 0.2}}, path)
+                "epoch": 3, "lrs": {0.1, 0.2}}, path, _use_new_zipfile_serialization=zip_format)
     loaded = restricted_load(path)
     for key, value in tensors.items():
         got = loaded["state_dict"][key]
@@ -56,15 +57,28 @@ def test_a_command_in_the_pickle_is_recorded_not_run(tmp_path):
     assert not marker.exists()
 
 
-def test_a_file_it_cannot_read_is_refused_with_the_trusted_recipe(tmp_path):
+def test_a_legacy_format_file_with_a_payload_loads_without_running_it(tmp_path):
     marker = tmp_path / "PAYLOAD_RAN"
     legacy = tmp_path / "old.pth.tar"
-    torch.save({"config": Payload(marker), "state_dict": {}}, legacy, _use_new_zipfile_serialization=False)
-    with pytest.raises(ValueError) as refused:
-        load_packnet_file(legacy)
-    message = str(refused.value)
-    assert str(legacy) in message and "not a zip archive" in message and TRUSTED_EXTRACTION_RECIPE in message
+    torch.save({"config": Payload(marker), "state_dict": {"w": torch.arange(3.0)}}, legacy,
+               _use_new_zipfile_serialization=False)
+    assert_payload_is_live(lambda: torch.load(legacy, weights_only=False), marker)
+    loaded = load_packnet_file(legacy)
+    assert loaded["config"].pickled_global == "io.open" and torch.equal(loaded["state_dict"]["w"], torch.arange(3.0))
     assert not marker.exists()
+
+
+def test_a_file_it_cannot_read_is_refused_with_the_trusted_recipe(tmp_path):
+    legacy = tmp_path / "old.pth.tar"
+    torch.save({"config": Settings(), "state_dict": {"w": torch.arange(1000.0)}}, legacy,
+               _use_new_zipfile_serialization=False)
+    truncated = tmp_path / "cut.pth.tar"
+    truncated.write_bytes(legacy.read_bytes()[:-100])
+    with pytest.raises(ValueError) as refused:
+        load_packnet_file(truncated)
+    message = str(refused.value)
+    assert str(truncated) in message and "storage" in message and "truncated" in message
+    assert TRUSTED_EXTRACTION_RECIPE in message
 
 
 def test_a_view_outside_its_storage_is_refused(tmp_path):
