@@ -192,3 +192,17 @@ def test_packnet01_and_its_dropout_names_map_and_version_b_is_refused():
     with pytest.raises(ValueError, match=r"do not fit PackNet01 \(a version '1B' PackNet01, which adds skips, is "
                                          r"not supported: only '1A'\)"):
         convert_packnet_checkpoint({"state_dict": shaped_like(lambda: PackNet01(version="1B"))}, "b.ckpt")
+
+
+def test_a_released_ckpt_initialises_training_through_pretrained_path(released):
+    """Depth and pose both load into the training model PackNet's flags build (the Trainer's path)."""
+    from model import SelfSupervisedDepth
+    from tests.unit.test_model import options
+
+    path, depth_state, pose_state = released[:3]
+    model = SelfSupervisedDepth.from_options(options("--backbone", "packnet_slim", "--decoder", "packnet",
+                                                     "--pose_model_type", "packnet", "--pose_model_input", "all"))
+    model.load_state_dicts(to_checkpoint_payload(path), str(path))
+    loaded = model.state_dicts()
+    assert all(torch.equal(loaded["depth"][k], v) for k, v in depth_state.items())
+    assert all(torch.equal(loaded["pose"][k], v) for k, v in pose_state.items())
