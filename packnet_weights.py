@@ -39,6 +39,7 @@ from typing import Any, Callable
 import torch
 
 from checkpoints import CHECKPOINT_FORMAT, ModelSpec, load_checkpoint
+from kitti_utils import MAX_EVAL_DEPTH
 
 logger = logging.getLogger(__name__)
 
@@ -457,7 +458,7 @@ def _check_depth(depth: dict, source: str, report: PackNetTensorReport) -> str:
     return backbone
 
 
-def _frame_ids(config: Any, num_contexts: int, source: str) -> list[int] | None:
+def _frame_ids(config: Any, num_contexts: int) -> list[int] | None:
     """Target then contexts: the config's back/forward context when it agrees, else -1, 1 for two."""
     back = _config_value(config, "datasets", "train", "back_context")
     forward = _config_value(config, "datasets", "train", "forward_context")
@@ -476,7 +477,7 @@ def _check_pose(pose: dict, config: Any, source: str, report: PackNetTensorRepor
         return None
     first = pose.get("conv1.0.weight")
     num_contexts = int(first.shape[1]) // 3 - 1 if first is not None and first.dim() == 4 else 0
-    frame_ids = _frame_ids(config, num_contexts, source) if num_contexts >= 1 else None
+    frame_ids = _frame_ids(config, num_contexts) if num_contexts >= 1 else None
     problem = None
     if frame_ids is None:
         problem = f"a pose net for {num_contexts} context frames whose order the config does not give"
@@ -537,8 +538,8 @@ def convert_packnet_checkpoint(raw: dict, source: str, image_shape: tuple[int, i
                            *image_shape)
     pose_part = _check_pose(pose, config, source, report)
     from networks.packnet import MIN_DEPTH
-    from kitti_utils import MAX_EVAL_DEPTH
 
+    # The heads' own bound (0.5 m, no upper cap), and PackNet's evaluation cap as max_depth.
     spec = ModelSpec(backbone=backbone, decoder="packnet", height=int(image_shape[0]), width=int(image_shape[1]),
                      min_depth=MIN_DEPTH, max_depth=MAX_EVAL_DEPTH, scales=[0, 1, 2, 3],
                      pose_model_type="packnet", pose_model_input="all")
