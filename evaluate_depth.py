@@ -7,6 +7,13 @@ registry). The checkpoint describes its own architecture, depth range and scalin
 Monodepth2 folders and BDEdepth files are read through `model.load_model`), so no model flags
 are needed. Datasets are evaluated in the reference's order (KITTI eigen, eigen_benchmark,
 Make3D, NYUv2, Cityscapes); one table is printed per set, and all the numbers go into one JSON.
+
+``--eval_convention packnet`` scores as PackNet-SfM does (`evaluation.EVAL_CONVENTIONS`) and prints
+one row per PackNet mode (``--packnet_modes``, default all four: plain, pp, gt, pp_gt), so its
+published table and ours can be compared side by side:
+
+    python evaluate_depth.py --pretrained_path PackNet01_MR_selfsup_K.ckpt --kitti_path KITTI \
+        --eval_split eigen --eval_convention packnet
 """
 
 from __future__ import annotations
@@ -23,8 +30,9 @@ from checkpoints import ModelSpec
 from config_files import parse_args_with_config
 from datasets.benchmarks import EvalOptions, EvalSet
 from datasets.kitti_dataset import BENCHMARK_IMAGES, BENCHMARK_SPLIT, KittiBenchmarkImages, build_kitti_eval_sets
-from evaluation import (DATASET_ORDER, EVAL_DATASETS, Scaling, eval_set_predictions, evaluate_model,
-                        format_metrics_table, load_ext_disps, predict_inverse_depths, write_benchmark_predictions)
+from evaluation import (DATASET_ORDER, EVAL_CONVENTIONS, EVAL_DATASETS, PACKNET_MODES, Scaling, eval_set_predictions,
+                        evaluate_model, evaluate_packnet_modes, format_metrics_table, format_modes_table,
+                        load_ext_disps, predict_inverse_depths, write_benchmark_predictions)
 from kitti_utils import STEREO_SCALE_FACTOR
 from split_lists import split_file
 from utils import atomic_output, check_output_folders, readlines, select_device, write_json
@@ -39,8 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     model = parser.add_argument_group("model")
     model.add_argument("--pretrained_path", "--load_weights", "--load_weights_folder",
                        dest="pretrained_path", default=None,
-                       help="checkpoint written by train.py, a released BDEdepth .pth, or a released "
-                            "Monodepth2 folder (encoder.pth, depth.pth)")
+                       help="checkpoint written by train.py, a released BDEdepth .pth, a released "
+                            "Monodepth2 or SQLdepth folder, or a PackNet-SfM .ckpt")
     model.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     model.add_argument("--no_cuda", dest="device", action="store_const", const="cpu", help=argparse.SUPPRESS)
     model.add_argument("--batch_size", type=int, default=16)
@@ -85,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     scaling.add_argument("--disable_median_scaling", action="store_true")
     scaling.add_argument("--pred_depth_scale_factor", type=float, default=1.0,
                          help="multiply predicted depths by this before any scaling")
+    scaling.add_argument("--eval_convention", choices=sorted(EVAL_CONVENTIONS), default="monodepth2",
+                         help="monodepth2 (default): inverse depth resized as cv2.resize does, NumPy median; "
+                              "packnet: PackNet-SfM's evaluation (depth resized bilinearly with "
+                              "align_corners=True, 0 < gt < cap, lower median) in the modes of --packnet_modes")
+    scaling.add_argument("--packnet_modes", nargs="+", choices=list(PACKNET_MODES), default=list(PACKNET_MODES),
+                         help="with --eval_convention packnet: the rows to print: plain, pp (flip "
+                              "post-processed), gt (per-image median scaling), pp_gt (default: all four)")
 
     out = parser.add_argument_group("inputs and outputs")
     out.add_argument("--ext_disp_to_eval", default=None,
@@ -119,6 +134,16 @@ def _check_dataset_flags(parser: argparse.ArgumentParser, opts: argparse.Namespa
         parser.error("--ext_disp_to_eval evaluates one KITTI split: give --kitti_path only")
     if opts.eval_eigen_to_benchmark and not opts.ext_disp_to_eval:
         parser.error("--eval_eigen_to_benchmark needs --ext_disp_to_eval (the 697 eigen predictions)")
+    if opts.eval_convention == "packnet":
+        chosen = [flag for flag, given_flag in (("--post_process", opts.post_process),
+                                                ("--disable_median_scaling", opts.disable_median_scaling))
+                  if given_flag]
+        if chosen:
+            parser.error(f"{' and '.join(chosen)}: with --eval_convention packnet the modes decide post-processing "
+                         "and median scaling: choose rows with --packnet_modes plain pp gt pp_gt")
+        if opts.ext_disp_to_eval and any(PACKNET_MODES[mode][0] for mode in opts.packnet_modes):
+            parser.error("--ext_disp_to_eval holds one prediction per image: the post-processed modes need a "
+                         "model; use --packnet_modes plain gt")
     return given
 
 
@@ -177,6 +202,25 @@ def build_eval_sets(opts: argparse.Namespace, datasets: list[str], spec: ModelSp
     return eval_sets
 
 
+def _save_predictions(opts: argparse.Namespace, out_dir: Path, eval_set: EvalSet, pred_disps: np.ndarray) -> None:
+    """``--save_pred_disps``: disps_<set>_split.npy (N x h x w) in --eval_out_dir."""
+    if not opts.save_pred_disps:
+        return
+    path = out_dir / f"disps_{eval_set.key}_split.npy"
+    with atomic_output(path, suffix=".npy") as tmp:
+        np.save(tmp, pred_disps.astype(np.float32))
+    logger.info(" Predictions saved to %s", path)
+
+
+def _packnet_entry(eval_set: EvalSet, mode: str, result) -> dict:
+    """One JSON row of a PackNet-convention table (one per set and mode)."""
+    entry = {"name": eval_set.key, "title": eval_set.title, "protocol": eval_set.protocol.name, "mode": mode,
+             "num_images": result.num_images, "metrics": result.metrics}
+    if result.ratios.size:
+        entry["scaling_ratio_median"], entry["scaling_ratio_std"] = result.ratio_statistics()
+    return entry
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     """Evaluate; return the report that is also written as JSON."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
@@ -214,23 +258,33 @@ def main(argv: Sequence[str] | None = None) -> dict:
         benchmark_loader = DataLoader(images, batch_size=opts.batch_size, num_workers=opts.num_workers)
 
     logger.info(" Evaluated at resolution %d * %d", spec.height, spec.width)
-    logger.info(" Post-process is used" if opts.post_process else " No post-process")
-    logger.info(scaling.describe())
+    packnet = opts.eval_convention == "packnet"
+    if packnet:
+        logger.info(" PackNet-SfM evaluation: depth resized bilinearly (align_corners=True), 0 < gt < cap, "
+                    "per-image torch.median scaling in the gt modes; modes %s", ", ".join(opts.packnet_modes))
+    else:
+        logger.info(" Post-process is used" if opts.post_process else " No post-process")
+        logger.info(scaling.describe())
     report = {"checkpoint": str(opts.pretrained_path) if opts.pretrained_path else None,
               "ext_disp_to_eval": opts.ext_disp_to_eval, "model_spec": spec.to_dict(),
+              "eval_convention": opts.eval_convention,
               "post_process": opts.post_process, "median_scaling": scaling.median,
               "pred_depth_scale_factor": scaling.factor, "results": []}
 
     for eval_set in eval_sets:
+        if packnet and not opts.no_eval:
+            pred_disps, by_mode = evaluate_packnet_modes(model, eval_set, device, scaling, opts.packnet_modes)
+            report["results"] += [_packnet_entry(eval_set, mode, result) for mode, result in by_mode.items()]
+            logger.info(" Evaluate on %s (%d images), PackNet-SfM convention:", eval_set.title,
+                        next(iter(by_mode.values())).num_images)
+            logger.info(format_modes_table({mode: result.metrics for mode, result in by_mode.items()}))
+            _save_predictions(opts, out_dir, eval_set, pred_disps)
+            continue
         if opts.no_eval:
             pred_disps = eval_set_predictions(model, eval_set, device, opts.post_process)
         else:
             pred_disps, result = evaluate_model(model, eval_set, device, scaling, opts.post_process)
-        if opts.save_pred_disps:
-            path = out_dir / f"disps_{eval_set.key}_split.npy"
-            with atomic_output(path, suffix=".npy") as tmp:
-                np.save(tmp, pred_disps.astype(np.float32))
-            logger.info(" Predictions saved to %s", path)
+        _save_predictions(opts, out_dir, eval_set, pred_disps)
         if opts.no_eval:
             continue
         if result.ratios.size:

@@ -15,12 +15,20 @@ validation and by the learning tests. Conventions, fixed once and pinned by test
 - the reported numbers are the mean over images of per-image metrics, and a non-finite metric is
   an error naming the image, never a ``nan`` in a table.
 
+That is the Monodepth2 convention, the default. ``convention="packnet"`` (`EVAL_CONVENTIONS`)
+scores as PackNet-SfM does (methods spec 1.7): depth (1 / inverse depth) resized bilinearly with
+align_corners=True, ground truth in (0, cap) with the protocol's cap (80 m on KITTI), predictions
+clamped to [0, cap], the per-image median ratio with ``torch.median`` (the lower middle value),
+and its four modes (`PACKNET_MODES`: plain, post-processed, median-scaled, both). Its flip
+post-processing is the same formula as `post_process_disparity` (see there).
+
 Benchmarks are registered in ``EVAL_DATASETS``: ``build(path, EvalOptions) -> list[EvalSet]``,
 each defined beside its dataset (`datasets.kitti_dataset`, `datasets.nyu_dataset`, ...).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +36,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from checkpoints import ModelSpec
 from datasets.benchmarks import EvalOptions, EvalProtocol, EvalSet
@@ -90,6 +99,11 @@ def post_process_disparity(disp: torch.Tensor, disp_flipped_back: torch.Tensor) 
     Returns:
         B x 1 x H x W: the left border from the flipped prediction, the right border from the
         plain one, the mean in between.
+
+    PackNet-SfM's ``post_process_inv_depth`` (mean fusion) is this very formula: its mask
+    1 - clamp(20 (x - 0.05), 0, 1) over x = linspace(0, 1, W) is ``left_ramp``, its flipped
+    mask ``right_ramp``, and it blends ``right_ramp * d + left_ramp * flip(d') + (1 - both) *
+    mean`` in inverse depth at network resolution, so the PackNet convention reuses it.
     """
     width = disp.shape[-1]
     x = torch.linspace(0, 1, width, device=disp.device, dtype=disp.dtype)
@@ -129,6 +143,34 @@ def predict_inverse_depths(model, loader, device: torch.device, post_process: bo
         predictions.append(inverse_depth[:, 0].cpu().numpy())
     model.train(was_training)
     return np.concatenate(predictions, axis=0)
+
+
+@torch.no_grad()
+def predict_plain_and_post_processed(model, loader, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """Both predictions of every image (PackNet's modes need both), as PackNet computes them.
+
+    The mirrored images go through a forward pass of their own, so the plain maps are exactly
+    those of ``predict_inverse_depths(post_process=False)`` whichever modes are asked for.
+
+    Returns:
+        (plain, post-processed): each N x h x w float32 inverse depths, in loader order.
+    """
+    was_training = model.training
+    model.eval()
+    in_depth = model.prediction_domain == "depth"
+    plains, blends = [], []
+    for batch in loader:
+        images = batch[("color_uint8", 0, 0)].to(device, non_blocking=True).float() / 255.0
+        plain = model.predict_depth(images, inverse=True)
+        flipped_back = torch.flip(model.predict_depth(torch.flip(images, dims=[3]), inverse=True), dims=[3])
+        if in_depth:
+            blended = 1.0 / post_process_disparity(1.0 / plain, 1.0 / flipped_back)
+        else:
+            blended = post_process_disparity(plain, flipped_back)
+        plains.append(plain[:, 0].cpu().numpy())
+        blends.append(blended[:, 0].cpu().numpy())
+    model.train(was_training)
+    return np.concatenate(plains, axis=0), np.concatenate(blends, axis=0)
 
 
 def load_ext_disps(path: str | Path) -> np.ndarray:
@@ -172,6 +214,62 @@ METRIC_SETS = {
     "standard": (DEPTH_METRIC_NAMES, compute_depth_metrics),
     "make3d": (MAKE3D_METRIC_NAMES, compute_make3d_metrics),
 }
+
+
+@dataclass(frozen=True)
+class EvalConvention:
+    """How a prediction is brought to the ground truth and scaled: one method's evaluation code.
+
+    Attributes:
+        name: "monodepth2" (the default; the lineage's numbers) or "packnet".
+        resize_domain: what is resized to the ground truth's size: None for the prediction's own
+            domain (the ``domain`` argument of `evaluate_predictions`), "depth" to resize depth.
+        align_corners: bilinear resizing with align_corners=True (PackNet's ``interpolate_image``)
+            instead of False (cv2.resize, Monodepth2); applies to every protocol when True.
+        lower_median: median ratio from ``torch.median`` (the lower of the two middle values of an
+            even count, as PackNet) instead of NumPy's mean of the two.
+        zero_floor: ground truth counts where 0 < gt < cap and predictions are clamped to
+            [0, cap] (PackNet's min_depth 0), the cap being the protocol's (`depth_cap`).
+    """
+
+    name: str
+    resize_domain: str | None = None
+    align_corners: bool = False
+    lower_median: bool = False
+    zero_floor: bool = False
+
+    def adapt(self, protocol: EvalProtocol) -> EvalProtocol:
+        """The protocol under this convention (the Monodepth2 convention keeps it as it is)."""
+        if not self.zero_floor:
+            return protocol
+        cap = depth_cap(protocol)
+        return dataclasses.replace(protocol, gt_min=0.0, gt_max=cap, clamp_min=0.0, clamp_max=cap)
+
+
+def depth_cap(protocol: EvalProtocol) -> float:
+    """The protocol's upper depth bound: its ground-truth cap, else its clamp (80 m on KITTI)."""
+    cap = protocol.gt_max if protocol.gt_max is not None else protocol.clamp_max
+    return MAX_EVAL_DEPTH if cap is None else cap
+
+
+EVAL_CONVENTIONS: dict[str, EvalConvention] = {
+    "monodepth2": EvalConvention("monodepth2"),
+    # PackNet-SfM's compute_depth_metrics / scale_depth (methods spec 1.7; utils/depth.py).
+    "packnet": EvalConvention("packnet", resize_domain="depth", align_corners=True, lower_median=True,
+                              zero_floor=True),
+}
+
+# PackNet's four reported modes: name -> (post-processed, median-scaled). Its tables print them as
+# the metric name plus "", "_pp", "_gt", "_pp_gt".
+PACKNET_MODES: dict[str, tuple[bool, bool]] = {
+    "plain": (False, False),
+    "pp": (True, False),
+    "gt": (False, True),
+    "pp_gt": (True, True),
+}
+
+# PackNet inverts with 1 / clamp(inverse depth, 1e-6) (utils/depth.py inv2depth).
+PACKNET_MIN_INVERSE_DEPTH = 1e-6
 
 
 @dataclass(frozen=True)
@@ -227,7 +325,8 @@ class DepthEvaluation:
 def evaluate_predictions(pred_disps: Sequence[np.ndarray], gt_depths: Sequence[np.ndarray],
                          protocol: EvalProtocol | str = "eigen", median_scaling: bool = True,
                          pred_depth_scale_factor: float = 1.0, names: Sequence[str] | None = None,
-                         domain: str = "inverse_depth") -> DepthEvaluation:
+                         domain: str = "inverse_depth",
+                         convention: EvalConvention | str = "monodepth2") -> DepthEvaluation:
     """Score inverse depths against ground-truth depth maps (metres), image by image.
 
     Args:
@@ -239,6 +338,8 @@ def evaluate_predictions(pred_disps: Sequence[np.ndarray], gt_depths: Sequence[n
         median_scaling: per-image median scaling (forced on by ``protocol.always_median_scaling``).
         pred_depth_scale_factor: multiplies predicted depths first (5.4 for stereo models).
         names: how errors name image i (default "image i of the test list").
+        convention: a key of ``EVAL_CONVENTIONS`` or an `EvalConvention`: how the prediction is
+            resized, which pixels count and how the median is taken (default Monodepth2's).
 
     Raises:
         ValueError: the counts differ, no image has a valid pixel, or an image's metrics are
@@ -252,26 +353,39 @@ def evaluate_predictions(pred_disps: Sequence[np.ndarray], gt_depths: Sequence[n
                          "export_gt_depth.py)")
     if domain not in ("inverse_depth", "depth"):
         raise ValueError(f"domain must be inverse_depth or depth (got {domain!r})")
+    if isinstance(convention, str):
+        if convention not in EVAL_CONVENTIONS:
+            raise ValueError(f"unknown evaluation convention {convention!r}: one of {sorted(EVAL_CONVENTIONS)}")
+        convention = EVAL_CONVENTIONS[convention]
+    protocol = convention.adapt(protocol)
+    resize_domain = convention.resize_domain or domain
     median_scaling = median_scaling or protocol.always_median_scaling
     metric_names, metric_function = METRIC_SETS[protocol.metric_set]
     errors, ratios = [], []
     for index, (pred_disp, gt) in enumerate(zip(pred_disps, gt_depths)):
         gt = np.asarray(gt, dtype=np.float32)
         prediction = torch.from_numpy(np.ascontiguousarray(pred_disp, dtype=np.float32))[None, None]
-        if domain == "depth":
+        if resize_domain == "depth":
+            if convention.resize_domain == "depth":  # PackNet's inv2depth
+                prediction = prediction.clamp(min=PACKNET_MIN_INVERSE_DEPTH)
             prediction = 1.0 / prediction
-        if protocol.interpolation == "nearest":
-            prediction = torch.nn.functional.interpolate(prediction, size=gt.shape, mode="nearest")[0, 0].double()
+        if convention.align_corners:
+            prediction = F.interpolate(prediction, size=gt.shape, mode="bilinear", align_corners=True)[0, 0].double()
+        elif protocol.interpolation == "nearest":
+            prediction = F.interpolate(prediction, size=gt.shape, mode="nearest")[0, 0].double()
         else:
             prediction = upsample_disp(prediction, gt.shape)[0, 0].double()
-        pred_depth = prediction if domain == "depth" else 1.0 / prediction
+        pred_depth = prediction if resize_domain == "depth" else 1.0 / prediction
         mask = torch.from_numpy(protocol.valid_mask(gt))
         if not mask.any():
             continue
         gt_valid = torch.from_numpy(gt).double()[mask]
         pred_valid = pred_depth[mask] * pred_depth_scale_factor
         if median_scaling:
-            ratio = median_scaling_ratio(gt_valid, pred_valid)
+            if convention.lower_median:
+                ratio = torch.median(gt_valid) / torch.median(pred_valid)
+            else:
+                ratio = median_scaling_ratio(gt_valid, pred_valid)
             ratios.append(float(ratio))
             pred_valid = pred_valid * ratio
         pred_valid = pred_valid.clamp(protocol.clamp_min, protocol.clamp_max)
@@ -313,6 +427,58 @@ def evaluate_model(model, eval_set: EvalSet, device: torch.device, scaling: Scal
     result = evaluate_predictions(pred_disps, eval_set.gt_depths, eval_set.protocol, median_scaling=scaling.median,
                                   pred_depth_scale_factor=scaling.factor, domain=domain)
     return pred_disps, result
+
+
+def evaluate_packnet_modes(model, eval_set: EvalSet, device: torch.device, scaling: Scaling,
+                           modes: Sequence[str] = tuple(PACKNET_MODES)
+                           ) -> tuple[np.ndarray, dict[str, DepthEvaluation]]:
+    """Score one EvalSet in PackNet's modes under the PackNet convention.
+
+    Args:
+        modes: keys of ``PACKNET_MODES``; the post-processed ones need a model (one pass predicts
+            both the plain and the post-processed maps).
+        scaling: only its ``factor`` is used (5.4 for stereo models, --pred_depth_scale_factor):
+            each mode decides median scaling itself.
+
+    Returns:
+        (plain inverse depths N x h x w, {mode: result} in ``modes``' order).
+
+    Raises:
+        ValueError: an unknown mode, or a post-processed mode for precomputed predictions.
+    """
+    unknown = [mode for mode in modes if mode not in PACKNET_MODES]
+    if unknown:
+        raise ValueError(f"unknown PackNet mode(s) {unknown}: choose from {list(PACKNET_MODES)}")
+    needs_post_process = any(PACKNET_MODES[mode][0] for mode in modes)
+    if eval_set.pred_disps is not None:
+        if needs_post_process:
+            raise ValueError("--ext_disp_to_eval holds one prediction per image, so the post-processed PackNet "
+                             "modes cannot be scored: use --packnet_modes plain gt")
+        plain, post_processed, domain = eval_set.pred_disps, None, "inverse_depth"
+    elif needs_post_process:
+        plain, post_processed = predict_plain_and_post_processed(model, eval_set.loader, device)
+        domain = model.prediction_domain
+    else:
+        plain, post_processed = predict_inverse_depths(model, eval_set.loader, device), None
+        domain = model.prediction_domain
+    results = {}
+    for mode in modes:
+        post_process, median = PACKNET_MODES[mode]
+        results[mode] = evaluate_predictions(post_processed if post_process else plain, eval_set.gt_depths,
+                                             eval_set.protocol, median_scaling=median,
+                                             pred_depth_scale_factor=scaling.factor, domain=domain,
+                                             convention="packnet")
+    return plain, results
+
+
+def format_modes_table(results: dict[str, dict]) -> str:
+    """One row of metrics per mode, PackNet's layout: ``{mode: {metric: value}}`` -> text."""
+    names = list(next(iter(results.values())))
+    width = max(len(mode) for mode in results)
+    header = " " * width + " | " + ("{:>8} | " * len(names)).format(*names)
+    rows = [mode.ljust(width) + " | " + ("{: 8.3f} | " * len(names)).format(*metrics.values())
+            for mode, metrics in results.items()]
+    return "\n".join([header, *rows])
 
 
 # --------------------------------------------------------------------------------------------

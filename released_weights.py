@@ -9,6 +9,8 @@ it as a checkpoint) accepts, with no architecture flags:
   ``width`` and ``use_stereo`` it was trained with), ``depth.pth`` (DepthDecoder, layers in a
   ModuleList ``decoder.N``), optionally ``pose_encoder.pth`` and ``pose.pth`` (PoseDecoder,
   ``net.N``);
+- a PackNet-SfM / All4Depth ``.ckpt`` (or a legacy ``.pth.tar``, or the ``state_dict`` extracted
+  from one): `packnet_weights`, which reads the pickled config without running any of it;
 - a released BDEdepth ``.pth``: one dict with ``encoder``, ``depth`` (and possibly ``pose_encoder``,
   ``pose``) state dicts plus ``height``, ``width``, ``use_stereo``; our BDEdepth modules use its
   parameter names;
@@ -24,7 +26,8 @@ Each is turned into our checkpoint payload (``{"model_spec", "encoder", "depth",
 architecture is read off the tensor names and shapes. Monodepth2 and BDEdepth files store no
 depth range, so the reference default 0.1-100 m is assumed (pass it to ``convert_weights.py``
 for e.g. NYUv2 models).
-Every file is read with ``torch.load(weights_only=True)``.
+Every file is read with ``torch.load(weights_only=True)``; a PackNet ``.ckpt`` that it refuses (for
+its pickled config) is read by `packnet_weights.RestrictedUnpickler`, which never runs pickled code.
 """
 
 from __future__ import annotations
@@ -310,12 +313,22 @@ def convert_bdedepth(payload: dict, source: str, min_depth: float = 0.1, max_dep
     return converted
 
 
-def to_checkpoint_payload(path: str | Path) -> dict:
-    """Any supported weights (ours, a Monodepth2 or SQLdepth folder, a BDEdepth file) as our payload."""
+def to_checkpoint_payload(path: str | Path, image_shape: tuple[int, int] | None = None) -> dict:
+    """Any supported weights as our payload: ours, a Monodepth2 or SQLdepth folder, a BDEdepth file,
+    a PackNet-SfM ``.ckpt`` / ``.pth.tar`` or its extracted state dict (`packnet_weights`).
+
+    Args:
+        image_shape: (H, W) for PackNet files, whose size comes from their config otherwise.
+    """
+    from packnet_weights import convert_packnet_checkpoint, has_packnet_suffix, load_packnet_file, packnet_state_dict
+
     path = Path(path)
     if path.is_dir():
         return load_released_folder(path)
-    payload = load_checkpoint(path)
+    # PackNet's own files hold a pickled config: they get the restricted second read.
+    payload = load_packnet_file(path) if has_packnet_suffix(path) else load_checkpoint(path)
     if "model_spec" in payload:
         return payload
+    if packnet_state_dict(payload) is not None:
+        return convert_packnet_checkpoint(payload, str(path), image_shape)[0]
     return convert_bdedepth(payload, str(path))
