@@ -527,9 +527,11 @@ class SelfSupervisedDepth(nn.Module):
         inverse_depth, depth = self.predict(images, scale)
         return inverse_depth if inverse else depth
 
+
 def load_model(path: str, device: torch.device | str = "cpu") -> SelfSupervisedDepth:
     """The inference model (eval mode) of any supported weights: a checkpoint of this toolkit, a
-    released Monodepth2 folder or a BDEdepth file (`released_weights.to_checkpoint_payload`).
+    released Monodepth2 or SQLdepth folder, a BDEdepth file or a PackNet-SfM ``.ckpt``
+    (`released_weights.to_checkpoint_payload`).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
