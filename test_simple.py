@@ -93,8 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def check_image_shape(spec, height: int, width: int) -> None:
+def check_image_shape(spec, height: int, width: int, size_flags: str = "--image_shape {height} {width}") -> None:
     """Refuse an ``--image_shape`` the network cannot take, naming the nearest size it can.
+
+    ``size_flags`` spells a size as the calling script's flags do (export_model.py: ``--height
+    {height} --width {width}``).
 
     Raises:
         ValueError: a side is not a multiple of 32 or is below 64, or (SQLdepth) the size gives a token
@@ -103,9 +106,9 @@ def check_image_shape(spec, height: int, width: int) -> None:
     if min(height, width) < NETWORK_MIN_SIDE or height % NETWORK_INPUT_MULTIPLE or width % NETWORK_INPUT_MULTIPLE:
         nearest = [max(NETWORK_MIN_SIDE, NETWORK_INPUT_MULTIPLE * round(side / NETWORK_INPUT_MULTIPLE))
                    for side in (height, width)]
-        raise ValueError(f"--image_shape {height} {width}: the network needs both sides to be multiples of "
-                         f"{NETWORK_INPUT_MULTIPLE} and at least {NETWORK_MIN_SIDE}; the nearest valid size is "
-                         f"--image_shape {nearest[0]} {nearest[1]}")
+        raise ValueError(f"{size_flags.format(height=height, width=width)}: the network needs both sides to be "
+                         f"multiples of {NETWORK_INPUT_MULTIPLE} and at least {NETWORK_MIN_SIDE}; the nearest valid "
+                         f"size is {size_flags.format(height=nearest[0], width=nearest[1])}")
     if spec.decoder == "sql":
         from networks.sqldepth import OUTPUT_REDUCTIONS, SQL_BACKBONES_BY_NAME, check_token_count
 
@@ -113,8 +116,8 @@ def check_image_shape(spec, height: int, width: int) -> None:
         try:
             check_token_count(height // reduction, width // reduction, spec.sql_patch_size, spec.sql_num_queries)
         except ValueError as err:
-            raise ValueError(f"--image_shape {height} {width}: {err} (this checkpoint was trained at "
-                             f"--image_shape {spec.height} {spec.width})") from err
+            raise ValueError(f"{size_flags.format(height=height, width=width)}: {err} (this checkpoint was trained "
+                             f"at {size_flags.format(height=spec.height, width=spec.width)})") from err
 
 
 def encode_depth_png16(depth: np.ndarray) -> np.ndarray:
