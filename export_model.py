@@ -75,6 +75,10 @@ class DepthExportModule(nn.Module):
         super().__init__()
         self.model = model
         self.inverse = inverse
+        # In eval mode from the start: torch.onnx.export restores the wrapper's own mode after
+        # exporting, and a fresh module's default (training) would put every BatchNorm of the
+        # network into training mode, so that later PyTorch predictions drift from the file's.
+        self.eval()
 
     @property
     def output_name(self) -> str:
@@ -240,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     height, width = export_size(model.spec, opts.height, opts.width)
     output_dir = Path(opts.output_dir) if opts.output_dir else weights.resolve().parent
     check_output_folders([output_dir])  # before tracing, which is the slow part
-    module = DepthExportModule(model, inverse=opts.inverse_depth).eval()
+    module = DepthExportModule(model, inverse=opts.inverse_depth)
     generator = torch.Generator().manual_seed(0)
     example = torch.rand(opts.batch_size, 3, height, width, generator=generator)
     stem = f"{weights.stem}_{module.output_name}_{height}x{width}"

@@ -142,3 +142,38 @@ def test_the_exported_onnx_model_matches_pytorch_on_the_real_kitti_frame(checkpo
     output = export_model.run_onnx(path, images.numpy())
     assert output.shape == (1, 1, height, width)
     np.testing.assert_allclose(output, depth, rtol=RELATIVE_TOLERANCE)
+
+
+def test_exporting_leaves_the_model_in_eval_mode(checkpoint, tmp_path):
+    pytest.importorskip("onnx")
+    model = load_model(str(checkpoint))
+    images = random_images(2, seed=5)
+    before = model.predict_depth(images)
+    module = export_model.DepthExportModule(model)
+    export_model.export_onnx(module, images[:1], tmp_path / "m.onnx", dynamic_batch=True)
+    # The exporter restores the wrapper's own mode: a training-mode wrapper would have switched
+    # BatchNorm to batch statistics and updated its running averages.
+    assert not any(m.training for m in module.modules())
+    assert torch.equal(model.predict_depth(images), before)
+
+
+def test_a_sqldepth_shaped_network_exports_to_both_formats(tmp_path):
+    """The depth-predicting network (output kind "depth": adaptive bins, a transformer encoder),
+    with a small Self Query Layer so that it runs at 64 x 96."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from model import SelfSupervisedDepth
+
+    torch.manual_seed(0)
+    spec = ModelSpec(backbone="resnet", num_layers=50, decoder="sql", height=HEIGHT, width=WIDTH, scales=[0],
+                     sql_patch_size=8, sql_num_queries=16, sql_num_bins=16, sql_num_features=32)
+    model = SelfSupervisedDepth.for_inference(spec)
+    assert model.output_kind == "depth"
+    module = export_model.DepthExportModule(model)
+    onnx_path = export_model.export_onnx(module, random_images(1), tmp_path / "sql.onnx", dynamic_batch=True)
+    script_path = export_model.export_torchscript(module, random_images(1), tmp_path / "sql.torchscript.pt")
+    images = random_images(2, seed=6)
+    expected = model.predict_depth(images).numpy()
+    np.testing.assert_allclose(export_model.run_onnx(onnx_path, images.numpy()), expected, rtol=RELATIVE_TOLERANCE)
+    np.testing.assert_allclose(export_model.run_torchscript(script_path, images).numpy(), expected,
+                               rtol=RELATIVE_TOLERANCE)
