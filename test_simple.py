@@ -12,6 +12,25 @@ reads it back). The depth is in metres for a stereo-trained model (x 5.4) and in
 units (up to scale) otherwise; ``--pred_metric_depth`` multiplies by 5.4 regardless and, alone,
 means ``--save_depth npy``.
 
+Depth in metres at the INPUT image's resolution: ``--depth_scale`` multiplies the model's depth,
+resized to the input's size (bilinearly, in inverse depth; in depth for a network that predicts
+depth, as SQLdepth is evaluated), by ``auto`` (the checkpoint's own factor: 5.4 for a model that
+saw stereo pairs, `ModelSpec.metric_depth_scale`; refused for a monocular model, whose depth is
+up to scale), ``stereo`` (5.4 regardless) or a number; ``--gt_depth FILE`` instead takes the
+median ratio of a ground-truth depth map (``.npy``/``.npz`` in metres or a KITTI 16-bit PNG, 0 = no
+depth) to the prediction for the image it belongs to, and applies that one factor to every image
+(one camera, one scale). That depth is what ``--save_depth`` then writes (default ``npy``: 1 x 1 x
+H x W float32 at the input's size).
+
+``--save_ply`` writes ``<name>_points.ply``: a binary little-endian PLY point cloud (x y z float32,
+red green blue uint8) of every pixel with a finite positive metric depth, in the camera frame
+(OpenCV axes: x right, y down, z forward; metres), coloured by the image. The pinhole intrinsics
+are ``--intrinsics FX FY CX CY`` in pixels of the input image, or ``--normalized_intrinsics FX FY
+CX CY`` as fractions of its width and height (KITTI's K, the default: 0.58 1.92 0.5 0.5). Pixel
+(u, v) is the centre of column u and row v, counted from 0, as the training loader's camera model
+counts. The point cloud needs a metric scale: ``--depth_scale`` or ``--gt_depth`` (``auto`` by
+default).
+
 ``--image_shape H W`` (PackNet-SfM's infer.py option) resizes the inputs to H x W instead of the
 size stored in the checkpoint; sizes the network cannot take are refused, naming the nearest one
 it can.
@@ -34,14 +53,14 @@ import numpy as np
 import torch
 
 from config_files import parse_args_with_config
-from kitti_utils import KITTI_DEPTH_PNG_SCALE, STEREO_SCALE_FACTOR
+from kitti_utils import KITTI_DEPTH_PNG_SCALE, KITTI_NORMALIZED_K, STEREO_SCALE_FACTOR, read_kitti_depth_png
 from layers import upsample_disp
 from utils import (atomic_output, check_output_folders, colorize_disparity, positive_int, read_rgb, resize_area,
                    select_device)
 
 logger = logging.getLogger(__name__)
 
-OUTPUT_SUFFIXES = ("_disp", "_depth")
+OUTPUT_SUFFIXES = ("_disp", "_depth", "_points")
 
 # Every depth network here halves its input five times (ResNet/HRNet strides, PackNet's packings),
 # so both input sides must be multiples of 2^5.
@@ -53,6 +72,17 @@ NETWORK_MIN_SIDE = 2 * NETWORK_INPUT_MULTIPLE
 # --save_depth formats -> file suffix; "none" writes no depth file.
 DEPTH_FORMATS = {"none": None, "npy": ".npy", "npz": ".npz", "png16": ".png"}
 UINT16_MAX = np.iinfo(np.uint16).max
+
+# --depth_scale words (anything else must be a positive number).
+DEPTH_SCALE_WORDS = ("auto", "stereo", "median")
+# KITTI's normalised intrinsics (fx / W, fy / H, cx / W, cy / H): --normalized_intrinsics' default.
+KITTI_NORMALIZED_INTRINSICS = (float(KITTI_NORMALIZED_K[0, 0]), float(KITTI_NORMALIZED_K[1, 1]),
+                               float(KITTI_NORMALIZED_K[0, 2]), float(KITTI_NORMALIZED_K[1, 2]))
+# Ground-truth files named after their image with one of these endings still match it.
+GT_NAME_SUFFIXES = ("_depth", "_gt", "_groundtruth")
+# One point of a PLY cloud as written: x y z float32, red green blue uint8, little-endian, packed.
+PLY_VERTEX_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"),
+                             ("blue", "u1")])
 
 
 class SkippedInputsError(RuntimeError):
@@ -86,6 +116,26 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also save the depth at network resolution: npy (1 x 1 x H x W float32), npz (key "
                              "'depth', H x W float32) or png16 (uint16 depth x 256, as KITTI's depth PNGs); "
                              "default: npy with --pred_metric_depth, else none")
+    parser.add_argument("--depth_scale", type=depth_scale_argument, default=None,
+                        metavar="{auto,stereo,median,VALUE}",
+                        help="write depth in metres at the input image's resolution (through --save_depth, "
+                             "default npy): the model's depth times auto (5.4 for a stereo-trained model; refused "
+                             "for a monocular one), stereo (5.4), median (the ratio to --gt_depth) or VALUE")
+    parser.add_argument("--gt_depth", default=None, metavar="FILE",
+                        help="ground-truth depth of one input image (.npy/.npz in metres, or a KITTI 16-bit PNG; "
+                             "0 = no depth), named like that image when --image_path is a folder: the median "
+                             "ratio of it to the prediction scales every image (--depth_scale median)")
+    parser.add_argument("--save_ply", action="store_true",
+                        help="also write <name>_points.ply, a binary coloured point cloud of the metric depth "
+                             "(needs a scale: --depth_scale, --gt_depth or a stereo-trained model)")
+    intrinsics = parser.add_mutually_exclusive_group()
+    intrinsics.add_argument("--intrinsics", type=float, nargs=4, metavar=("FX", "FY", "CX", "CY"), default=None,
+                            help="pinhole intrinsics for --save_ply, in pixels of the input image")
+    intrinsics.add_argument("--normalized_intrinsics", type=float, nargs=4, metavar=("FX", "FY", "CX", "CY"),
+                            default=None,
+                            help="pinhole intrinsics for --save_ply as fractions of the input's width (fx, cx) and "
+                                 "height (fy, cy); default: KITTI's %s" % " ".join(
+                                     f"{v:g}" for v in KITTI_NORMALIZED_INTRINSICS))
     parser.add_argument("--image_shape", type=int, nargs=2, metavar=("H", "W"), default=None,
                         help="resize inputs to H x W instead of the checkpoint's size (multiples of "
                              f"{NETWORK_INPUT_MULTIPLE}, at least {NETWORK_MIN_SIDE})")
@@ -150,6 +200,197 @@ def write_depth(path_stem: Path, depth: np.ndarray, depth_format: str) -> Path:
     return path
 
 
+def depth_scale_argument(text: str) -> str | float:
+    """argparse ``type=`` of ``--depth_scale``: one of `DEPTH_SCALE_WORDS`, or a positive finite number."""
+    if text in DEPTH_SCALE_WORDS:
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (np.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected {', '.join(DEPTH_SCALE_WORDS)} or a positive number (got {text!r})")
+    return value
+
+
+def resolve_depth_scale(choice: str | float, spec) -> float:
+    """The factor that turns the model's depth into metres, for ``--depth_scale auto|stereo|VALUE``.
+
+    Raises:
+        ValueError: ``auto`` for a model trained without stereo pairs (its depth is up to scale),
+            naming the flags that give a scale.
+    """
+    if choice == "stereo":
+        return STEREO_SCALE_FACTOR
+    if choice == "auto":
+        factor = spec.metric_depth_scale
+        if factor is None:
+            raise ValueError("this model was trained monocularly, so its depth is up to scale: give the scale with "
+                             "--depth_scale VALUE (metres per model unit), --depth_scale stereo (x5.4) or "
+                             "--gt_depth FILE (the median ratio to a ground-truth depth map)")
+        return float(factor)
+    return float(choice)
+
+
+def read_depth_map(path: Path, flag: str = "--gt_depth") -> np.ndarray:
+    """An H x W float64 depth map in metres (0 where there is none) from .npy, .npz or a KITTI 16-bit PNG.
+
+    An ``.npz`` holds it under ``depth`` or as its only array; singleton axes are dropped (1 x 1 x H x W).
+
+    Raises:
+        FileNotFoundError, ValueError: naming ``flag`` and the file.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"{flag} {path} does not exist")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".png":
+            depth = read_kitti_depth_png(path)
+        elif suffix == ".npy":
+            depth = np.load(path, allow_pickle=False)
+        elif suffix == ".npz":
+            with np.load(path, allow_pickle=False) as archive:
+                names = list(archive.keys())
+                if "depth" not in names and len(names) != 1:
+                    raise ValueError(f"holds {names}: store the depth under 'depth' or alone")
+                depth = archive["depth" if "depth" in names else names[0]]
+        else:
+            raise ValueError("is not .npy, .npz or a 16-bit .png")
+    except (ValueError, OSError) as err:
+        raise ValueError(f"{flag} {path}: {err}") from err
+    depth = np.squeeze(np.asarray(depth, dtype=np.float64))
+    if depth.ndim != 2:
+        raise ValueError(f"{flag} {path}: expected an H x W depth map, got shape {depth.shape}")
+    return depth
+
+
+def median_scale(predicted_depth: np.ndarray, gt_depth: np.ndarray, flag: str = "--gt_depth") -> float:
+    """median(ground truth) / median(prediction) over the pixels with a finite positive ground truth.
+
+    The two maps have one size (the prediction resized to the ground truth's). This is the lineage's
+    per-image median scaling, used once to calibrate a camera.
+
+    Raises:
+        ValueError: no pixel has both a valid ground truth and a valid prediction.
+    """
+    valid = np.isfinite(gt_depth) & (gt_depth > 0) & np.isfinite(predicted_depth) & (predicted_depth > 0)
+    if not valid.any():
+        raise ValueError(f"{flag}: no pixel has a positive ground-truth depth (0 means none): nothing to scale by")
+    return float(np.median(gt_depth[valid]) / np.median(predicted_depth[valid]))
+
+
+def gt_depth_image(gt_path: Path, image_path: Path, images: Sequence[Path]) -> Path:
+    """The input image ``--gt_depth`` belongs to: the only one, or the one named like the file.
+
+    ``0000000005.png`` (KITTI's annotated depth), ``frame_depth.npy`` and ``frame_gt.npz`` match
+    ``0000000005.png`` and ``frame.jpg``.
+
+    Raises:
+        ValueError: a folder holds no image of that name.
+    """
+    if image_path.is_file():
+        return image_path
+    stem = gt_path.stem
+    for suffix in GT_NAME_SUFFIXES:
+        if stem.endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    matches = [path for path in images if path.stem in (stem, gt_path.stem)]
+    if not matches:
+        raise ValueError(f"--gt_depth {gt_path}: no image named {stem}.* in --image_path {image_path}; name the file "
+                         "after the image it belongs to (optionally ending in _depth or _gt)")
+    return matches[0]
+
+
+def depth_at_size(inverse_depth: torch.Tensor, depth: torch.Tensor, size: Sequence[int],
+                  domain: str = "inverse_depth") -> torch.Tensor:
+    """B x 1 x H x W depth (model units) at ``size = (H, W)`` from the network's B x 1 x h x w maps.
+
+    Resized bilinearly (align_corners=False, as evaluation and the colour map do) in the model's
+    ``prediction_domain``: inverse depth for the Monodepth2 lineage and PackNet (then inverted),
+    depth itself for a network that predicts depth (SQLdepth).
+    """
+    if domain == "depth":
+        return upsample_disp(depth, size)
+    return 1.0 / upsample_disp(inverse_depth, size)
+
+
+def pixel_intrinsics(height: int, width: int, pixels: Sequence[float] | None = None,
+                     normalized: Sequence[float] | None = None) -> tuple[float, float, float, float]:
+    """(fx, fy, cx, cy) in pixels of an H x W image: ``pixels`` as given, else ``normalized`` (fx and cx
+    as fractions of the width, fy and cy of the height; KITTI's by default) times the image size."""
+    if pixels is not None:
+        return tuple(float(v) for v in pixels)
+    fx, fy, cx, cy = normalized if normalized is not None else KITTI_NORMALIZED_INTRINSICS
+    return fx * width, fy * height, cx * width, cy * height
+
+
+def backproject_depth_map(depth: np.ndarray, fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
+    """Camera-frame 3-D point of every pixel of a depth map (pinhole model, no distortion).
+
+    Pixel (u, v), the centre of column u and row v counted from 0, at depth z is
+    ``((u - cx) z / fx, (v - cy) z / fy, z)``: x right, y down, z forward (OpenCV axes), in the
+    depth's units.
+
+    Args:
+        depth: H x W depth (z along the optical axis).
+        fx, fy, cx, cy: intrinsics in pixels of this map.
+
+    Returns:
+        H x W x 3 float64 points; non-finite depths give non-finite points.
+    """
+    depth = np.asarray(depth, dtype=np.float64)
+    height, width = depth.shape
+    v, u = np.meshgrid(np.arange(height, dtype=np.float64), np.arange(width, dtype=np.float64), indexing="ij")
+    return np.stack([(u - cx) * depth / fx, (v - cy) * depth / fy, depth], axis=-1)
+
+
+def point_cloud(depth: np.ndarray, rgb: np.ndarray, intrinsics: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """The coloured points of every pixel with a finite positive depth, in row-major pixel order.
+
+    Args:
+        depth: H x W depth (metres).
+        rgb: H x W x 3 uint8 colours of the same pixels.
+        intrinsics: (fx, fy, cx, cy) in pixels of this size.
+
+    Returns:
+        (N x 3 float32 points, N x 3 uint8 colours), N = the number of valid pixels.
+    """
+    if rgb.shape[:2] != depth.shape:
+        raise ValueError(f"the image is {rgb.shape[:2]} but the depth {depth.shape}: they must be one size")
+    valid = np.isfinite(depth) & (depth > 0)
+    points = backproject_depth_map(depth, *intrinsics)[valid]
+    return points.astype(np.float32), np.asarray(rgb, dtype=np.uint8)[valid]
+
+
+def ply_header(count: int) -> bytes:
+    """The ASCII header of a binary little-endian PLY file of ``count`` x y z / red green blue vertices."""
+    lines = ["ply", "format binary_little_endian 1.0", f"element vertex {count}"]
+    lines += [f"property {'float' if PLY_VERTEX_DTYPE[name] == np.float32 else 'uchar'} {name}"
+              for name in PLY_VERTEX_DTYPE.names]
+    return ("\n".join(lines + ["end_header"]) + "\n").encode("ascii")
+
+
+def write_ply(path: Path, points: np.ndarray, colors: np.ndarray) -> Path:
+    """Write N x 3 points (float32) and N x 3 colours (uint8) as a binary PLY file, atomically.
+
+    Returns:
+        ``path``.
+    """
+    if points.shape != colors.shape or points.ndim != 2 or points.shape[1] != 3:
+        raise ValueError(f"points {points.shape} and colours {colors.shape} must both be N x 3")
+    vertices = np.empty(len(points), dtype=PLY_VERTEX_DTYPE)
+    for axis, name in enumerate(("x", "y", "z")):
+        vertices[name] = points[:, axis]
+    for channel, name in enumerate(("red", "green", "blue")):
+        vertices[name] = colors[:, channel]
+    with atomic_output(path, suffix=".ply") as tmp:
+        with open(tmp, "wb") as f:
+            f.write(ply_header(len(vertices)))
+            f.write(vertices.tobytes())
+    return path
+
+
 def list_images(image_path: Path, ext: str) -> list[Path]:
     """The input images in name order, never our own outputs."""
     if image_path.is_file():
@@ -199,6 +440,45 @@ def check_failures(failures: Sequence[Path], processed: int, total: int, skip_un
     logger.warning("Left out %d unreadable %s(s) (--skip_unreadable): %s", len(failures), unit, names)
 
 
+def metric_scale_choice(opts: argparse.Namespace) -> str | float | None:
+    """How the metric depth at input resolution is scaled (``--depth_scale``'s value, ``median`` with
+    ``--gt_depth``, ``auto`` for ``--save_ply`` alone), or None when it is not asked for.
+
+    Raises:
+        ValueError: contradictory flags, named.
+    """
+    if opts.gt_depth is not None and opts.depth_scale not in (None, "median"):
+        raise ValueError(f"--gt_depth sets the scale (the median ratio): drop --depth_scale {opts.depth_scale}, or "
+                         "--gt_depth to use that scale")
+    if opts.depth_scale == "median" and opts.gt_depth is None:
+        raise ValueError("--depth_scale median needs --gt_depth FILE, the ground-truth depth to take the ratio to")
+    choice = "median" if opts.gt_depth is not None else opts.depth_scale
+    if choice is None and opts.save_ply:
+        choice = "auto"
+    if choice is not None and opts.pred_metric_depth:
+        raise ValueError("--pred_metric_depth (x5.4 at network resolution) and --depth_scale/--gt_depth/--save_ply "
+                         "(metres at the input's resolution) exclude each other: use --depth_scale stereo instead")
+    return choice
+
+
+def gt_median_scale(model, gt_path: Path, image_path: Path, images: Sequence[Path], height: int, width: int,
+                    device: torch.device) -> float:
+    """``--gt_depth``'s factor: median ground truth / median predicted depth, for the image it belongs to.
+
+    The prediction (model units) is resized to the ground truth's size as `depth_at_size` does.
+
+    Raises:
+        FileNotFoundError, ValueError: the file, its image or its valid pixels are missing (named).
+    """
+    gt_depth = read_depth_map(gt_path)
+    image_file = gt_depth_image(gt_path, image_path, images)
+    inverse_depth, depth = predict(model, to_network_input([read_rgb(image_file)], height, width), device)
+    predicted = depth_at_size(inverse_depth, depth, gt_depth.shape, model.prediction_domain)[0, 0].cpu().numpy()
+    factor = median_scale(predicted, gt_depth)
+    logger.info("--gt_depth %s: median ratio to the prediction for %s is %g", gt_path, image_file, factor)
+    return factor
+
+
 def main(argv: Sequence[str] | None = None) -> list[Path]:
     """Run the predictions; return the paths written.
 
@@ -206,10 +486,13 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
         SkippedInputsError: after processing the readable images, when some could not be read
             (unless --skip_unreadable) or none could.
         OSError: an output folder is not writable (checked before any prediction).
-        ValueError: the network predicts non-finite values (a diverged checkpoint).
+        FileNotFoundError: ``--gt_depth`` does not exist.
+        ValueError: the network predicts non-finite values (a diverged checkpoint); contradictory
+            scale flags; a monocular model asked for metres without a scale; an unusable ``--gt_depth``.
     """
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     opts = parse_args_with_config(build_parser(), argv)
+    scale_choice = metric_scale_choice(opts)
     from model import load_model
 
     device = select_device(opts.device)
@@ -220,8 +503,13 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
         logger.warning("Warning: --pred_metric_depth is only meaningful for stereo-trained models; "
                        "this checkpoint was trained without stereo, so the depth is not metric")
         metric_scale = STEREO_SCALE_FACTOR
-    depth_format = opts.save_depth or ("npy" if opts.pred_metric_depth else "none")
-    if depth_format != "none" and metric_scale is None:
+    # With --depth_scale, --gt_depth or --save_ply: metric depth at each input's own size.
+    at_input_size = scale_choice is not None
+    if at_input_size and scale_choice != "median":
+        metric_scale = resolve_depth_scale(scale_choice, spec)
+    explicit_scale = opts.pred_metric_depth or opts.depth_scale is not None or opts.gt_depth is not None
+    depth_format = opts.save_depth or ("npy" if explicit_scale else "none")
+    if depth_format != "none" and metric_scale is None and not at_input_size:
         logger.info("Depth is saved in the model's units: a monocular model's depth is up to scale")
     height, width = spec.height, spec.width
     if opts.image_shape is not None:
@@ -230,6 +518,12 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
         logger.info("Inputs resized to %d x %d (--image_shape; the checkpoint was trained at %d x %d)", height,
                     width, spec.height, spec.width)
     paths = list_images(Path(opts.image_path), opts.ext)
+    if scale_choice == "median":
+        metric_scale = gt_median_scale(model, Path(opts.gt_depth), Path(opts.image_path), paths, height, width,
+                                       device)
+    if at_input_size:
+        logger.info("Depth in metres at each input's resolution: the model's depth x %g (--depth_scale %s)",
+                    metric_scale, scale_choice)
     check_output_folders([Path(opts.output_dir)] if opts.output_dir else [path.parent for path in paths])
     written, failures = [], []
     for start in range(0, len(paths), opts.batch_size):
@@ -260,7 +554,17 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
                 with atomic_output(npy, suffix=".npy") as tmp:
                     np.save(tmp, scaled_disp[i:i + 1].cpu().numpy().astype(np.float32))
                 outputs.append(npy)
-            if depth_format != "none":
+            if at_input_size:
+                metric_depth = metric_scale * depth_at_size(scaled_disp[i:i + 1], depth[i:i + 1], image.shape[:2],
+                                                            model.prediction_domain)
+                metric_depth = metric_depth.cpu().numpy()
+                if depth_format != "none":
+                    outputs.append(write_depth(output_dir / path.stem, metric_depth, depth_format))
+                if opts.save_ply:
+                    intrinsics = pixel_intrinsics(*image.shape[:2], opts.intrinsics, opts.normalized_intrinsics)
+                    points, colors = point_cloud(metric_depth[0, 0], image, intrinsics)
+                    outputs.append(write_ply(output_dir / f"{path.stem}_points.ply", points, colors))
+            elif depth_format != "none":
                 scaled_depth = (metric_scale or 1.0) * depth[i:i + 1]
                 outputs.append(write_depth(output_dir / path.stem, scaled_depth.cpu().numpy(), depth_format))
             written.extend(outputs)
