@@ -353,10 +353,11 @@ def test_unknown_registry_names_list_the_choices():
     assert sorted(networks.DEPTH_DECODERS) == ["bdedepth", "monodepth2"]
     assert sorted(networks.DEPTH_NETWORKS) == ["packnet", "packnet_slim"]
     with pytest.raises(
-        ValueError, match=r"--backbone must be one of \['hrnet', 'packnet', 'packnet_slim', 'resnet'\] \(got 'vgg'\)"
+        ValueError, match=r"--backbone must be one of \['convnext_large', 'efficientnet_b5', 'hrnet', 'packnet', "
+                          r"'packnet_slim', 'resnet'\] \(got 'vgg'\)"
     ):
         build_depth_network(backbone="vgg")
-    with pytest.raises(ValueError, match=r"--decoder must be one of \['bdedepth', 'monodepth2', 'packnet'\]"):
+    with pytest.raises(ValueError, match=r"--decoder must be one of \['bdedepth', 'monodepth2', 'packnet', 'sql'\]"):
         build_depth_network(decoder="bde")
     with pytest.raises(
         ValueError, match=r"--pose_model_type must be one of \['packnet', 'posecnn', 'separate_resnet'\]"
