@@ -438,7 +438,8 @@ class SelfSupervisedDepth(nn.Module):
         """Warp every source frame into the target with each scale's depth.
 
         The target's camera points depend only on its depth, so they are back-projected once per
-        scale and projected into each source camera. ``view`` names the branch's keys
+        scale and projected into each source camera. The loss settings choose how each scale's
+        output is upsampled and how points outside a source frame are padded (`LOSS_PRESETS`). ``view`` names the branch's keys
         (``("disp_local", s)`` -> ``("warped_local", f, s)``, ...); ``cameras`` (from
         `local_view_cameras`) replaces the intrinsics, corrects the poses and scales the depth.
         """
@@ -448,7 +449,7 @@ class SelfSupervisedDepth(nn.Module):
             output = outputs[(view.key(self.output_kind), scale)]
             source_scale = settings.source_scale(scale)
             if not settings.v1_multiscale:
-                output = upsample_disp(output, (height, width))
+                output = upsample_disp(output, (height, width), mode=settings.upsample_mode)
             _, depth = output_to_depth(output, self.output_kind, self.spec.min_depth, self.spec.max_depth)
             outputs[(view.key("depth"), 0, scale)] = depth
             self._check_finite(outputs, f"{view.key('depth')} at scale {scale}", depth)
@@ -467,7 +468,7 @@ class SelfSupervisedDepth(nn.Module):
                     grid = torch.nan_to_num(grid, nan=OUTSIDE_GRID, posinf=OUTSIDE_GRID, neginf=-OUTSIDE_GRID)
                 outputs[(view.key("sample_grid"), frame_id, scale)] = grid
                 outputs[(view.key("warped"), frame_id, scale)] = warp(
-                    inputs[(view.images, frame_id, source_scale)], grid)
+                    inputs[(view.images, frame_id, source_scale)], grid, padding_mode=settings.padding_mode)
 
     # ------------------------------------------------------------------------------ losses
     def losses(self, inputs: dict, outputs: dict) -> dict:
