@@ -23,6 +23,9 @@ depth-consistency term against the original view. With n enabled branches
            + consistency_weight * (consistency_local + consistency_reshuffle)
 
 i.e. ``loss_base + 0.07 loss_dc`` with ``loss_base`` the mean of the branches' base losses.
+
+PackNet-SfM's loss is the same two terms computed its way (``--loss_preset packnet``,
+`LOSS_PRESETS`), plus its velocity term (``--velocity_weight``, `velocity_term`).
 """
 
 from __future__ import annotations

@@ -22,6 +22,8 @@ Batch keys (the dataset's schema is in `MonoDataset.__getitem__`):
     ("color_reshuffle", 0, 0), ("color_reshuffle_aug", 0, 0)
                               frame 0 split and permuted (BDEdepth --use_patch_reshuffle)
     ("K", s), ("inv_K", s)    B x 4 x 4 intrinsics at scale s, pixels; "stereo_T" B x 4 x 4
+    ("translation_norm", f)   float B: metres travelled between the target and temporal frame f
+                              (only with --velocity_weight; `losses.velocity_term` reads it)
 
 Outputs (``forward``); ``<branch>`` is "" for the original view, "_local" or "_reshuffle":
 
