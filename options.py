@@ -437,9 +437,13 @@ VELOCITY_DATASETS = ("kitti", "kitti_depth", "ddad")
 
 def _validate_loss_preset_options(opts: argparse.Namespace) -> None:
     """--loss_preset and --velocity_weight against the rest of the configuration."""
-    if getattr(opts, "loss_preset", "monodepth2") == "packnet" and opts.v1_multiscale:
-        raise ValueError("--loss_preset packnet warps every scale at full resolution (PackNet's "
-                         "upsample_depth_maps): drop --v1_multiscale")
+    if getattr(opts, "loss_preset", "monodepth2") == "packnet":
+        if opts.v1_multiscale:
+            raise ValueError("--loss_preset packnet warps every scale at full resolution (PackNet's "
+                             "upsample_depth_maps): drop --v1_multiscale")
+        if opts.jitter_per_frame:
+            raise ValueError("--loss_preset packnet jitters target and contexts with one draw, as PackNet "
+                             "does: drop --jitter_per_frame")
     if getattr(opts, "velocity_weight", 0.0) <= 0:
         return
     if opts.dataset not in VELOCITY_DATASETS:

@@ -48,10 +48,27 @@ def test_packnet_preset_sets_packnets_choices_and_keeps_its_configuration_weight
     assert weights == {"photometric": 1.0, "smoothness": 0.001}
 
 
-def test_packnet_preset_refuses_v1_multiscale(capsys):
+@pytest.mark.parametrize("flag, message", [
+    ("--v1_multiscale", "--loss_preset packnet warps every scale at full resolution"),
+    ("--jitter_per_frame", "--loss_preset packnet jitters target and contexts with one draw"),
+])
+def test_packnet_preset_refuses_what_packnet_does_not_do(flag, message, capsys):
     with pytest.raises(SystemExit):
-        options(*PACKNET, "--v1_multiscale")
-    assert "--loss_preset packnet warps every scale at full resolution" in capsys.readouterr().err
+        options(*PACKNET, flag)
+    assert message in capsys.readouterr().err
+
+
+def test_packnet_preset_jitters_the_network_inputs_only_and_shares_the_draw(packnet_loss_model):
+    batch = make_batch()
+    batch["color_jitter"][:, 0] = 1.5  # brightness x1.5, identity contrast, saturation and hue
+    batch["color_jitter"][:, 1:3] = 1.0
+    batch["color_jitter"][:, 4:] = torch.arange(4.0)
+    batch["do_color_aug"][:] = True
+    inputs = packnet_loss_model.prepare_inputs(batch, torch.device("cpu"))
+    for frame_id in (0, -1, 1):
+        frame = batch[("color_uint8", frame_id, 0)].float() / 255.0
+        assert torch.equal(inputs[("color", frame_id, 0)], frame)  # what the loss reads: un-jittered
+        assert_close(inputs[("color_aug", frame_id, 0)], (frame * 1.5).clamp(0, 1))  # one draw for all
 
 
 # ------------------------------------------------------------------------------------------ minimum
