@@ -56,6 +56,8 @@ class ModelSpec:
     dataset: str = "kitti"
     pose_num_layers: int | None = None
     pose_translation_scaling: str = "none"
+    # Trained with PackNet's velocity loss (--velocity_weight > 0): its depth is in metres.
+    velocity_supervised: bool = False
     # SQLdepth's Self Query Layer (--decoder sql; `networks.SelfQuerySettings`).
     sql_patch_size: int = 16
     sql_num_queries: int = 64
@@ -77,16 +79,21 @@ class ModelSpec:
         its 0.1-unit baseline: its depth times 5.4 is metres on KITTI, and it is evaluated so,
         without median scaling (Monodepth2's ``--eval_stereo``). A monocular model is median-
         scaled. Training validation, evaluate_depth.py and test_simple.py all ask this.
+        A velocity-supervised model (PackNet's velocity loss with the camera's travel in metres)
+        predicts metres directly: its factor is 1.
         """
         from kitti_utils import STEREO_SCALE_FACTOR
 
+        if self.velocity_supervised:
+            return 1.0
         return STEREO_SCALE_FACTOR if self.use_stereo else None
 
     @classmethod
     def from_options(cls, opts) -> "ModelSpec":
         values = {f.name: getattr(opts, f.name) for f in dataclasses.fields(cls)
-                  if f.name != "scales" and hasattr(opts, f.name)}
-        return cls(scales=list(range(opts.num_scales)), **values)
+                  if f.name not in ("scales", "velocity_supervised") and hasattr(opts, f.name)}
+        return cls(scales=list(range(opts.num_scales)),
+                   velocity_supervised=getattr(opts, "velocity_weight", 0.0) > 0, **values)
 
     @classmethod
     def from_dict(cls, values: dict) -> "ModelSpec":

@@ -255,3 +255,71 @@ def read_kitti_depth_png(path: str | os.PathLike) -> np.ndarray:
         raise ValueError(f"{path}: expected a single-channel 16-bit depth PNG (metres x 256), got mode "
                          f"{mode} with shape {array.shape}")
     return array.astype(np.float32) / KITTI_DEPTH_PNG_SCALE
+
+
+# --------------------------------------------------------------------------------------------
+# OXTS (GPS/IMU) packets: the camera's travel between frames, for velocity supervision
+# --------------------------------------------------------------------------------------------
+
+EARTH_RADIUS_M = 6378137.0
+"""Equatorial radius of the WGS84 ellipsoid, the one KITTI's devkit projects GPS with."""
+
+OXTS_PACKET_VALUES = 30
+"""Numbers on one line of ``oxts/data/NNNNNNNNNN.txt``: lat, lon, alt, roll, pitch, yaw, then
+velocities, accelerations, angular rates, accuracies and status (KITTI's dataformat.txt)."""
+
+
+def oxts_packet_path(drive_folder: str | os.PathLike, frame_index: int) -> Path:
+    """``<drive>/oxts/data/<frame:010d>.txt``: the GPS/IMU packet recorded with ``frame_index``."""
+    return Path(drive_folder) / "oxts" / "data" / f"{frame_index:010d}.txt"
+
+
+def read_oxts_packet(path: str | os.PathLike) -> np.ndarray:
+    """The ``OXTS_PACKET_VALUES`` float64 numbers of one packet file (lat and lon in degrees,
+    alt in metres, roll, pitch, yaw in radians first).
+
+    Raises:
+        FileNotFoundError, ValueError: naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"OXTS packet not found: {path}. Velocity supervision reads the drive's "
+                                "oxts/data folder: unpack the drive's *_sync.zip with its oxts folder, or set "
+                                "--velocity_weight 0")
+    try:
+        values = np.array(path.read_text(encoding="utf-8").split(), dtype=np.float64)
+    except ValueError:
+        raise ValueError(f"OXTS packet {path} holds non-numeric values; re-extract it from the KITTI archive") from None
+    if values.size != OXTS_PACKET_VALUES:
+        raise ValueError(f"OXTS packet {path} holds {values.size} numbers, expected {OXTS_PACKET_VALUES}; "
+                         "re-extract it from the KITTI archive")
+    return values
+
+
+def mercator_scale(latitude_deg: float) -> float:
+    """cos(latitude): the devkit's Mercator scale, taken at a drive's first frame."""
+    return float(np.cos(np.deg2rad(latitude_deg)))
+
+
+def oxts_position(packet: np.ndarray, scale: float) -> np.ndarray:
+    """The packet's position in metres (east, north, up) on the Mercator map of ``scale``.
+
+    KITTI devkit's ``latlonToMercator``: x = s r lon pi/180, y = s r ln(tan((90 + lat) pi/360)),
+    z = alt, with r the earth radius and s = `mercator_scale` of the drive's first frame.
+    """
+    latitude, longitude, altitude = packet[0], packet[1], packet[2]
+    x = scale * EARTH_RADIUS_M * np.deg2rad(longitude)
+    y = scale * EARTH_RADIUS_M * np.log(np.tan(np.deg2rad(90.0 + latitude) / 2.0))
+    return np.array([x, y, altitude], dtype=np.float64)
+
+
+def oxts_travel(packet_a: np.ndarray, packet_b: np.ndarray, scale: float) -> float:
+    """Distance in metres between the IMU positions of two packets (`oxts_position`).
+
+    This is the norm of the translation between the two IMU poses. The camera's travel differs
+    only by the IMU-to-camera lever arm (about a metre) swept by the rotation between the frames:
+    millimetres on straight roads, at most about 2 cm for consecutive frames in a sharp turn.
+    A norm needs no frame change, so the calibration chain IMU -> velodyne -> camera is not
+    applied.
+    """
+    return float(np.linalg.norm(oxts_position(packet_b, scale) - oxts_position(packet_a, scale)))

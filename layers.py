@@ -335,6 +335,7 @@ def per_pixel_min_loss(
     identity: torch.Tensor | None = None,
     average: bool = False,
     tie_noise: float = IDENTITY_TIE_NOISE,
+    interleave: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-pixel minimum reprojection with Monodepth2's auto-masking.
 
@@ -348,7 +349,12 @@ def per_pixel_min_loss(
         identity: ``B x N x H x W`` errors of the N unwarped source frames, or None to disable
             auto-masking.
         average: average each block over N before the minimum (``--avg_reprojection``).
-        tie_noise: standard deviation of the Gaussian noise added to ``identity``.
+        tie_noise: standard deviation of the Gaussian noise added to ``identity``; 0 adds none
+            (PackNet), and exact ties then go to the block listed first.
+        interleave: list the blocks as PackNet concatenates them, warped then unwarped for each
+            source in turn (``r_1, i_1, r_2, i_2, ...``), instead of every identity block first.
+            Only the winner of an exact tie changes, which decides where the gradient goes:
+            without noise a warped frame beats its own unwarped copy on a tie.
 
     Returns:
         ``(loss_map, auto_mask)``: ``loss_map`` is ``B x 1 x H x W``; ``auto_mask`` is a float
@@ -369,7 +375,14 @@ def per_pixel_min_loss(
     # A static scene or a stationary camera makes identity and reprojection errors exactly
     # equal; without noise the argmin would then always pick the identity block. randn_like
     # draws on the input's device, so no host-to-device copy is needed.
-    identity = identity + torch.randn_like(identity) * tie_noise
+    if tie_noise > 0:
+        identity = identity + torch.randn_like(identity) * tie_noise
+    if interleave:
+        check_shape(identity, "identity", tuple(reprojection.shape))
+        combined = torch.stack([reprojection, identity], dim=2).flatten(1, 2)
+        loss_map, index = combined.min(dim=1, keepdim=True)
+        auto_mask = (index % 2 == 0).to(reprojection.dtype)
+        return loss_map, auto_mask
     combined = torch.cat([identity, reprojection], dim=1)
     loss_map, index = combined.min(dim=1, keepdim=True)
     auto_mask = (index >= identity.shape[1]).to(reprojection.dtype)
@@ -510,13 +523,18 @@ def median_scaling_ratio(gt: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
     return numpy_median(gt) / numpy_median(pred)
 
 
-def upsample_disp(disp: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Bilinearly resize ``B x 1 x h x w`` disparity to ``size = (H, W)``.
+def upsample_disp(disp: torch.Tensor, size: Sequence[int], mode: str = "bilinear") -> torch.Tensor:
+    """Resize ``B x 1 x h x w`` disparity to ``size = (H, W)``.
 
-    Uses ``align_corners=False`` (half-pixel centres): it matches ``cv2.resize``, which
-    monodepth2's evaluation used, and the training-time upsampling of each scale's disparity.
+    "bilinear" uses ``align_corners=False`` (half-pixel centres): it matches ``cv2.resize``,
+    which monodepth2's evaluation used, and the training-time upsampling of each scale's
+    disparity. "nearest" repeats pixels, as PackNet upsamples its inverse depths for the loss.
     """
     check_shape(disp, "disp", (None, None, None, None))
+    if mode == "nearest":
+        return F.interpolate(disp, size=tuple(size), mode="nearest")
+    if mode != "bilinear":
+        raise ValueError(f"upsample_disp: mode must be bilinear or nearest, got {mode!r}")
     return F.interpolate(disp, size=tuple(size), mode="bilinear", align_corners=False)
 
 

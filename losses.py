@@ -23,6 +23,9 @@ depth-consistency term against the original view. With n enabled branches
            + consistency_weight * (consistency_local + consistency_reshuffle)
 
 i.e. ``loss_base + 0.07 loss_dc`` with ``loss_base`` the mean of the branches' base losses.
+
+PackNet-SfM's loss is the same two terms computed its way (``--loss_preset packnet``,
+`LOSS_PRESETS`), plus its velocity term (``--velocity_weight``, `velocity_term`).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from layers import (disp_to_depth, edge_aware_smoothness, per_pixel_min_loss,
+from layers import (IDENTITY_TIE_NOISE, disp_to_depth, edge_aware_smoothness, per_pixel_min_loss,
                     reprojection_loss, scale_invariant_log_loss, upsample_disp)
 from local_crop import crop_footprint_grid, local_crop_footprint
 
@@ -64,6 +67,22 @@ LOCAL_VIEW = View("local", "color_local")
 RESHUFFLE_VIEW = View("reshuffle", "color")
 
 
+# ``--loss_preset``: how the photometric and smoothness terms are computed, as LossSettings
+# values. The term weights, SSIM and auto-masking stay flags (a recipe sets them: PackNet's
+# configuration uses smoothness 0.001, SSIM 0.85 with L1 0.15, auto-masking on, which are also
+# our defaults). "packnet" reproduces PackNet-SfM's MultiViewPhotometricLoss (methods_spec 1.4):
+# grid_sample with zeros padding (align_corners=True, as every warp here), no tie-break noise in
+# the auto-mask minimum with each warped frame listed before its unwarped copy, every scale's
+# inverse depth upsampled to full resolution by nearest neighbour for warping and smoothness
+# (PackNet's upsample_depth_maps), the smoothness of scale s still divided by 2^s.
+DEFAULT_LOSS_PRESET = "monodepth2"
+LOSS_PRESETS: dict[str, dict] = {
+    "monodepth2": {},
+    "packnet": {"padding_mode": "zeros", "tie_noise": 0.0, "interleave_min": True,
+                "upsample_mode": "nearest", "smooth_full_resolution": True},
+}
+
+
 @dataclass(frozen=True)
 class LossSettings:
     """The options the loss terms read, resolved once from the command line."""
@@ -81,15 +100,28 @@ class LossSettings:
     # The depth network's output key and meaning (set by the model): the smoothness term
     # regularises that map divided by its mean, whatever it is.
     output_kind: str = "disp"
+    # How view synthesis and the photometric minimum are computed (`LOSS_PRESETS`).
+    # grid_sample padding for points that project outside the source frame.
+    padding_mode: str = "border"
+    # Gaussian noise added to the unwarped errors before the per-pixel minimum (0: none).
+    tie_noise: float = IDENTITY_TIE_NOISE
+    # Order the per-pixel minimum lists its candidates (`layers.per_pixel_min_loss`).
+    interleave_min: bool = False
+    # How each scale's output is brought to full resolution for warping (and smoothness).
+    upsample_mode: str = "bilinear"
+    # Smoothness of each scale's output upsampled to full resolution, guided by the full-size
+    # frame (PackNet), instead of at the scale's own size with the frame at that size.
+    smooth_full_resolution: bool = False
 
     @classmethod
     def from_options(cls, opts, source_frame_ids) -> "LossSettings":
+        preset = LOSS_PRESETS[getattr(opts, "loss_preset", DEFAULT_LOSS_PRESET)]
         return cls(scales=tuple(range(opts.num_scales)), source_frame_ids=tuple(source_frame_ids),
                    use_ssim=opts.ssim, automask=opts.automask,
                    avg_reprojection=opts.avg_reprojection, v1_multiscale=opts.v1_multiscale,
                    min_depth=opts.min_depth, max_depth=opts.max_depth,
                    local_crop_reference=getattr(opts, "local_crop_geometry", "per_sample") == "reference",
-                   consistency_stop_grad=getattr(opts, "consistency_stop_grad", False))
+                   consistency_stop_grad=getattr(opts, "consistency_stop_grad", False), **preset)
 
     def source_scale(self, scale: int) -> int:
         """Resolution at which images are warped and compared for decoder scale ``scale``."""
@@ -139,7 +171,8 @@ def view_photometric_loss(inputs: dict, outputs: dict, settings: LossSettings, v
             identity = torch.cat([
                 reprojection_loss(inputs[(view.images, f, source_scale)], target, use_ssim=settings.use_ssim)
                 for f in settings.source_frame_ids], dim=1)
-        loss_map, auto_mask = per_pixel_min_loss(reprojection, identity, average=settings.avg_reprojection)
+        loss_map, auto_mask = per_pixel_min_loss(reprojection, identity, average=settings.avg_reprojection,
+                                                 tie_noise=settings.tie_noise, interleave=settings.interleave_min)
         if auto_mask is not None:
             maps[(view.key("automask"), scale)] = auto_mask.detach()
         total = total + loss_map.mean()
@@ -151,13 +184,16 @@ def view_smoothness_loss(inputs: dict, outputs: dict, settings: LossSettings, vi
 
     The output is guided by the frame at its scale's resolution; an output coarser than that
     frame (SQLdepth's depth at H/2) is first upsampled to it, as SQLdepth smooths at full size.
+    With ``settings.smooth_full_resolution`` (PackNet) every scale's output is upsampled
+    (``settings.upsample_mode``) to the full-size frame that guides it.
     """
     total = 0.0
     for scale in settings.scales:
         output = outputs[(view.key(settings.output_kind), scale)]
-        guide = inputs[(view.images, 0, scale)]
+        guide = inputs[(view.images, 0, 0 if settings.smooth_full_resolution else scale)]
         if output.shape[-2:] != guide.shape[-2:]:
-            output = upsample_disp(output, guide.shape[-2:])
+            mode = settings.upsample_mode if settings.smooth_full_resolution else "bilinear"
+            output = upsample_disp(output, guide.shape[-2:], mode=mode)
         total = total + edge_aware_smoothness(output, guide) / (2 ** scale)
     return total / len(settings.scales), {}
 
@@ -238,6 +274,29 @@ def consistency_reshuffle_term(inputs: dict, outputs: dict, settings: LossSettin
     return total / len(settings.scales), {}
 
 
+def translation_norm_key(frame_id: int) -> tuple:
+    """Batch key of the ground-truth camera travel between the target and temporal frame
+    ``frame_id``: a float32 B tensor in metres, added by the datasets with velocity supervision."""
+    return ("translation_norm", frame_id)
+
+
+def velocity_term(inputs: dict, outputs: dict, settings: LossSettings, networks=None):
+    """PackNet's velocity loss: mean over temporal sources of mean_b | ||t_pred|| - ||t_gt|| |.
+
+    ``t_pred`` is the translation column of ``("cam_T_cam", 0, f)``, the transform the warp uses
+    (after any --pose_translation_scaling and the inversion of past frames, which keeps the norm),
+    as PackNet reads its pose matrices; ``||t_gt||`` is ``inputs[translation_norm_key(f)]``
+    (metres), so the poses, and through the photometric loss the depths, become metric.
+    """
+    frame_ids = [f for f in settings.source_frame_ids if f != "s"]
+    total = 0.0
+    for frame_id in frame_ids:
+        predicted = outputs[("cam_T_cam", 0, frame_id)][:, :3, 3].norm(dim=1)
+        target = inputs[translation_norm_key(frame_id)].to(predicted.dtype)
+        total = total + (predicted - target).abs().mean()
+    return total / len(frame_ids), {}
+
+
 def enabled_views(opts: argparse.Namespace) -> list[View]:
     """The depth branches the options switch on, original first (the model runs these, and each
     branch's base loss weighs 1/n of the total)."""
@@ -278,6 +337,7 @@ LOSS_TERMS: dict[str, LossTerm] = {
     "smoothness_reshuffle": LossTerm(smoothness_reshuffle_term, _smoothness_weight("use_patch_reshuffle")),
     "consistency_local": LossTerm(consistency_local_term, _consistency_weight("use_local_crop")),
     "consistency_reshuffle": LossTerm(consistency_reshuffle_term, _consistency_weight("use_patch_reshuffle")),
+    "velocity": LossTerm(velocity_term, lambda opts: getattr(opts, "velocity_weight", 0.0)),
 }
 
 

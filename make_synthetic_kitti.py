@@ -9,6 +9,7 @@ very same KITTI loader reads and that a depth network can learn from by self-sup
     <root>/<date>/<date>_drive_NNNN_sync/velodyne_points/data/%010d.bin
     <root>/<date>/<date>_drive_NNNN_sync/{image_02,image_03,velodyne_points}/timestamps.txt
     <root>/<date>/<date>_drive_NNNN_sync/poses_cam02.txt             ground-truth poses
+    <root>/<date>/<date>_drive_NNNN_sync/oxts/data/%010d.txt          GPS/IMU packets
     <root>/splits/synthetic/{train,val}_files.txt                     all drives but the last
     <root>/splits/synthetic_test/test_files.txt                       the held-out last drive
     <root>/synthetic_info.json
@@ -23,6 +24,11 @@ Frames and conventions:
   cx = W / 2, cy = H / 2: the KITTI loader's normalised intrinsics and the convention of the
   training code's back-projection. The calibration files carry the same numbers.
 - Velodyne: x forward, y left, z up, 0.08 m above and 0.27 m behind camera 0.
+- OXTS: the IMU (at ``IMU_TO_VELO_T`` in the velodyne frame, axes the velodyne's) is placed on a
+  Mercator map (east = world x, north = world z, up = -world y) around ``OXTS_ORIGIN``, and its
+  latitude and longitude are inverted from that map with the Mercator scale of frame 0, so that
+  KITTI devkit's conversion (`kitti_utils.oxts_position`) gives back the scene's metres. Yaw is
+  the heading (0 = east, counter-clockwise); roll, pitch and the other 24 values are 0.
 - ``kitti_utils.generate_depth_map`` puts a point projecting to (u, v) at pixel
   (round(u) - 1, round(v) - 1), so its map at [v, u] samples the render at [v + 1, u + 1].
 
@@ -81,6 +87,8 @@ IMU_TO_VELO_T = (-0.81, 0.32, -0.80)
 """The IMU/GPS unit's position in the velodyne frame (metres), rounded from the real calibration."""
 FRAME_PERIOD_S = 0.1
 """KITTI raw is recorded at 10 Hz."""
+OXTS_ORIGIN = (49.0, 8.4, 110.0)
+"""Latitude, longitude (degrees) and altitude (metres) of the world origin, near Karlsruhe."""
 
 # --------------------------------------------------------------------------------------- the LiDAR
 LIDAR_BEAMS = 64
@@ -1099,6 +1107,35 @@ def _pose_text(scene: DriveScene) -> str:
     return "\n".join(rows) + "\n"
 
 
+def oxts_packets(scene: DriveScene) -> list[np.ndarray]:
+    """One 30-value OXTS packet per frame for the IMU's simulated pose (module docstring)."""
+    from kitti_utils import EARTH_RADIUS_M, OXTS_PACKET_VALUES, mercator_scale
+
+    lat0, lon0, alt0 = OXTS_ORIGIN
+    scale = mercator_scale(lat0)
+    radius = scale * EARTH_RADIUS_M
+    east0 = radius * np.deg2rad(lon0)
+    north0 = radius * np.log(np.tan(np.deg2rad(90.0 + lat0) / 2.0))
+    imu_in_velodyne = np.array([*IMU_TO_VELO_T, 1.0])
+    packets = []
+    for frame in range(scene.num_frames):
+        pose = scene.velodyne_to_world(frame)
+        x, y, z = (pose @ imu_in_velodyne)[:3]
+        forward = pose[:3, 0]  # the velodyne's (and IMU's) x axis, in world coordinates
+        packet = np.zeros(OXTS_PACKET_VALUES)
+        packet[0] = np.rad2deg(2.0 * np.arctan(np.exp((north0 + z) / radius))) - 90.0
+        packet[1] = np.rad2deg((east0 + x) / radius)
+        packet[2] = alt0 - y
+        packet[5] = np.arctan2(forward[2], forward[0])
+        packets.append(packet)
+    return packets
+
+
+def _oxts_text(packet: np.ndarray) -> str:
+    # Latitude and longitude need 15 significant digits for millimetres; KITTI writes more.
+    return " ".join(f"{float(x) + 0.0:.15g}" for x in packet) + "\n"
+
+
 def _write_drive_metadata(root: Path, date: str, scene: DriveScene, velodyne: bool) -> None:
     folder = root / drive_folder(date, scene.drive)
     frames = scene.num_frames
@@ -1110,6 +1147,8 @@ def _write_drive_metadata(root: Path, date: str, scene: DriveScene, velodyne: bo
         _write_text(velo / "timestamps_start.txt", _timestamps(date, scene.drive, frames, -0.06))
         _write_text(velo / "timestamps_end.txt", _timestamps(date, scene.drive, frames, 0.04))
     _write_text(folder / "poses_cam02.txt", _pose_text(scene))
+    for frame, packet in enumerate(oxts_packets(scene)):
+        _write_text(folder / "oxts" / "data" / f"{frame:010d}.txt", _oxts_text(packet))
 
 
 def _write_splits(root: Path, date: str, num_drives: int, num_frames: int, seed: int,

@@ -22,6 +22,8 @@ Batch keys (the dataset's schema is in `MonoDataset.__getitem__`):
     ("color_reshuffle", 0, 0), ("color_reshuffle_aug", 0, 0)
                               frame 0 split and permuted (BDEdepth --use_patch_reshuffle)
     ("K", s), ("inv_K", s)    B x 4 x 4 intrinsics at scale s, pixels; "stereo_T" B x 4 x 4
+    ("translation_norm", f)   float B: metres travelled between the target and temporal frame f
+                              (only with --velocity_weight; `losses.velocity_term` reads it)
 
 Outputs (``forward``); ``<branch>`` is "" for the original view, "_local" or "_reshuffle":
 
@@ -438,7 +440,8 @@ class SelfSupervisedDepth(nn.Module):
         """Warp every source frame into the target with each scale's depth.
 
         The target's camera points depend only on its depth, so they are back-projected once per
-        scale and projected into each source camera. ``view`` names the branch's keys
+        scale and projected into each source camera. The loss settings choose how each scale's
+        output is upsampled and how points outside a source frame are padded (`LOSS_PRESETS`). ``view`` names the branch's keys
         (``("disp_local", s)`` -> ``("warped_local", f, s)``, ...); ``cameras`` (from
         `local_view_cameras`) replaces the intrinsics, corrects the poses and scales the depth.
         """
@@ -448,7 +451,7 @@ class SelfSupervisedDepth(nn.Module):
             output = outputs[(view.key(self.output_kind), scale)]
             source_scale = settings.source_scale(scale)
             if not settings.v1_multiscale:
-                output = upsample_disp(output, (height, width))
+                output = upsample_disp(output, (height, width), mode=settings.upsample_mode)
             _, depth = output_to_depth(output, self.output_kind, self.spec.min_depth, self.spec.max_depth)
             outputs[(view.key("depth"), 0, scale)] = depth
             self._check_finite(outputs, f"{view.key('depth')} at scale {scale}", depth)
@@ -467,7 +470,7 @@ class SelfSupervisedDepth(nn.Module):
                     grid = torch.nan_to_num(grid, nan=OUTSIDE_GRID, posinf=OUTSIDE_GRID, neginf=-OUTSIDE_GRID)
                 outputs[(view.key("sample_grid"), frame_id, scale)] = grid
                 outputs[(view.key("warped"), frame_id, scale)] = warp(
-                    inputs[(view.images, frame_id, source_scale)], grid)
+                    inputs[(view.images, frame_id, source_scale)], grid, padding_mode=settings.padding_mode)
 
     # ------------------------------------------------------------------------------ losses
     def losses(self, inputs: dict, outputs: dict) -> dict:

@@ -156,6 +156,14 @@ def add_loss_options(parser: argparse.ArgumentParser) -> None:
                        help="average the reprojection error over source frames instead of the minimum")
     group.add_argument("--v1_multiscale", action="store_true",
                        help="Monodepth v1 multi-scale: warp and compare at each decoder resolution")
+    group.add_argument("--loss_preset", type=str, default="monodepth2", choices=["monodepth2", "packnet"],
+                       help="how the photometric and smoothness terms are computed: packnet pads warps with "
+                            "zeros, adds no tie-break noise to the auto-mask and upsamples every scale to full "
+                            "resolution by nearest neighbour for warping and smoothness (losses.LOSS_PRESETS)")
+    group.add_argument("--velocity_weight", type=float, default=0.0,
+                       help="weight of PackNet's velocity loss |‖t_pred‖ - ‖t_gt‖| with the camera travel "
+                            "between frames from KITTI's OXTS packets or DDAD's poses (PackNet: 0.1); the "
+                            "model then predicts metric depth and is evaluated without median scaling")
 
 
 def add_bde_options(parser: argparse.ArgumentParser) -> None:
@@ -354,7 +362,7 @@ def _validate_numbers(opts: argparse.Namespace) -> None:
     if any(step < 1 for step in steps) or steps != sorted(set(steps)):
         raise ValueError(f"--decay_step must be increasing epoch numbers >= 1 (got {' '.join(map(str, steps))}); "
                          "e.g. --decay_step 15 or --decay_step 26 36")
-    for name in ("disparity_smoothness", "consistency_weight"):
+    for name in ("disparity_smoothness", "consistency_weight", "velocity_weight"):
         if hasattr(opts, name):
             _require_range(opts, name, 0.0, math.inf, high_open=True, fix="; use 0 to switch the term off")
     clip = _require_finite(opts, "clip_grad", "; use 0 to switch clipping off")
@@ -416,10 +424,38 @@ def validate_options(opts: argparse.Namespace) -> argparse.Namespace:
         raise ValueError("--pose_model_type packnet sees the target and every context at once: add "
                          "--pose_model_input all")
     _validate_bde_options(opts)
+    _validate_loss_preset_options(opts)
     from speed import validate_speed_options  # imported here: speed imports torch
 
     validate_speed_options(opts)
     return opts
+
+
+# Datasets that know the camera's travel between frames (velocity supervision).
+VELOCITY_DATASETS = ("kitti", "kitti_depth", "ddad")
+
+
+def _validate_loss_preset_options(opts: argparse.Namespace) -> None:
+    """--loss_preset and --velocity_weight against the rest of the configuration."""
+    if getattr(opts, "loss_preset", "monodepth2") == "packnet":
+        if opts.v1_multiscale:
+            raise ValueError("--loss_preset packnet warps every scale at full resolution (PackNet's "
+                             "upsample_depth_maps): drop --v1_multiscale")
+        if opts.jitter_per_frame:
+            raise ValueError("--loss_preset packnet jitters target and contexts with one draw, as PackNet "
+                             "does: drop --jitter_per_frame")
+    if getattr(opts, "velocity_weight", 0.0) <= 0:
+        return
+    if opts.dataset not in VELOCITY_DATASETS:
+        raise ValueError(f"--velocity_weight needs the camera's travel between frames, which --dataset "
+                         f"{opts.dataset} does not provide: use one of {', '.join(VELOCITY_DATASETS)} or "
+                         "--velocity_weight 0")
+    if len(opts.frame_ids) < 2 or not uses_pose_network(opts):
+        raise ValueError("--velocity_weight supervises the pose network's translations: add temporal frames "
+                         "(e.g. --frame_ids 0 -1 1)")
+    if opts.use_stereo:
+        raise ValueError("--velocity_weight and --use_stereo both fix the scale, in different units (metres vs "
+                         "the 0.1-unit stereo baseline): drop one of them")
 
 
 def _validate_sql_options(opts: argparse.Namespace) -> None:

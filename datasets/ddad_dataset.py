@@ -53,6 +53,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from datasets.benchmarks import EvalOptions, EvalProtocol, EvalSet
 from datasets.mono_dataset import MonoDataset, SplitItem
@@ -317,13 +318,19 @@ class DDADDataset(MonoDataset):
     carry the scene JSON as ``folder``, the sample index as ``frame_index`` and the camera as
     ``side``. Other arguments: as `MonoDataset` (``img_ext`` is ignored; no stereo).
 
+    ``translation_norms=True`` adds ``("translation_norm", f)`` for every context f to each sample:
+    float32 scalar, the metres the camera travelled between the two samples
+    (`target_from_context`), for PackNet's velocity loss (``--velocity_weight``).
+
     Attributes:
         num_dropped: lines left out because a context frame falls outside the scene.
     """
 
-    def __init__(self, data_path, filenames: Sequence[str], height: int, width: int, frame_ids, *args, **kwargs):
+    def __init__(self, data_path, filenames: Sequence[str], height: int, width: int, frame_ids, *args,
+                 translation_norms: bool = False, **kwargs):
         if "s" in frame_ids:
             raise ValueError("--dataset ddad has no stereo pairs: drop --use_stereo")
+        self.translation_norms = translation_norms
         self._scenes: dict[str, DDADScene] = {}
         self._intrinsics: dict[tuple[str, str, str], np.ndarray] = {}
         self.num_dropped = 0
@@ -355,6 +362,15 @@ class DDADDataset(MonoDataset):
         """
         target, context = self.datum(item), self.datum(item, offset=offset)
         return np.linalg.inv(target.world_from_sensor) @ context.world_from_sensor
+
+    def __getitem__(self, key):
+        sample = super().__getitem__(key)
+        if self.translation_norms:
+            item = self.items[int(sample["index"])]
+            for frame_id in self.frame_ids[1:]:
+                travel = np.linalg.norm(self.target_from_context(item, frame_id)[:3, 3])
+                sample[("translation_norm", frame_id)] = torch.tensor(travel, dtype=torch.float32)
+        return sample
 
     # ----------------------------------------------------------------------------- MonoDataset hooks
     def parse_line(self, line: str, line_number: int) -> SplitItem:

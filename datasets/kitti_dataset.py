@@ -20,7 +20,8 @@ import torch
 from datasets.benchmarks import EvalOptions, EvalProtocol, EvalSet
 from datasets.mono_dataset import SIDE_TO_CAMERA, MonoDataset, SplitItem
 from ground_truth import load_gt_depths
-from kitti_utils import GARG_CROP, KITTI_FULL_RES, KITTI_NORMALIZED_K, read_kitti_depth_png
+from kitti_utils import (GARG_CROP, KITTI_FULL_RES, KITTI_NORMALIZED_K, mercator_scale, oxts_packet_path, oxts_travel,
+                         read_kitti_depth_png, read_oxts_packet)
 from split_lists import resolve_split_dir
 from utils import image_to_tensor, read_rgb, readlines, resize_area
 
@@ -32,7 +33,62 @@ class KITTIRAWDataset(MonoDataset):
     frame may be zero-padded (as in the eigen test list). Every drive uses the same normalised
     intrinsics (fx 0.58, fy 1.92, centred principal point), so images of any native size map to
     the same K at the network resolution.
+
+    Args:
+        translation_norms: add ``("translation_norm", f)`` for every temporal context f to each
+            sample: float32 scalar, the metres the vehicle travelled between the target frame and
+            frame f, from the drive's OXTS packets (``<drive>/oxts/data/%010d.txt``, positions on
+            the Mercator map of the drive's frame 0, `kitti_utils.oxts_travel`). For PackNet's
+            velocity loss (``--velocity_weight``); every packet is checked at construction.
+        Other arguments: as `MonoDataset`.
     """
+
+    def __init__(self, *args, translation_norms: bool = False, **kwargs):
+        self.translation_norms = translation_norms
+        # Drive folder -> Mercator scale of its frame 0 (read once per worker).
+        self._mercator_scales: dict[str, float] = {}
+        super().__init__(*args, **kwargs)
+
+    def _temporal_contexts(self) -> list[int]:
+        return [f for f in self.frame_ids if f not in (0, "s")]
+
+    def _check_files(self) -> None:
+        super()._check_files()
+        if not self.translation_norms:
+            return
+        for item in self.items:
+            frames = [0, item.frame_index] + [item.frame_index + f for f in self._temporal_contexts()]
+            for frame_index in frames:
+                path = oxts_packet_path(self.data_path / item.folder, frame_index)
+                if not path.is_file():
+                    raise FileNotFoundError(
+                        f"{self.split_name}, line {item.line_number}: OXTS packet not found: {path}. Velocity "
+                        "supervision (--velocity_weight) needs each drive's oxts/data folder (frame 0 gives the "
+                        "map scale): unpack the drives' *_sync.zip archives with their oxts folders, or set "
+                        "--velocity_weight 0")
+
+    def drive_mercator_scale(self, folder: str) -> float:
+        """`kitti_utils.mercator_scale` of the drive's frame 0, as KITTI's devkit projects a drive."""
+        if folder not in self._mercator_scales:
+            first = read_oxts_packet(oxts_packet_path(self.data_path / folder, 0))
+            self._mercator_scales[folder] = mercator_scale(first[0])
+        return self._mercator_scales[folder]
+
+    def translation_norm(self, item: SplitItem, offset: int) -> float:
+        """Metres travelled between the item's frame and frame ``frame_index + offset`` (OXTS)."""
+        drive = self.data_path / item.folder
+        scale = self.drive_mercator_scale(item.folder)
+        return oxts_travel(read_oxts_packet(oxts_packet_path(drive, item.frame_index)),
+                           read_oxts_packet(oxts_packet_path(drive, item.frame_index + offset)), scale)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        sample = super().__getitem__(key)
+        if self.translation_norms:
+            item = self.items[int(sample["index"])]
+            for frame_id in self._temporal_contexts():
+                sample[("translation_norm", frame_id)] = torch.tensor(self.translation_norm(item, frame_id),
+                                                                      dtype=torch.float32)
+        return sample
 
     def parse_line(self, line: str, line_number: int) -> SplitItem:
         tokens = line.split()

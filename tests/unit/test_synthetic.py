@@ -86,13 +86,35 @@ def test_layout_has_exactly_the_kitti_raw_files(dataset):
         for frame in range(FRAMES):
             expected |= {f"{folder}/image_02/data/{frame:010d}.png",
                          f"{folder}/image_03/data/{frame:010d}.png",
-                         f"{folder}/velodyne_points/data/{frame:010d}.bin"}
+                         f"{folder}/velodyne_points/data/{frame:010d}.bin",
+                         f"{folder}/oxts/data/{frame:010d}.txt"}
     found = {p.relative_to(dataset).as_posix() for p in dataset.rglob("*") if p.is_file()}
     assert found == expected
 
     info = json.loads((dataset / "synthetic_info.json").read_text())
     assert info["complete"] is True and info["version"] == synth.SYNTHETIC_VERSION
     assert info["flags"]["width"] == WIDTH and info["flags"]["num_drives"] == DRIVES
+
+
+def test_oxts_packets_give_back_the_simulated_imu_travel_in_metres(dataset, scenes):
+    from kitti_utils import mercator_scale, oxts_packet_path, oxts_travel, read_oxts_packet
+
+    imu_in_velodyne = np.array([*synth.IMU_TO_VELO_T, 1.0])
+    for drive, scene in scenes.items():
+        packets = [read_oxts_packet(oxts_packet_path(drive_dir(dataset, drive), f)) for f in range(FRAMES)]
+        scale = mercator_scale(packets[0][0])
+        assert packets[0][:2] == pytest.approx(synth.OXTS_ORIGIN[:2], abs=1e-4)  # the IMU sits near the origin
+        imu = [(scene.velodyne_to_world(f) @ imu_in_velodyne)[:3] for f in range(FRAMES)]
+        poses = read_poses(dataset, drive)
+        for f in range(1, FRAMES):
+            for offset in (1, -1) if f + 1 < FRAMES else (-1,):
+                travel = oxts_travel(packets[f], packets[f + offset], scale)
+                assert travel == pytest.approx(np.linalg.norm(imu[f + offset] - imu[f]), abs=1e-5)
+                # The camera travels the same to within the lever arm swept by the turn.
+                camera = np.linalg.norm(poses[f + offset][:3, 3] - poses[f][:3, 3])
+                assert travel == pytest.approx(camera, abs=0.01)
+            assert synth.SPEED_RANGE_M[0] - 0.01 < oxts_travel(packets[f - 1], packets[f], scale) \
+                < synth.SPEED_RANGE_M[1] + 0.01
 
 
 def test_images_are_rgb_of_the_requested_size_and_timestamps_are_10hz(dataset):
