@@ -1,8 +1,28 @@
 """Training from scratch on the synthetic drives must learn depth, not just run.
 
-The held-out drive is scored with the Eigen protocol (median scaling) against the simulated
-lidar, and compared with two baselines scored the same way: the untrained network (same seed,
-so the same initial weights) and a constant-depth predictor.
+The held-out drive is scored with the Eigen protocol (median scaling) against the simulated lidar,
+and compared with two baselines scored the same way: the untrained network (same seed, so the same
+initial weights) and a constant-depth predictor. Two methods are trained: Monodepth2 (ResNet-18) and
+SQLdepth (ResNet-50 + Self Query Layer).
+
+Single epochs swing (abs_rel by 0.05-0.1 from one epoch to the next: a from-scratch network this
+early), so the test scores the mean of the last two epochs' evaluations, which every epoch's
+checkpoint records. Measured with torch 2.14.1 on the CPU at 64 x 96, 4 epochs (a constant depth
+and both untrained networks score abs_rel 0.417, rmse_log 0.616, a1 0.297): Monodepth2 epochs 2-3
+average rmse_log 0.396, a1 0.479 (abs_rel 0.374); SQLdepth 0.385, 0.506 (0.336). Both runs together
+take about 3 minutes here, less than the single 8-epoch 64 x 192 run this test used to make. What a run reaches depends on the
+floating-point details of the torch build, not only on the seed; log-space error and threshold
+accuracy improved in every run we measured, abs_rel not always (early in training it is dominated by
+over-estimated near ranges), so abs_rel is reported and not asserted. A run that learned nothing
+scores the baselines, a collapsed one far worse.
+
+SQLdepth from scratch: its bins start uniform over the depth range, so its first depth is the
+range's middle everywhere. With KITTI's 0.001-80 m that is 40 m for every pixel, where a warp barely
+moves and the photometric gradient is tiny (the two-sample overfit sat at 92% of its first loss for
+100 steps), so the test uses 0.1-10 m (median-scaled evaluation: the range sets no scale). Its
+monocular recipe's `--pose_translation_scaling mean_inverse_depth` collapsed to a constant depth in
+all 4 epochs from scratch (measured), so this run leaves it out; a pretrained encoder is what the
+recipe assumes.
 """
 
 from __future__ import annotations
@@ -12,58 +32,57 @@ import pytest
 import torch
 
 import train
-from checkpoints import load_checkpoint
-from checkpoints import ModelSpec
+from checkpoints import ModelSpec, load_checkpoint
 from datasets.kitti_dataset import build_kitti_eval_loader, load_kitti_gt
 from evaluation import evaluate_predictions, predict_inverse_depths
 from model import SelfSupervisedDepth
+from options import parse_train_options
 from utils import seed_everything
 
 SEED = 1234
-HEIGHT, WIDTH = 64, 192
-NUM_EPOCHS = 8
-# Single epochs swing (abs_rel by 0.05-0.1 from one epoch to the next: a from-scratch network this
-# early), so the test scores the mean of the last three epochs' evaluations, which every epoch's
-# checkpoint records. The untrained network and a constant depth both score abs_rel 0.417,
-# rmse_log 0.616, a1 0.297. What a run reaches depends on the floating-point details of the torch
-# build, not only on the seed: with torch 2.14.1 on the CPU this configuration ends at rmse_log 0.479,
-# a1 0.378 (seed 1 of the same recipe: 0.438, 0.375), while an earlier torch reached 0.390, 0.482.
-# Log-space error and threshold accuracy improve in every run we measured; abs_rel does not (0.466,
-# 0.395, 0.342: early in training it is dominated by over-estimated near ranges), so it is reported
-# and not asserted. A run that learned nothing scores the baselines, a collapsed one far worse.
-LAST_EPOCHS = 3
+HEIGHT, WIDTH = 64, 96
+NUM_EPOCHS = 4
+LAST_EPOCHS = 2
 RMSE_LOG_FRACTION = 0.85
 A1_GAIN = 0.05
 
+METHODS = {
+    "monodepth2": [],
+    # S is H/2 x W/2 = 32 x 48: patches of 4 give 8 x 12 = 96 tokens for 32 queries.
+    "sqldepth": ["--backbone", "resnet", "--num_layers", "50", "--decoder", "sql", "--num_scales", "1",
+                 "--sql_patch_size", "4", "--sql_num_queries", "32", "--sql_num_bins", "32",
+                 "--min_depth", "0.1", "--max_depth", "10", "--pose_model_type", "posecnn"],
+}
+
 
 @pytest.mark.slow
-def test_monocular_training_learns_depth(synthetic_kitti, tmp_path, capsys):
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_training_from_scratch_learns_depth(synthetic_kitti, tmp_path, capsys, method):
     eval_split = str(synthetic_kitti / "splits" / "synthetic_test")
+    args = ["--data_path", str(synthetic_kitti), "--split", str(synthetic_kitti / "splits" / "synthetic"),
+            "--eval_split", eval_split, "--log_dir", str(tmp_path), "--exp_name", method,
+            "--weights_init", "scratch", "--height", str(HEIGHT), "--width", str(WIDTH), "--batch_size", "8",
+            "--num_epochs", str(NUM_EPOCHS), "--optimizer", "adam", "--learning_rate", "3e-4",
+            "--decay_step", str(NUM_EPOCHS), "--num_workers", "2", "--device", "cpu", "--seed", str(SEED),
+            "--no-progress_bar", "--log_frequency", "100", *METHODS[method]]
     gt_depths = load_kitti_gt(eval_split)
     loader = build_kitti_eval_loader(synthetic_kitti, eval_split, HEIGHT, WIDTH, batch_size=8, num_workers=0)
 
     seed_everything(SEED)  # the Trainer seeds the same way before building its networks
-    untrained = SelfSupervisedDepth.for_inference(ModelSpec(height=HEIGHT, width=WIDTH, num_layers=18))
-    untrained_disps = predict_inverse_depths(untrained, loader, torch.device("cpu"))
-    untrained = evaluate_predictions(untrained_disps, gt_depths).metrics
+    untrained = SelfSupervisedDepth.for_inference(ModelSpec.from_options(parse_train_options(args)))
+    untrained = evaluate_predictions(predict_inverse_depths(untrained, loader, torch.device("cpu")), gt_depths,
+                                     domain=untrained.prediction_domain).metrics
     constant = evaluate_predictions(np.ones((len(gt_depths), HEIGHT, WIDTH), np.float32), gt_depths).metrics
 
-    metrics = train.main([
-        "--data_path", str(synthetic_kitti), "--split", str(synthetic_kitti / "splits" / "synthetic"),
-        "--eval_split", eval_split, "--log_dir", str(tmp_path), "--exp_name", "learn",
-        "--weights_init", "scratch", "--height", str(HEIGHT), "--width", str(WIDTH), "--batch_size", "8",
-        "--num_epochs", str(NUM_EPOCHS), "--optimizer", "adam", "--learning_rate", "3e-4",
-        "--decay_step", str(NUM_EPOCHS),
-        "--num_workers", "2", "--device", "cpu", "--seed", str(SEED), "--no-progress_bar",
-        "--log_frequency", "100"])
+    metrics = train.main(args)
 
-    assert metrics == load_checkpoint(tmp_path / "learn" / "models" / f"model{NUM_EPOCHS - 1}.pth")["metrics"]
-    per_epoch = [load_checkpoint(tmp_path / "learn" / "models" / f"model{e}.pth")["metrics"]
+    assert metrics == load_checkpoint(tmp_path / method / "models" / f"model{NUM_EPOCHS - 1}.pth")["metrics"]
+    per_epoch = [load_checkpoint(tmp_path / method / "models" / f"model{e}.pth")["metrics"]
                  for e in range(NUM_EPOCHS - LAST_EPOCHS, NUM_EPOCHS)]
     metrics = {name: float(np.mean([m[name] for m in per_epoch])) for name in metrics}
     with capsys.disabled():
         for name in ("abs_rel", "rmse_log", "a1"):
-            print(f"\n{name}: trained {metrics[name]:.3f}, untrained {untrained[name]:.3f}, "
+            print(f"\n{method} {name}: trained {metrics[name]:.3f}, untrained {untrained[name]:.3f}, "
                   f"constant {constant[name]:.3f}", end="")
         print()
     report = (metrics, untrained, constant)
