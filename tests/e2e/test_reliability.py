@@ -115,5 +115,5 @@ def test_a_diverging_run_stops_naming_the_step_and_keeps_its_last_checkpoint(syn
     assert any(term in names for term in ("sample_grid", "depth", "pose", "loss"))
     payload = load_checkpoint(resume_checkpoints(run)[0])  # verifies its checksum
     assert sane_step <= payload["step"] < step
-    for name in ("encoder", "depth", "pose_encoder", "pose"):
+    for name in ("encoder", "depth", "pose"):
         assert all(torch.isfinite(t).all() for t in payload[name].values() if t.is_floating_point())
