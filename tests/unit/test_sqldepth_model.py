@@ -12,7 +12,6 @@ from evaluation import evaluate_predictions, predict_inverse_depths
 from layers import edge_aware_smoothness, upsample_disp
 from model import SelfSupervisedDepth, load_model
 from networks import build_depth_network
-from options import parse_train_options
 from tests.unit.test_model import BATCH, HEIGHT, WIDTH, make_batch, options
 
 # 64 x 96 gives S at 32 x 48: patches of 4 give 8 x 12 = 96 tokens, enough for 16 queries.
