@@ -3,11 +3,11 @@
 Layout::
 
     <data_path>/intrinsics.txt            normalised fx fy cx cy (or a 3 x 3 normalised K)
-    <data_path>/<sequence>/000000.jpg     frames of one video, in time order by file name
+    <data_path>/<sequence>/000000.jpg     frames of one video, in time order by the number in the name
     <data_path>/<sequence>/intrinsics.txt optional: overrides the root file for that sequence
 
 Split lines are ``<sequence> <frame>``, where ``<frame>`` is the frame's position in the
-sequence's name-sorted file list (0-based); `write_custom_splits` (or ``python
+sequence's frames in number order (0-based); `write_custom_splits` (or ``python
 prepare_custom.py``) writes train/val lists with every frame whose neighbours exist.
 
 Intrinsics are normalised: fx and cx divided by the image width, fy and cy by its height, so the
@@ -18,6 +18,7 @@ is built, and the errors say how to fix a file written in pixels.
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -81,9 +82,40 @@ def parse_intrinsics(text: str, source: str, image_size: tuple[int, int] | None 
     return k4
 
 
+# A frame's number: the last run of digits in its name.
+DIGIT_RUN = re.compile(r"\d+")
+
+
+def frame_number(path: Path) -> int | None:
+    """The last run of digits in the file's stem as an integer, or None when it has none."""
+    runs = DIGIT_RUN.findall(path.stem)
+    return int(runs[-1]) if runs else None
+
+
+def numbered_frames(folder: Path) -> list[tuple[int, Path]]:
+    """``(frame number, path)`` of every frame in ``folder``, sorted by number.
+
+    Raises:
+        ValueError: a frame's name has no number, or two frames share one; the message names
+            the files and the fix.
+    """
+    by_number: dict[int, Path] = {}
+    for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in FRAME_EXTENSIONS):
+        number = frame_number(path)
+        if number is None:
+            raise ValueError(f"{path}: the file name has no frame number; frames are put in time order by the "
+                             "last number in their names (e.g. 000123.png, img7.png): rename or move the file")
+        if number in by_number:
+            raise ValueError(f"{by_number[number]} and {path} both carry frame number {number}: keep one "
+                             "(frames are ordered by the last number in their names)")
+        by_number[number] = path
+    return sorted(by_number.items())
+
+
 def list_frames(folder: Path) -> list[Path]:
-    """The sequence's frames sorted by name (zero-padded numbers sort in time order)."""
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in FRAME_EXTENSIONS)
+    """The sequence's frames in time order: by the number in their names, so that unpadded names
+    (img1, img2, ..., img10) are not taken in text order (img1, img10, img11, img2)."""
+    return [path for _, path in numbered_frames(folder)]
 
 
 class CustomDataset(MonoDataset):
@@ -114,7 +146,7 @@ class CustomDataset(MonoDataset):
         return self._frames[folder]
 
     def list_sequence_frames(self, path: Path) -> list[Path]:
-        """The frames of the sequence folder ``path`` in time order (here: by name)."""
+        """The frames of the sequence folder ``path`` in time order (`list_frames`: by number)."""
         return list_frames(path)
 
     def intrinsics_file(self, path: Path) -> Path | None:

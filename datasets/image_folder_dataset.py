@@ -27,48 +27,20 @@ Everything else (loading, the split-line checks, the intrinsics parser) is `Cust
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from datasets.custom_dataset import FRAME_EXTENSIONS, CustomDataset, parse_intrinsics
+from datasets.custom_dataset import FRAME_EXTENSIONS, CustomDataset, frame_number, numbered_frames, parse_intrinsics
 from datasets.mono_dataset import SplitItem
 from kitti_utils import KITTI_NORMALIZED_K
 from utils import read_rgb
 
 logger = logging.getLogger(__name__)
 
-DIGIT_RUN = re.compile(r"\d+")
 # The sequence name of frames lying directly in --data_path.
 ROOT_SEQUENCE = "."
-
-
-def frame_number(path: Path) -> int | None:
-    """The last run of digits in the file's stem as an integer, or None when it has none."""
-    runs = DIGIT_RUN.findall(path.stem)
-    return int(runs[-1]) if runs else None
-
-
-def numbered_frames(folder: Path) -> list[tuple[int, Path]]:
-    """``(frame number, path)`` of every frame in ``folder``, sorted by number.
-
-    Raises:
-        ValueError: a frame's name has no number, or two frames share one; the message names
-            the files and the fix.
-    """
-    by_number: dict[int, Path] = {}
-    for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in FRAME_EXTENSIONS):
-        number = frame_number(path)
-        if number is None:
-            raise ValueError(f"{path}: the file name has no frame number; --dataset image_folder orders frames "
-                             "by the number in their names (e.g. 000123.png): rename or move the file")
-        if number in by_number:
-            raise ValueError(f"{by_number[number]} and {path} both carry frame number {number}: keep one "
-                             "(frames are ordered by the last number in their names)")
-        by_number[number] = path
-    return sorted(by_number.items())
 
 
 def find_sequences(root: Path) -> list[str]:

@@ -201,6 +201,26 @@ def test_custom_missing_pieces_name_the_fix(tmp_path):
         CustomDataset(tmp_path, ["walk 1", "run 1"], HEIGHT, WIDTH, [0, -1, 1], 1)
 
 
+def test_custom_frames_are_in_number_order_not_text_order(tmp_path):
+    # img1 .. img11 unpadded: as text, img1 is followed by img10 and img11.
+    write_custom(tmp_path, {"walk": 3})
+    walk = tmp_path / "walk"
+    for frame in sorted(walk.glob("*.jpg")):
+        frame.unlink()
+    for number in range(1, 12):
+        cv2.imwrite(str(walk / f"img{number}.jpg"), np.full((16, 32, 3), 20 * number, np.uint8))
+    dataset = CustomDataset(tmp_path, ["walk 1"], HEIGHT, WIDTH, [0, -1, 1], 1, color_jitter=False)
+    sample = sample_with_flip(dataset, 0, flipped=False)
+    for frame_id, number in ((-1, 1), (0, 2), (1, 3)):
+        np.testing.assert_array_equal(rgb_of(sample, frame_id), area_resize(read_rgb(walk / f"img{number}.jpg")))
+    (walk / "img2_copy.jpg").write_bytes((walk / "img2.jpg").read_bytes())
+    with pytest.raises(ValueError, match=r"img2.jpg and .*img2_copy.jpg both carry frame number 2"):
+        CustomDataset(tmp_path, ["walk 1"], HEIGHT, WIDTH, [0, -1, 1], 1)
+    (walk / "img2_copy.jpg").rename(walk / "cover.jpg")
+    with pytest.raises(ValueError, match=r"cover.jpg: the file name has no frame number"):
+        CustomDataset(tmp_path, ["walk 1"], HEIGHT, WIDTH, [0, -1, 1], 1)
+
+
 def test_prepare_custom_writes_usable_splits(tmp_path):
     write_custom(tmp_path, {"a": 5, "b": 4})
     out = prepare_custom.main(["--data_path", str(tmp_path), "--val_fraction", "0.25"])
