@@ -302,10 +302,22 @@ def add_eval_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--eval_batch_size", type=int, default=16, help="batch size for evaluation")
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """``-h`` shows the default of each flag that takes a value, unless its help already speaks of
+    it or it has none (a switch's "default" would be its destination's, which reads wrongly)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (not action.option_strings or action.nargs == 0 or action.default in (None, argparse.SUPPRESS)
+                or "default" in text.lower()):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def build_train_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Train a self-supervised monocular depth and pose model.",
-        fromfile_prefix_chars="@")
+        fromfile_prefix_chars="@", formatter_class=DefaultsHelpFormatter)
     for add in (add_path_options, add_data_options, add_model_options, add_loss_options, add_bde_options,
                 add_optimization_options, add_system_options, add_speed_options, add_logging_options,
                 add_eval_options):

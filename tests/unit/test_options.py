@@ -44,3 +44,13 @@ def test_validation_messages(argv, message, capsys):
     with pytest.raises(SystemExit):
         parse_train_options(argv)
     assert message in capsys.readouterr().err
+
+
+def test_help_shows_the_defaults_of_flags_that_take_values(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_train_options(["-h"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "initial learning rate (default: 0.0001)" in text
+    assert "is given) (default: 18)" in text  # --num_layers
+    assert "(default: False)" not in text and "(default: None)" not in text  # switches and unset flags
