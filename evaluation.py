@@ -113,6 +113,14 @@ def post_process_disparity(disp: torch.Tensor, disp_flipped_back: torch.Tensor) 
     return right_ramp * disp + left_ramp * disp_flipped_back + (1.0 - left_ramp - right_ramp) * mean
 
 
+def post_process_in_domain(inverse_depth: torch.Tensor, flipped_back: torch.Tensor, domain: str) -> torch.Tensor:
+    """`post_process_disparity` of two B x 1 x h x w inverse-depth maps, blended in ``domain``
+    ("inverse_depth", or "depth" for networks that predict depth); returns inverse depth."""
+    if domain == "depth":
+        return 1.0 / post_process_disparity(1.0 / inverse_depth, 1.0 / flipped_back)
+    return post_process_disparity(inverse_depth, flipped_back)
+
+
 @torch.no_grad()
 def predict_inverse_depths(model, loader, device: torch.device, post_process: bool = False) -> np.ndarray:
     """Run ``model.predict_depth`` over a loader of ``("color_uint8", 0, 0)`` images.
@@ -128,7 +136,6 @@ def predict_inverse_depths(model, loader, device: torch.device, post_process: bo
     """
     was_training = model.training
     model.eval()
-    in_depth = model.prediction_domain == "depth"
     predictions = []
     for batch in loader:
         images = batch[("color_uint8", 0, 0)].to(device, non_blocking=True).float() / 255.0
@@ -136,10 +143,8 @@ def predict_inverse_depths(model, loader, device: torch.device, post_process: bo
             images = torch.cat([images, torch.flip(images, dims=[3])], dim=0)
         inverse_depth = model.predict_depth(images, inverse=True)
         if post_process:
-            maps = 1.0 / inverse_depth if in_depth else inverse_depth
-            plain, flipped = maps.chunk(2, dim=0)
-            blended = post_process_disparity(plain, torch.flip(flipped, dims=[3]))
-            inverse_depth = 1.0 / blended if in_depth else blended
+            plain, flipped = inverse_depth.chunk(2, dim=0)
+            inverse_depth = post_process_in_domain(plain, torch.flip(flipped, dims=[3]), model.prediction_domain)
         predictions.append(inverse_depth[:, 0].cpu().numpy())
     model.train(was_training)
     return np.concatenate(predictions, axis=0)
@@ -157,16 +162,12 @@ def predict_plain_and_post_processed(model, loader, device: torch.device) -> tup
     """
     was_training = model.training
     model.eval()
-    in_depth = model.prediction_domain == "depth"
     plains, blends = [], []
     for batch in loader:
         images = batch[("color_uint8", 0, 0)].to(device, non_blocking=True).float() / 255.0
         plain = model.predict_depth(images, inverse=True)
         flipped_back = torch.flip(model.predict_depth(torch.flip(images, dims=[3]), inverse=True), dims=[3])
-        if in_depth:
-            blended = 1.0 / post_process_disparity(1.0 / plain, 1.0 / flipped_back)
-        else:
-            blended = post_process_disparity(plain, flipped_back)
+        blended = post_process_in_domain(plain, flipped_back, model.prediction_domain)
         plains.append(plain[:, 0].cpu().numpy())
         blends.append(blended[:, 0].cpu().numpy())
     model.train(was_training)
