@@ -29,12 +29,16 @@ from typing import Any
 
 import torch
 
+from networks.sqldepth import SelfQuerySettings
 from run_folder import RESUME_DIR
 from utils import atomic_output
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "monodepthkit-1"
+
+
+_SQL_DEFAULTS = SelfQuerySettings()
 
 
 @dataclass
@@ -58,13 +62,14 @@ class ModelSpec:
     pose_translation_scaling: str = "none"
     # Trained with PackNet's velocity loss (--velocity_weight > 0): its depth is in metres.
     velocity_supervised: bool = False
-    # SQLdepth's Self Query Layer (--decoder sql; `networks.SelfQuerySettings`).
-    sql_patch_size: int = 16
-    sql_num_queries: int = 64
-    sql_num_bins: int = 64
-    sql_model_dim: int = 32
-    sql_dim_feedforward: int = 0
-    sql_num_features: int = 256
+    # SQLdepth's Self Query Layer (--decoder sql), flat so that `from_options` reads the flags by
+    # name; `SelfQuerySettings.from_prefixed` turns them back into the settings.
+    sql_patch_size: int = _SQL_DEFAULTS.patch_size
+    sql_num_queries: int = _SQL_DEFAULTS.num_queries
+    sql_num_bins: int = _SQL_DEFAULTS.num_bins
+    sql_model_dim: int = _SQL_DEFAULTS.model_dim
+    sql_dim_feedforward: int = _SQL_DEFAULTS.dim_feedforward
+    sql_num_features: int = _SQL_DEFAULTS.num_features
 
     @property
     def pose_layers(self) -> int:

@@ -102,7 +102,7 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    from networks import POSE_NETWORKS, depth_backbone_choices, depth_decoder_choices
+    from networks import POSE_NETWORKS, SelfQuerySettings, depth_backbone_choices, depth_decoder_choices
 
     group = parser.add_argument_group("model")
     group.add_argument("--backbone", type=str, default="resnet", choices=depth_backbone_choices(),
@@ -132,13 +132,18 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                        help="mean_inverse_depth multiplies the predicted translations by each target's mean "
                             "inverse depth before warping (SQLdepth's monocular runs; arXiv 1712.00175)")
     sql = parser.add_argument_group("SQLdepth's Self Query Layer (--decoder sql)")
-    sql.add_argument("--sql_patch_size", type=int, default=16, help="patch size p of the token embedding")
-    sql.add_argument("--sql_num_queries", type=int, default=64, help="queries Q (the first Q transformer tokens)")
-    sql.add_argument("--sql_num_bins", type=int, default=64, help="adaptive depth bins D")
-    sql.add_argument("--sql_model_dim", type=int, default=32, help="channels of the fused feature map (E)")
-    sql.add_argument("--sql_dim_feedforward", type=int, default=0,
+    sql_defaults = SelfQuerySettings()  # SQLdepth's ResNet-50 640 x 192 model
+    sql.add_argument("--sql_patch_size", type=int, default=sql_defaults.patch_size,
+                     help="patch size p of the token embedding")
+    sql.add_argument("--sql_num_queries", type=int, default=sql_defaults.num_queries,
+                     help="queries Q (the first Q transformer tokens)")
+    sql.add_argument("--sql_num_bins", type=int, default=sql_defaults.num_bins, help="adaptive depth bins D")
+    sql.add_argument("--sql_model_dim", type=int, default=sql_defaults.model_dim,
+                     help="channels of the fused feature map (E)")
+    sql.add_argument("--sql_dim_feedforward", type=int, default=sql_defaults.dim_feedforward,
                      help="transformer feed-forward width; 0: 512 (lite) for ResNet-50, 1024 for the timm backbones")
-    sql.add_argument("--sql_num_features", type=int, default=256, help="width F of the ResNet-50 fusion decoder")
+    sql.add_argument("--sql_num_features", type=int, default=sql_defaults.num_features,
+                     help="width F of the ResNet-50 fusion decoder")
 
 
 def add_loss_options(parser: argparse.ArgumentParser) -> None:
