@@ -183,17 +183,16 @@ def view_smoothness_loss(inputs: dict, outputs: dict, settings: LossSettings, vi
     """Edge-aware smoothness of each scale's network output (over its mean), divided by 2^s.
 
     The output is guided by the frame at its scale's resolution; an output coarser than that
-    frame (SQLdepth's depth at H/2) is first upsampled to it, as SQLdepth smooths at full size.
-    With ``settings.smooth_full_resolution`` (PackNet) every scale's output is upsampled
-    (``settings.upsample_mode``) to the full-size frame that guides it.
+    frame (SQLdepth's depth at H/2) is first upsampled to it (``settings.upsample_mode``, as for
+    warping), as SQLdepth smooths at full size. With ``settings.smooth_full_resolution`` (PackNet)
+    every scale's output is upsampled to the full-size frame that guides it.
     """
     total = 0.0
     for scale in settings.scales:
         output = outputs[(view.key(settings.output_kind), scale)]
         guide = inputs[(view.images, 0, 0 if settings.smooth_full_resolution else scale)]
-        if output.shape[-2:] != guide.shape[-2:]:
-            mode = settings.upsample_mode if settings.smooth_full_resolution else "bilinear"
-            output = upsample_disp(output, guide.shape[-2:], mode=mode)
+        if output.shape[-2:] != guide.shape[-2:]:  # upsampled as for warping
+            output = upsample_disp(output, guide.shape[-2:], mode=settings.upsample_mode)
         total = total + edge_aware_smoothness(output, guide) / (2 ** scale)
     return total / len(settings.scales), {}
 
