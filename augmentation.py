@@ -206,6 +206,11 @@ def apply_color_jitter(
 DEFAULT_SPLIT_RATIO = (0.1, 0.9)
 
 
+def mirror_where(images: torch.Tensor, flags: torch.Tensor) -> torch.Tensor:
+    """Mirror (left-right) the samples of ``images`` (B x C x H x W) whose ``flags`` (B bools) are set."""
+    return torch.where(flags.to(images.device).view(-1, 1, 1, 1), images.flip(-1), images)
+
+
 def draw_reshuffle_split(
     rng: random.Random,
     height: int,

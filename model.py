@@ -24,6 +24,8 @@ Batch keys (the dataset's schema is in `MonoDataset.__getitem__`):
     ("K", s), ("inv_K", s)    B x 4 x 4 intrinsics at scale s, pixels; "stereo_T" B x 4 x 4
     ("translation_norm", f)   float B: metres travelled between the target and temporal frame f
                               (only with --velocity_weight; `losses.velocity_term` reads it)
+    "flip_depth_input"        bool B: mirror this sample's depth-network input and output only
+                              (only with --flip_mode depth_net, PackNet-SfM's flip)
 
 Outputs (``forward``); ``<branch>`` is "" for the original view, "_local" or "_reshuffle":
 
@@ -58,7 +60,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from augmentation import apply_color_jitter, reshuffle_images, restore_reshuffled
+from augmentation import apply_color_jitter, mirror_where, reshuffle_images, restore_reshuffled
 from checkpoints import ModelSpec
 from layers import backproject, disp_to_depth, project, transformation_from_parameters, upsample_disp, warp
 from local_crop import crop_pose_correction, local_crop_camera
@@ -347,13 +349,21 @@ class SelfSupervisedDepth(nn.Module):
         """Disparities, poses and warped source frames for every branch (module docstring)."""
         outputs: dict = {"finite_checks": []}
         target = inputs[("color_aug", 0, 0)]
+        # PackNet-SfM's flip (--flip_mode depth_net): the depth network alone sees the mirrored
+        # target and its maps are mirrored back; encoder features stay as the network saw them.
+        mirrored = inputs.get("flip_depth_input")
+        if mirrored is not None:
+            target = mirror_where(target, mirrored)
         if "depth_features" in self.needs:
             depth_net = self.networks["depth"]
             features = depth_net.encoder(target)
             outputs[("depth_features", 0)] = features
-            outputs.update(depth_net.decoder(features))
+            depth_maps = depth_net.decoder(features)
         else:
-            outputs.update(self.run_depth(target))
+            depth_maps = self.run_depth(target)
+        if mirrored is not None:
+            depth_maps = {key: mirror_where(value, mirrored) for key, value in depth_maps.items()}
+        outputs.update(depth_maps)
         if self.run_pose is not None:
             outputs.update(self.predict_poses(inputs, outputs))
             for frame_id in self.source_frame_ids:

@@ -92,13 +92,22 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
                        help="--dataset image_folder: 'fx fy cx cy' (normalised, or pixels of the native frames) or "
                             "a file holding them (default: intrinsics.txt in the folder, else KITTI's K)")
     group.add_argument("--color_jitter", action=argparse.BooleanOptionalAction, default=True,
-                       help="colour augmentation with probability 0.5 per training sample")
+                       help="colour augmentation of training samples (see --color_jitter_probability)")
+    group.add_argument("--color_jitter_probability", type=float, default=0.5,
+                       help="chance that a training sample is colour-jittered (Monodepth2 0.5, PackNet-SfM 1.0)")
+    group.add_argument("--color_jitter_hue", type=float, default=0.1,
+                       help="hue shift range [-x, x] of the jitter, in turns of the colour wheel, 0..0.5 "
+                            "(Monodepth2 0.1, PackNet-SfM 0.05)")
     group.add_argument("--jitter_per_frame", action="store_true",
                        help="draw colour-jitter parameters independently for every frame "
                             "(reproduces BDEdepth/DDP; the default shares one draw per sample, "
                             "as Monodepth2 intended)")
     group.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
                        help="horizontal flips with probability 0.5 per training sample")
+    group.add_argument("--flip_mode", choices=["sample", "depth_net"], default="sample",
+                       help="what a flip mirrors: the whole sample (Monodepth2) or only the depth network's "
+                            "input, its output flipped back, so the pose network and losses see the frames "
+                            "as they are (PackNet-SfM)")
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -441,6 +450,7 @@ def validate_options(opts: argparse.Namespace) -> argparse.Namespace:
         raise ValueError("--pose_model_type packnet sees the target and every context at once: add "
                          "--pose_model_input all")
     _validate_bde_options(opts)
+    _validate_augmentation_options(opts)
     _validate_loss_preset_options(opts)
     from speed import validate_speed_options  # imported here: speed imports torch
 
@@ -490,6 +500,17 @@ def _validate_sql_options(opts: argparse.Namespace) -> None:
         raise ValueError(f"--decoder sql predicts one depth map: use --num_scales 1 (got {opts.num_scales})")
     reduction = OUTPUT_REDUCTIONS[SQL_BACKBONES[opts.backbone]]
     check_token_count(opts.height // reduction, opts.width // reduction, opts.sql_patch_size, opts.sql_num_queries)
+
+
+def _validate_augmentation_options(opts: argparse.Namespace) -> None:
+    if not hasattr(opts, "flip_mode"):
+        return
+    _require_range(opts, "color_jitter_probability", 0.0, 1.0, fix="; Monodepth2 uses 0.5, PackNet-SfM 1.0")
+    _require_range(opts, "color_jitter_hue", 0.0, 0.5, fix="; Monodepth2 uses 0.1, PackNet-SfM 0.05")
+    if opts.flip_mode == "depth_net" and (opts.use_local_crop or opts.use_patch_reshuffle):
+        raise ValueError("--flip_mode depth_net mirrors only the depth network's input of the original view; "
+                         "BDEdepth's views (--use_local_crop, --use_patch_reshuffle) flip whole samples: use "
+                         "--flip_mode sample")
 
 
 def _validate_bde_options(opts: argparse.Namespace) -> None:

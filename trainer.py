@@ -210,7 +210,8 @@ class Trainer:
             opts.data_path, lines, opts.height, opts.width, self.frame_ids,
             opts.num_scales, is_train=True, img_ext=opts.img_ext, color_jitter=opts.color_jitter,
             flip=opts.flip, jitter_per_frame=opts.jitter_per_frame, split_name=str(train_file),
-            **bde_dataset_options(opts), **dataset_options(opts))
+            color_jitter_probability=opts.color_jitter_probability, color_jitter_hue=opts.color_jitter_hue,
+            flip_in_depth_net=opts.flip_mode == "depth_net", **bde_dataset_options(opts), **dataset_options(opts))
         if getattr(opts, "frame_cache", None):
             from frame_cache import FrameCache
 

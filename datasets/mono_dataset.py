@@ -24,9 +24,11 @@ from local_crop import (CROP_RESIZED_HEIGHT, CROP_RESIZED_WIDTH, CROP_X0, CROP_Y
                         draw_local_crop)
 from utils import image_to_tensor, read_rgb, resize_area
 
-# Probability of a horizontal flip and of colour augmentation for a training sample (Monodepth2).
+# Probability of a horizontal flip and of colour augmentation for a training sample (Monodepth2),
+# and the hue range of the jitter (Monodepth2: 0.1; PackNet-SfM jitters every sample, hue 0.05).
 FLIP_PROBABILITY = 0.5
 COLOR_AUG_PROBABILITY = 0.5
+COLOR_JITTER_HUE = 0.1
 
 SIDE_TO_CAMERA = {"l": 2, "r": 3, "2": 2, "3": 3}
 OTHER_SIDE = {"l": "r", "r": "l", "2": "3", "3": "2"}
@@ -69,6 +71,11 @@ class MonoDataset(Dataset):
         is_train: enables flips and colour-jitter parameter draws.
         img_ext: image file extension, ``.png`` or ``.jpg``.
         color_jitter, flip: switch the two augmentations off (training only).
+        color_jitter_probability: chance that a training sample is colour-jittered.
+        color_jitter_hue: hue shift range ``[-hue, hue]`` of the jitter, in turns.
+        flip_in_depth_net: PackNet-SfM's flip: the frames stay unflipped and the sample says
+            (``"flip_depth_input"``) whether the depth network sees its target mirrored, the
+            pose network and the losses never do.
         jitter_per_frame: draw jitter parameters per frame (the BDEdepth behaviour) instead of
             once per sample.
         split_name: shown in error messages, e.g. the split file's path.
@@ -87,7 +94,9 @@ class MonoDataset(Dataset):
                  img_ext: str = ".png", color_jitter: bool = True, flip: bool = True,
                  jitter_per_frame: bool = False, split_name: str = "split", local_crop: bool = False,
                  resize_ratio: Sequence[float] = DEFAULT_RESIZE_RATIO, patch_reshuffle: bool = False,
-                 split_ratio: Sequence[float] = DEFAULT_SPLIT_RATIO):
+                 split_ratio: Sequence[float] = DEFAULT_SPLIT_RATIO,
+                 color_jitter_probability: float = COLOR_AUG_PROBABILITY,
+                 color_jitter_hue: float = COLOR_JITTER_HUE, flip_in_depth_net: bool = False):
         super().__init__()
         self.data_path = Path(data_path)
         self.height = height
@@ -104,7 +113,12 @@ class MonoDataset(Dataset):
         self.resize_ratio = tuple(resize_ratio)
         self.patch_reshuffle = patch_reshuffle and is_train
         self.split_ratio = tuple(split_ratio)
+        self.color_jitter_probability = color_jitter_probability
+        self.color_jitter_hue = color_jitter_hue
+        self.flip_in_depth_net = flip_in_depth_net
 
+        if not 0.0 <= color_jitter_probability <= 1.0:
+            raise ValueError(f"colour-jitter probability must be in [0, 1], got {color_jitter_probability}")
         if not self.data_path.is_dir():
             raise FileNotFoundError(f"--data_path {self.data_path} does not exist or is not a folder")
         if not self.frame_ids or self.frame_ids[0] != 0:
@@ -267,6 +281,8 @@ class MonoDataset(Dataset):
                                  jitter_per_frame, the sample's colour-jitter parameters.
         ``"do_color_aug"``       bool tensor: whether the jitter applies to this sample.
         ``"do_flip"``            bool tensor: whether the frames were flipped.
+        ``"flip_depth_input"``   bool tensor, only with flip_in_depth_net: whether the depth
+                                 network sees the target mirrored (the frames are not flipped).
         ``"index"``              int64 tensor: the sample's index in the split.
 
         BDEdepth views (training only):
@@ -282,8 +298,11 @@ class MonoDataset(Dataset):
         """
         index, rng = sample_rng(key)
         item = self.items[index]
+        # The same two draws whatever the probabilities, so the random stream stays the same.
         do_flip = self.flip and rng.random() < FLIP_PROBABILITY
-        do_color_aug = self.color_jitter and rng.random() < COLOR_AUG_PROBABILITY
+        do_color_aug = self.color_jitter and rng.random() < self.color_jitter_probability
+        flip_depth_input = do_flip and self.flip_in_depth_net
+        do_flip = do_flip and not self.flip_in_depth_net
 
         sample: dict = {}
         # BDE draws happen only when their flags are on: the default random stream is unchanged.
@@ -311,7 +330,7 @@ class MonoDataset(Dataset):
 
         num_draws = len(self.frame_ids) if self.jitter_per_frame else 1
         if do_color_aug:
-            params = torch.stack([draw_color_jitter(rng) for _ in range(num_draws)])
+            params = torch.stack([draw_color_jitter(rng, hue=self.color_jitter_hue) for _ in range(num_draws)])
         else:
             params = torch.zeros(num_draws, JITTER_PARAM_DIM, dtype=torch.float32)
         sample["color_jitter"] = params if self.jitter_per_frame else params[0]
@@ -321,10 +340,13 @@ class MonoDataset(Dataset):
             sample["split_xy"] = draw_reshuffle_split(rng, self.height, self.width, self.split_ratio)
         if self.local_crop or self.patch_reshuffle:
             if self.jitter_per_frame and do_color_aug:
-                sample["bde_jitter"] = torch.stack([draw_color_jitter(rng) for _ in range(2)])
+                sample["bde_jitter"] = torch.stack([draw_color_jitter(rng, hue=self.color_jitter_hue)
+                                                    for _ in range(2)])
             else:
                 sample["bde_jitter"] = params[:1].repeat(2, 1)
         sample["do_color_aug"] = torch.tensor(do_color_aug)
         sample["do_flip"] = torch.tensor(do_flip)
+        if self.flip_in_depth_net:
+            sample["flip_depth_input"] = torch.tensor(flip_depth_input)
         sample["index"] = torch.tensor(index, dtype=torch.int64)
         return sample

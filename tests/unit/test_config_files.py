@@ -319,7 +319,8 @@ REFERENCE_COMMANDS = {
                                 "--decoder", "packnet", "--pose_model_type", "packnet", "--pose_model_input", "all",
                                 "--weights_init", "scratch", "--optimizer", "adam", "--learning_rate", "2e-4",
                                 "--decay_step", "30", "--decay_rate", "0.5", "--num_epochs", "50", "--batch_size",
-                                "4", "--seed", "42", "--loss_preset", "packnet"],
+                                "4", "--seed", "42", "--loss_preset", "packnet", "--color_jitter_probability", "1.0",
+                                "--color_jitter_hue", "0.05", "--flip_mode", "depth_net"],
 }
 # SQLdepth's args files (hisfog/kitti/*.txt, methods_spec 3.4-3.6) in our flags.
 SQL = KITTI + ["--split", "eigen_zhou", "--png", "--decoder", "sql", "--num_scales", "1", "--max_depth", "80",

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from augmentation import JITTER_PARAM_DIM
+from augmentation import HUE_INDEX, JITTER_PARAM_DIM
 from datasets import KITTIRAWDataset
 
 DRIVE = "2011_09_26/2011_09_26_drive_0001_sync"
@@ -136,6 +136,28 @@ def test_jitter_parameters_drawn_per_sample_or_per_frame(kitti_root, monkeypatch
     assert shared[0]["do_color_aug"] and shared[0]["color_jitter"].shape == (JITTER_PARAM_DIM,)
     params = per_frame[0]["color_jitter"]
     assert params.shape == (3, JITTER_PARAM_DIM)
+
+
+def test_packnet_augmentation_jitters_every_sample_and_flips_the_depth_input_only(kitti_root):
+    lines = [f"{DRIVE} 2 l", f"{DRIVE} 3 l"]
+    plain = make(kitti_root, lines, is_train=True)
+    packnet = make(kitti_root, lines, is_train=True, color_jitter_probability=1.0, color_jitter_hue=0.05,
+                   flip_in_depth_net=True)
+    draws = [(plain[(1, seed)], packnet[(1, seed)]) for seed in range(16)]
+    for ours, theirs in draws:
+        assert bool(theirs["do_color_aug"]) and not bool(theirs["do_flip"])
+        assert abs(float(theirs["color_jitter"][HUE_INDEX])) <= 0.05
+        # the same random stream: PackNet's depth-input flip is the sample flip it replaces
+        assert bool(theirs["flip_depth_input"]) == bool(ours["do_flip"])
+        assert "flip_depth_input" not in ours
+    assert len({bool(theirs["flip_depth_input"]) for _, theirs in draws}) == 2
+    unflipped = [ours for ours, _ in draws if not bool(ours["do_flip"])][0]
+    for _, theirs in draws:  # frames and intrinsics are never mirrored
+        for frame_id in (0, -1, 1):
+            assert torch.equal(theirs[("color_uint8", frame_id, 0)], unflipped[("color_uint8", frame_id, 0)])
+        assert torch.equal(theirs[("K", 0)], unflipped[("K", 0)])
+    with pytest.raises(ValueError, match="colour-jitter probability must be in"):
+        make(kitti_root, lines, is_train=True, color_jitter_probability=1.5)
 
 
 # ----------------------------------------------------------------------------------- bad input

@@ -241,6 +241,27 @@ def test_a_term_may_not_take_a_network_name_in_use(monkeypatch):
         SelfSupervisedDepth.from_options(options())
 
 
+def test_depth_net_flip_mirrors_only_the_depth_networks_input_and_output(mono_model):
+    """PackNet-SfM's flip: the flagged sample's maps are mirror(net(mirror(x))), the rest net(x)."""
+    batch = make_batch()
+    batch["flip_depth_input"] = torch.tensor([True, False])
+    model = mono_model.eval()  # no dropout: two passes give the same maps
+    inputs = model.prepare_inputs(batch, torch.device("cpu"))
+    with torch.no_grad():
+        outputs = model(inputs)
+        target = inputs[("color_aug", 0, 0)]
+        plain = model.networks["depth"](target)
+        mirrored = model.networks["depth"](target.flip(-1))
+    for scale in range(4):
+        disp = outputs[("disp", scale)]
+        assert_close(disp[1], plain[("disp", scale)][1])
+        assert_close(disp[0], mirrored[("disp", scale)][0].flip(-1))
+        assert not torch.allclose(disp[0], plain[("disp", scale)][0])  # the network is not symmetric
+    # the pose network and the losses read the frames as loaded
+    assert torch.equal(inputs[("color", 0, 0)], batch[("color_uint8", 0, 0)].float() / 255.0)
+    model.train()
+
+
 def test_predict_depth_is_the_inverse_of_predict_depth_inverse(mono_model):
     images = torch.rand(1, 3, HEIGHT, WIDTH)
     mono_model.eval()

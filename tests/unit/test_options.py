@@ -39,6 +39,9 @@ def test_stereo_frames_are_derived_not_written_back():
     (["--batch_size", "0"], "--batch_size must be positive"),
     (["--resume", "--overwrite"], "--resume and --overwrite contradict"),
     (["--scales", "1", "2"], "--scales must be 0 1 ... n-1"),
+    (["--color_jitter_probability", "1.5"], "--color_jitter_probability must lie in [0, 1] (got 1.5)"),
+    (["--color_jitter_hue", "0.6"], "--color_jitter_hue must lie in [0, 0.5] (got 0.6)"),
+    (["--flip_mode", "depth_net", "--use_local_crop"], "--flip_mode depth_net mirrors only the depth network"),
 ])
 def test_validation_messages(argv, message, capsys):
     with pytest.raises(SystemExit):
