@@ -217,6 +217,7 @@ def project(
     height: int,
     width: int,
     eps: float = 1e-7,
+    depth_floor: float | None = None,
 ) -> torch.Tensor:
     """Project target-frame points into the source camera and return a sampling grid.
 
@@ -230,6 +231,9 @@ def project(
         width: W of the target image, likewise.
         eps: added to the projected depth before dividing, so points on the camera plane stay
             finite.
+        depth_floor: when given, the projected depth is clamped to at least this instead of
+            offset by ``eps`` (PackNet-SfM: 1e-5), so points behind the source camera land far
+            off the image rather than mirrored into it.
 
     Returns:
         ``B x H x W x 2`` ``grid_sample`` coordinates ``(x, y)`` in [-1, 1] for in-view points,
@@ -247,7 +251,8 @@ def project(
     check_shape(T, "T", (batch, 4, 4))
     proj = (K @ T)[:, :3, :]
     cam = proj @ points
-    uv = cam[:, :2] / (cam[:, 2:3] + eps)
+    z = cam[:, 2:3] + eps if depth_floor is None else cam[:, 2:3].clamp(min=depth_floor)
+    uv = cam[:, :2] / z
     uv = uv.view(batch, 2, height, width)
     # Dividing by Python numbers rather than a tensor built from a list avoids a host-to-device
     # copy (a synchronisation point) on every call.
@@ -394,7 +399,8 @@ def per_pixel_min_loss(
 # --------------------------------------------------------------------------------------------
 
 
-def edge_aware_smoothness(disp: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+def edge_aware_smoothness(disp: torch.Tensor, image: torch.Tensor, mean_floor: float | None = None
+                          ) -> torch.Tensor:
     """Edge-aware first-order smoothness of the mean-normalised disparity.
 
     The disparity is divided by its per-image spatial mean (+1e-7) *inside* this function, so
@@ -405,13 +411,16 @@ def edge_aware_smoothness(disp: torch.Tensor, image: torch.Tensor) -> torch.Tens
     Args:
         disp: ``B x 1 x H x W`` disparity.
         image: ``B x C x H x W`` image at the same resolution.
+        mean_floor: when given, the mean is clamped to at least this instead of offset by 1e-7
+            (PackNet-SfM: 1e-6).
 
     Returns:
         Scalar loss.
     """
     check_shape(disp, "disp", (None, 1, None, None))
     check_shape(image, "image", (disp.shape[0], None, *disp.shape[2:]))
-    disp = disp / (disp.mean(dim=(2, 3), keepdim=True) + SMOOTHNESS_EPS)
+    mean = disp.mean(dim=(2, 3), keepdim=True)
+    disp = disp / (mean + SMOOTHNESS_EPS if mean_floor is None else mean.clamp(min=mean_floor))
     grad_disp_x = (disp[:, :, :, :-1] - disp[:, :, :, 1:]).abs()
     grad_disp_y = (disp[:, :, :-1, :] - disp[:, :, 1:, :]).abs()
     grad_img_x = (image[:, :, :, :-1] - image[:, :, :, 1:]).abs().mean(dim=1, keepdim=True)

@@ -74,12 +74,14 @@ RESHUFFLE_VIEW = View("reshuffle", "color")
 # grid_sample with zeros padding (align_corners=True, as every warp here), no tie-break noise in
 # the auto-mask minimum with each warped frame listed before its unwarped copy, every scale's
 # inverse depth upsampled to full resolution by nearest neighbour for warping and smoothness
-# (PackNet's upsample_depth_maps), the smoothness of scale s still divided by 2^s.
+# (PackNet's upsample_depth_maps), the smoothness of scale s still divided by 2^s, and PackNet's
+# floors where we offset: projected depth clamped to >= 1e-5, the smoothness mean to >= 1e-6.
 DEFAULT_LOSS_PRESET = "monodepth2"
 LOSS_PRESETS: dict[str, dict] = {
     "monodepth2": {},
     "packnet": {"padding_mode": "zeros", "tie_noise": 0.0, "interleave_min": True,
-                "upsample_mode": "nearest", "smooth_full_resolution": True},
+                "upsample_mode": "nearest", "smooth_full_resolution": True,
+                "projection_depth_floor": 1e-5, "smoothness_mean_floor": 1e-6},
 }
 
 
@@ -112,6 +114,10 @@ class LossSettings:
     # Smoothness of each scale's output upsampled to full resolution, guided by the full-size
     # frame (PackNet), instead of at the scale's own size with the frame at that size.
     smooth_full_resolution: bool = False
+    # Floors instead of offsets (PackNet): the projected depth of a warp and the mean that
+    # normalises the smoothed map are clamped to at least these (None: + 1e-7, Monodepth2).
+    projection_depth_floor: float | None = None
+    smoothness_mean_floor: float | None = None
 
     @classmethod
     def from_options(cls, opts, source_frame_ids) -> "LossSettings":
@@ -193,7 +199,7 @@ def view_smoothness_loss(inputs: dict, outputs: dict, settings: LossSettings, vi
         guide = inputs[(view.images, 0, 0 if settings.smooth_full_resolution else scale)]
         if output.shape[-2:] != guide.shape[-2:]:  # upsampled as for warping
             output = upsample_disp(output, guide.shape[-2:], mode=settings.upsample_mode)
-        total = total + edge_aware_smoothness(output, guide) / (2 ** scale)
+        total = total + edge_aware_smoothness(output, guide, settings.smoothness_mean_floor) / (2 ** scale)
     return total / len(settings.scales), {}
 
 

@@ -74,6 +74,9 @@ from networks.packnet import euler_pose_to_matrix
 # parameters (resume checkpoints index optimiser state by that order).
 CHECKPOINT_NAMES = ("encoder", "depth", "pose_encoder", "pose")
 
+# Smallest inverse depth converted to depth (PackNet-SfM's inv2depth clamp).
+INVERSE_DEPTH_FLOOR = 1e-6
+
 # Where a sanitised non-finite sampling coordinate points: outside [-1, 1], i.e. off the image.
 OUTSIDE_GRID = 2.0
 
@@ -155,8 +158,8 @@ def output_to_depth(output: torch.Tensor, kind: str, min_depth: float, max_depth
     """
     if kind == "disp":
         return disp_to_depth(output, min_depth, max_depth)
-    if kind == "inv_depth":
-        return output, 1.0 / output
+    if kind == "inv_depth":  # PackNet's inv2depth: a zero inverse depth is 1e6, not infinite
+        return output, 1.0 / output.clamp(min=INVERSE_DEPTH_FLOOR)
     if kind == "depth":
         return 1.0 / output, output
     raise ValueError(f"unknown depth network output kind {kind!r}: expected disp, inv_depth or depth")
@@ -474,7 +477,8 @@ class SelfSupervisedDepth(nn.Module):
                 T = inputs["stereo_T"] if frame_id == "s" else outputs[("cam_T_cam", 0, frame_id)]
                 if cameras is not None and cameras["Rc"] is not None:
                     T = crop_pose_correction(T, cameras["Rc"])
-                grid = project(cam_points, K, T, depth.shape[2], depth.shape[3])
+                grid = project(cam_points, K, T, depth.shape[2], depth.shape[3],
+                               depth_floor=settings.projection_depth_floor)
                 self._check_finite(outputs, f"{view.key('sample_grid')} of frame {frame_id} at scale {scale}", grid)
                 if self.sanitize_grids:
                     grid = torch.nan_to_num(grid, nan=OUTSIDE_GRID, posinf=OUTSIDE_GRID, neginf=-OUTSIDE_GRID)

@@ -20,9 +20,10 @@ import losses
 from checkpoints import ModelSpec
 from datasets import KITTIRAWDataset, dataset_options
 from kitti_utils import EARTH_RADIUS_M, mercator_scale, oxts_packet_path, oxts_position, oxts_travel
-from layers import IDENTITY_TIE_NOISE, SSIM_C1, disp_to_depth, per_pixel_min_loss, warp
+from layers import (IDENTITY_TIE_NOISE, SSIM_C1, disp_to_depth, edge_aware_smoothness, per_pixel_min_loss, project,
+                    warp)
 from losses import LOSS_PRESETS, LossSettings, view_photometric_loss, view_smoothness_loss, velocity_term
-from model import SelfSupervisedDepth
+from model import SelfSupervisedDepth, output_to_depth
 from tests.unit.test_model import BATCH, HEIGHT, WIDTH, make_batch, options
 
 PACKNET = ("--loss_preset", "packnet")
@@ -33,6 +34,7 @@ def test_monodepth2_preset_keeps_every_previous_setting():
     settings = LossSettings.from_options(options(), (-1, 1))
     assert (settings.padding_mode, settings.tie_noise, settings.interleave_min, settings.upsample_mode,
             settings.smooth_full_resolution) == ("border", IDENTITY_TIE_NOISE, False, "bilinear", False)
+    assert (settings.projection_depth_floor, settings.smoothness_mean_floor) == (None, None)
     assert settings == LossSettings.from_options(options("--loss_preset", "monodepth2"), (-1, 1))
     assert LOSS_PRESETS["monodepth2"] == {}
 
@@ -42,10 +44,30 @@ def test_packnet_preset_sets_packnets_choices_and_keeps_its_configuration_weight
     settings = LossSettings.from_options(opts, (-1, 1))
     assert (settings.padding_mode, settings.tie_noise, settings.interleave_min, settings.upsample_mode,
             settings.smooth_full_resolution) == ("zeros", 0.0, True, "nearest", True)
+    assert (settings.projection_depth_floor, settings.smoothness_mean_floor) == (1e-5, 1e-6)
     # PackNet's configuration values (not its class defaults): smoothness 0.001, auto-mask on, SSIM on.
     assert settings.automask and settings.use_ssim and not settings.avg_reprojection
     weights = {name: weight for name, _, weight in losses.build_loss_terms(opts)}
     assert weights == {"photometric": 1.0, "smoothness": 0.001}
+
+
+def test_packnet_floors_send_points_behind_the_camera_off_the_image_and_keep_depth_finite():
+    # One point 1 m behind the camera at x = 0.5 m, identity pose, f = 10, c = (2, 2) on a 5 x 5 grid.
+    K = torch.tensor([[[10.0, 0, 2, 0], [0, 10, 2, 0], [0, 0, 1, 0], [0, 0, 0, 1]]])
+    points = torch.tensor([0.5, 0.0, -1.0, 1.0]).view(1, 4, 1).repeat(1, 1, 4)
+    offset = project(points, K, torch.eye(4)[None], 2, 2)  # Monodepth2: z + 1e-7, a mirror image
+    floored = project(points, K, torch.eye(4)[None], 2, 2, depth_floor=1e-5)
+    # u = (10 * 0.5 + 2 * z) / z: -3 pixels (x_n = -7) with the offset, about 5e5 with the floor
+    assert_close(offset[0, 0, 0, 0], torch.tensor(2 * -3.0 - 1), rtol=1e-5, atol=1e-5)
+    assert floored[0, 0, 0, 0] > 1e5
+    _, depth = output_to_depth(torch.tensor([0.0, 0.5]), "inv_depth", 0.1, 100.0)
+    assert_close(depth, torch.tensor([1e6, 2.0]))
+    flat = torch.zeros(1, 1, 3, 3)
+    image = torch.rand(1, 3, 3, 3)
+    assert edge_aware_smoothness(flat, image, mean_floor=1e-6) == 0
+    ramp = torch.arange(3.0).view(1, 1, 1, 3).expand(1, 1, 3, 3) * 1e-9  # mean 1e-9 < the floor
+    assert_close(edge_aware_smoothness(ramp, torch.zeros(1, 3, 3, 3), mean_floor=1e-6),
+                 torch.tensor(1e-9 / 1e-6))
 
 
 @pytest.mark.parametrize("flag, message", [
