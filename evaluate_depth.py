@@ -31,8 +31,8 @@ from config_files import parse_args_with_config
 from datasets.benchmarks import EvalOptions, EvalSet
 from datasets.kitti_dataset import BENCHMARK_IMAGES, BENCHMARK_SPLIT, KittiBenchmarkImages, build_kitti_eval_sets
 from evaluation import (DATASET_ORDER, EVAL_CONVENTIONS, EVAL_DATASETS, PACKNET_MODES, Scaling, eval_set_predictions,
-                        evaluate_model, evaluate_packnet_modes, format_metrics_table, format_modes_table,
-                        load_ext_disps, predict_inverse_depths, write_benchmark_predictions)
+                        evaluate_model, evaluate_packnet_modes, evaluate_predictions, format_metrics_table,
+                        format_modes_table, load_ext_disps, predict_inverse_depths, write_benchmark_predictions)
 from kitti_utils import STEREO_SCALE_FACTOR
 from split_lists import split_file
 from utils import atomic_output, check_output_folders, readlines, select_device, write_json
@@ -295,6 +295,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
                  "num_images": result.num_images, "metrics": result.metrics}
         if result.ratios.size:
             entry["scaling_ratio_median"], entry["scaling_ratio_std"] = result.ratio_statistics()
+        if spec.velocity_supervised and not scaling.median and model is not None:
+            # A scale-aware model is scored as metres above; PackNet-SfM also reports it median-scaled,
+            # which is how monocular tables compare.
+            median = evaluate_predictions(pred_disps, eval_set.gt_depths, eval_set.protocol,
+                                          domain=model.prediction_domain)
+            logger.info(" The same predictions with per-image median scaling (%s):", median.ratio_summary())
+            logger.info(format_metrics_table(median.metrics))
+            entry["metrics_median_scaled"] = median.metrics
         report["results"].append(entry)
 
     if benchmark_loader is not None:

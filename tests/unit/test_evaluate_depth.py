@@ -13,7 +13,7 @@ import torch
 
 import evaluate_depth
 import evaluation
-from checkpoints import CHECKPOINT_FORMAT, ModelSpec, save_checkpoint
+from checkpoints import CHECKPOINT_FORMAT, ModelSpec, load_checkpoint, save_checkpoint
 from datasets.benchmarks import EvalProtocol, EvalSet
 from datasets.kitti_dataset import load_kitti_gt
 from evaluation import EVAL_PROTOCOLS, evaluate_predictions
@@ -148,6 +148,24 @@ def test_post_process_and_stereo_flags_change_the_numbers(kitti, tmp_path):
     assert post["results"][0]["metrics"] != plain["results"][0]["metrics"]
     assert stereo["median_scaling"] is False and stereo["pred_depth_scale_factor"] == 5.4
     assert "scaling_ratio_median" not in stereo["results"][0]
+
+
+def test_a_velocity_supervised_model_is_scored_in_metres_and_median_scaled(kitti, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    payload = load_checkpoint(kitti / "model0.pth")
+    payload["model_spec"] = {**payload["model_spec"], "velocity_supervised": True}
+    save_checkpoint(tmp_path / "velocity.pth", payload)
+    split = str(kitti / "splits" / "eigen")
+    args = base_args(kitti, "--eval_split", split, "--eval_out_dir", str(tmp_path))
+    args[1] = str(tmp_path / "velocity.pth")
+    metric = evaluate_depth.main(args)
+    plain = evaluate_depth.main(base_args(kitti, "--eval_split", split, "--eval_out_dir", str(tmp_path)))
+    entry = metric["results"][0]
+    assert metric["median_scaling"] is False and metric["pred_depth_scale_factor"] == 1.0
+    # the same network: its median-scaled row is the plain model's result, the metric row differs
+    assert entry["metrics_median_scaled"] == plain["results"][0]["metrics"] != entry["metrics"]
+    assert "The same predictions with per-image median scaling" in caplog.text
+    assert "metrics_median_scaled" not in plain["results"][0]
 
 
 def test_eigen_to_benchmark_selects_the_listed_frames(kitti, tmp_path, monkeypatch):

@@ -1,0 +1,129 @@
+"""Does a method learn depth from scratch on the synthetic drives, and in which scale?
+
+Trains each requested method with the learning test's recipe (tests/e2e/test_learning.py: 64 x 96,
+Adam 3e-4, batch 8, from scratch, the same three synthetic drives of 60 frames) and scores the held-out
+drive after each of the last two epochs, twice: median-scaled (the Eigen protocol) and unscaled (the
+network's depth taken as metres, which the synthetic drives are in). Beside them, the untrained
+network and a constant depth, scored the same way. The numbers are means over the last two epochs
+(single epochs of a from-scratch network swing).
+
+It is the measurement behind the PackNet claims of the README (the learning test cannot afford
+PackNet's 77-128 million parameters on every CI run):
+
+    python bench/method_learning.py --methods packnet packnet_velocity monodepth2 monodepth2_velocity
+
+A velocity-supervised run (`--velocity_weight 0.1`) is metric when its unscaled abs_rel is within
+2x of its median-scaled one; a plain monocular run's unscaled depth is off by an arbitrary factor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import report  # noqa: E402  (importing common puts the repository on sys.path)
+
+HEIGHT, WIDTH = 64, 96
+SYNTH_WIDTH, SYNTH_HEIGHT = 414, 125  # tests/e2e/conftest.py's drives
+
+PACKNET = ["--backbone", "packnet_slim", "--decoder", "packnet", "--pose_model_type", "packnet",
+           "--pose_model_input", "all", "--loss_preset", "packnet", "--color_jitter_probability", "1.0",
+           "--color_jitter_hue", "0.05", "--flip_mode", "depth_net"]
+METHODS = {
+    "monodepth2": [],
+    "monodepth2_velocity": ["--velocity_weight", "0.1"],
+    "packnet": PACKNET,
+    "packnet_velocity": PACKNET + ["--velocity_weight", "0.1"],
+    "sqldepth": ["--backbone", "resnet", "--num_layers", "50", "--decoder", "sql", "--num_scales", "1",
+                 "--sql_patch_size", "4", "--sql_num_queries", "32", "--sql_num_bins", "32",
+                 "--min_depth", "0.1", "--max_depth", "10", "--pose_model_type", "posecnn"],
+}
+SCORES = ("abs_rel", "rmse_log", "a1")
+
+
+def synthetic_drives(work_dir: Path) -> Path:
+    """The learning test's dataset (three drives of 60 frames, seed 7), generated once."""
+    import export_gt_depth
+    from make_synthetic_kitti import generate_dataset
+
+    root = work_dir / "synthetic_learning"
+    if not (root / "splits" / "synthetic_test" / "gt_depths.npz").is_file():
+        generate_dataset(root, num_drives=3, frames_per_drive=60, width=SYNTH_WIDTH, height=SYNTH_HEIGHT, seed=7)
+        export_gt_depth.main(["--data_path", str(root), "--split", str(root / "splits" / "synthetic_test")])
+    return root
+
+
+def score(model, loader, gt_depths) -> dict[str, dict[str, float]]:
+    """Median-scaled and unscaled metrics of one model on the held-out drive."""
+    from evaluation import evaluate_predictions, predict_inverse_depths
+
+    preds = predict_inverse_depths(model, loader, torch.device("cpu"))
+    domain = model.prediction_domain
+    return {"median": evaluate_predictions(preds, gt_depths, domain=domain).metrics,
+            "unscaled": evaluate_predictions(preds, gt_depths, median_scaling=False, domain=domain).metrics}
+
+
+def run_method(name: str, data: Path, out: Path, epochs: int, seed: int) -> dict:
+    import train
+    from checkpoints import ModelSpec
+    from datasets.kitti_dataset import build_kitti_eval_loader, load_kitti_gt
+    from evaluation import evaluate_predictions
+    from model import SelfSupervisedDepth, load_model
+    from options import parse_train_options
+    from utils import seed_everything
+
+    eval_split = str(data / "splits" / "synthetic_test")
+    args = ["--data_path", str(data), "--split", str(data / "splits" / "synthetic"), "--eval_split", eval_split,
+            "--log_dir", str(out), "--exp_name", name, "--overwrite", "--weights_init", "scratch",
+            "--height", str(HEIGHT), "--width", str(WIDTH), "--batch_size", "8", "--num_epochs", str(epochs),
+            "--optimizer", "adam", "--learning_rate", "3e-4", "--decay_step", str(epochs), "--num_workers", "2",
+            "--device", "cpu", "--seed", str(seed), "--no-progress_bar", "--log_frequency", "100",
+            *METHODS[name]]
+    gt_depths = load_kitti_gt(eval_split)
+    loader = build_kitti_eval_loader(data, eval_split, HEIGHT, WIDTH, batch_size=8, num_workers=0)
+    seed_everything(seed)  # the Trainer seeds the same way before building its networks
+    untrained = SelfSupervisedDepth.for_inference(ModelSpec.from_options(parse_train_options(args))).eval()
+    result = {"untrained": score(untrained, loader, gt_depths)}
+    constant = np.ones((len(gt_depths), HEIGHT, WIDTH), np.float32)
+    result["constant"] = {"median": evaluate_predictions(constant, gt_depths).metrics}
+    start = time.perf_counter()
+    train.main(args)
+    result["train_seconds"] = time.perf_counter() - start
+    per_epoch = [score(load_model(str(out / name / "models" / f"model{e}.pth")), loader, gt_depths)
+                 for e in range(max(0, epochs - 2), epochs)]
+    result["trained"] = {mode: {k: float(np.mean([m[mode][k] for m in per_epoch])) for k in SCORES}
+                         for mode in ("median", "unscaled")}
+    return result
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--methods", nargs="+", choices=sorted(METHODS), default=["packnet", "packnet_velocity"])
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--work_dir", default="bench_out")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    work = Path(args.work_dir)
+    data = synthetic_drives(work)
+    results = {name: run_method(name, data, work / "method_learning", args.epochs, args.seed)
+               for name in args.methods}
+    rows = []
+    for name, result in results.items():
+        for who in ("untrained", "constant", "trained"):
+            for scaling, metrics in result[who].items():
+                rows.append({"method": name, "model": who, "scaling": scaling, **metrics,
+                             "train s": result["train_seconds"] if who == "trained" else None})
+    title = f"Learning from scratch on the synthetic drives ({HEIGHT}x{WIDTH}, {args.epochs} epochs, " \
+            f"mean of the last two)"
+    return report(title, rows, ["method", "model", "scaling", *SCORES, "train s"], args, {"results": results})
+
+
+if __name__ == "__main__":
+    main()
