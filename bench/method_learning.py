@@ -38,8 +38,12 @@ PACKNET = ["--backbone", "packnet_slim", "--decoder", "packnet", "--pose_model_t
 METHODS = {
     "monodepth2": [],
     "monodepth2_velocity": ["--velocity_weight", "0.1"],
+    # The pose decoders scale their output by 0.01, so metric travel (0.5-1.5 m per frame here) needs raw
+    # outputs near 100: at Adam's 3e-4 a short run does not get there; ten times the pose rate does.
+    "monodepth2_velocity_fast_pose": ["--velocity_weight", "0.1", "--pose_lr_factor", "10"],
     "packnet": PACKNET,
     "packnet_velocity": PACKNET + ["--velocity_weight", "0.1"],
+    "packnet_velocity_fast_pose": PACKNET + ["--velocity_weight", "0.1", "--pose_lr_factor", "10"],
     "sqldepth": ["--backbone", "resnet", "--num_layers", "50", "--decoder", "sql", "--num_scales", "1",
                  "--sql_patch_size", "4", "--sql_num_queries", "32", "--sql_num_bins", "32",
                  "--min_depth", "0.1", "--max_depth", "10", "--pose_model_type", "posecnn"],
