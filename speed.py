@@ -14,6 +14,8 @@ Every speed-up is a flag that can be switched off for comparison (``bench/`` mea
   weights are converted once.
 - ``--fused_optimizer/--no-fused_optimizer`` (default: fused on CUDA, PyTorch's default
   implementation elsewhere): one fused kernel for the whole Adam/AdamW/SGD update.
+- ``--fast``: the combination measured fastest (``CPU_FAST_PATH`` on the CPU; on CUDA the
+  defaults already are); explicit flags still decide.
 - ``--compile``: ``torch.compile`` of the depth and pose networks (off by default: the first
   steps pay minutes of compilation; worth it for long runs).
 
@@ -37,6 +39,12 @@ from torch import nn
 logger = logging.getLogger(__name__)
 
 MIXED_PRECISION_CHOICES = ("auto", "none", "bf16")
+
+# What --fast turns on for a CPU run, from bench/step_profile.py on a 2-core AVX2 EPYC (README,
+# Speed): the fused optimiser (one pass over the weights, no per-parameter loop). Measured and
+# left out: channels_last (oneDNN's NHWC convolutions are slower here), bf16 autocast (no native
+# bf16 on that CPU: emulated, slower than float32) and torch.compile (minutes of compilation).
+CPU_FAST_PATH = {"fused_optimizer": True, "channels_last": False}
 
 # CPU flags (Linux /proc/cpuinfo) that give native bfloat16 arithmetic; without them PyTorch's
 # CPU autocast still works but converts in software, which is slower than float32.
@@ -121,6 +129,11 @@ class SpeedSettings:
                            "correct but slower than float32")
         channels_last = getattr(opts, "channels_last", None)
         fused = getattr(opts, "fused_optimizer", None)
+        if getattr(opts, "fast", False) and device.type == "cpu":
+            # --fast: what bench/step_profile.py measured fastest on the CPU (README, Speed).
+            # Explicit flags still win.
+            channels_last = CPU_FAST_PATH["channels_last"] if channels_last is None else channels_last
+            fused = CPU_FAST_PATH["fused_optimizer"] if fused is None else fused
         return cls(device_type=device.type,
                    autocast_dtype=torch.bfloat16 if precision == "bf16" else None,
                    channels_last=cuda if channels_last is None else bool(channels_last),
