@@ -2,7 +2,7 @@
 
     python bench/step_profile.py                        # both recipes on this machine's defaults below
     python bench/step_profile.py --short                # < 3 minutes on 2 CPU cores
-    python bench/step_profile.py --recipes md2 --variant fp32= --variant fast=--cpu_fast_path
+    python bench/step_profile.py --recipes md2 --variant fp32= --variant fast=--fast
 
 Recipes (as `bench/train_throughput.py`'s, at this script's CPU size: 320 x 96, batch 4, frames
 0 -1 1, scratch weights): ``md2`` Monodepth2 (ResNet-18, four scales), ``bde`` BDEdepth (HRNet-18,
@@ -51,7 +51,7 @@ LOG_FREQUENCY, SAVE_FREQUENCY = 250, 500  # train.py's defaults: what logging an
 def parse_variant(text: str) -> tuple[str, list[str]]:
     name, _, flags = text.partition("=")
     if not name:
-        raise argparse.ArgumentTypeError(f"--variant {text!r}: expected NAME=FLAGS, e.g. fast=--cpu_fast_path")
+        raise argparse.ArgumentTypeError(f"--variant {text!r}: expected NAME=FLAGS, e.g. fast=--fast")
     return name, flags.split()
 
 
