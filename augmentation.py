@@ -129,6 +129,29 @@ def _shift_hue(images: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     return rgb.clamp(0.0, 1.0)
 
 
+def _hue_slot(previous: torch.Tensor, blended: torch.Tensor, is_hue: torch.Tensor, hue: torch.Tensor,
+              enabled: torch.Tensor | None) -> torch.Tensor:
+    """One slot's result: the hue-shifted ``previous`` where the sample's op is the hue shift (and
+    its shift is not 0), ``previous`` unchanged where it is a zero shift, ``blended`` elsewhere.
+
+    Every sample shifts its hue in one slot of four, and a disabled sample's result is discarded.
+    On a GPU the HSV round trip runs on the whole batch and ``torch.where`` picks (no host
+    synchronisation); on the CPU only the samples that use it are converted (the same numbers:
+    the round trip is per pixel), which saves most of the jitter's arithmetic there.
+    """
+    if previous.device.type != "cpu":
+        return torch.where(is_hue, torch.where(hue != 0, _shift_hue(previous, hue), previous), blended)
+    is_hue = is_hue.flatten()
+    shifting = is_hue & (hue.flatten() != 0)
+    if enabled is not None:
+        shifting &= enabled.to(device=previous.device, dtype=torch.bool).flatten()
+    out = torch.where(is_hue.view(-1, 1, 1, 1, 1), previous, blended)
+    chosen = shifting.nonzero().squeeze(1)
+    if chosen.numel():
+        out[chosen] = _shift_hue(previous[chosen], hue[chosen])
+    return out
+
+
 def apply_color_jitter(
     images: torch.Tensor, params: torch.Tensor, enabled: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -154,6 +177,10 @@ def apply_color_jitter(
         raise ValueError(
             f"apply_color_jitter: params must be {batch}x{JITTER_PARAM_DIM}, "
             f"got {tuple(params.shape)}"
+        )
+    if enabled is not None and tuple(enabled.shape) != (batch,):
+        raise ValueError(
+            f"apply_color_jitter: enabled must have shape ({batch},), got {tuple(enabled.shape)}"
         )
     p = params.to(device=frames.device, dtype=frames.dtype)
 
@@ -181,15 +208,9 @@ def apply_color_jitter(
         blended = (factor * out + (1.0 - factor) * reference).clamp(0.0, 1.0)
         # A zero shift skips the op (as torchvision does for hue=0): the HSV round trip is
         # not bit-exact.
-        hue_shifted = torch.where(hue != 0, _shift_hue(out, hue), out)
-        out = torch.where(op == OP_HUE, hue_shifted, blended)
+        out = _hue_slot(out, blended, op == OP_HUE, hue, enabled)
 
     if enabled is not None:
-        if tuple(enabled.shape) != (batch,):
-            raise ValueError(
-                f"apply_color_jitter: enabled must have shape ({batch},), "
-                f"got {tuple(enabled.shape)}"
-            )
         keep = enabled.to(device=frames.device, dtype=torch.bool).view(batch, 1, 1, 1, 1)
         out = torch.where(keep, out, frames)
     return out.reshape(images.shape)

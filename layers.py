@@ -25,7 +25,7 @@ Conventions, fixed once for the whole module:
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -283,7 +283,33 @@ def warp(image: torch.Tensor, grid: torch.Tensor, padding_mode: str = "border") 
 # --------------------------------------------------------------------------------------------
 
 
-def ssim_loss_map(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+class SSIMReference(NamedTuple):
+    """The statistics of one side of SSIM that do not depend on the other (`ssim_reference`).
+
+    Attributes:
+        padded: ``B x C x (H+2) x (W+2)`` the image, reflection-padded by 1.
+        mean: ``B x C x H x W`` 3x3 local mean.
+        variance: ``B x C x H x W`` 3x3 local variance (E[y^2] - E[y]^2).
+    """
+
+    padded: torch.Tensor
+    mean: torch.Tensor
+    variance: torch.Tensor
+
+
+def ssim_reference(y: torch.Tensor) -> SSIMReference:
+    """`SSIMReference` of a ``B x C x H x W`` image: computed once, it serves every SSIM against it.
+
+    A target compared with several warped and unwarped frames (and scales) needs its padding,
+    mean and variance once; `ssim_loss_map` computes exactly these numbers when given none.
+    """
+    check_shape(y, "y", (None, None, None, None))
+    padded = F.pad(y, (1, 1, 1, 1), mode="reflect")
+    mean = F.avg_pool2d(padded, 3, 1)
+    return SSIMReference(padded, mean, F.avg_pool2d(padded * padded, 3, 1) - mean * mean)
+
+
+def ssim_loss_map(x: torch.Tensor, y: torch.Tensor | SSIMReference) -> torch.Tensor:
     """Per-pixel SSIM dissimilarity ``clamp((1 - SSIM) / 2, 0, 1)`` over 3x3 windows.
 
     Local statistics use a 3x3 average pool at stride 1 after reflection padding by 1, so the
@@ -291,20 +317,20 @@ def ssim_loss_map(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
     Args:
         x: ``B x C x H x W`` image in [0, 1].
-        y: image of the same shape.
+        y: image of the same shape, or its `ssim_reference` (the same result, bit for bit,
+            without recomputing y's statistics).
 
     Returns:
         ``B x C x H x W`` loss in [0, 1]; 0 where the images agree.
     """
     check_shape(x, "x", (None, None, None, None))
-    check_shape(y, "y", tuple(x.shape))
+    reference = y if isinstance(y, SSIMReference) else ssim_reference(y)
+    check_shape(reference.mean, "y", tuple(x.shape))
     x = F.pad(x, (1, 1, 1, 1), mode="reflect")
-    y = F.pad(y, (1, 1, 1, 1), mode="reflect")
     mu_x = F.avg_pool2d(x, 3, 1)
-    mu_y = F.avg_pool2d(y, 3, 1)
+    mu_y, sigma_y = reference.mean, reference.variance
     sigma_x = F.avg_pool2d(x * x, 3, 1) - mu_x * mu_x
-    sigma_y = F.avg_pool2d(y * y, 3, 1) - mu_y * mu_y
-    sigma_xy = F.avg_pool2d(x * y, 3, 1) - mu_x * mu_y
+    sigma_xy = F.avg_pool2d(x * reference.padded, 3, 1) - mu_x * mu_y
     numerator = (2 * mu_x * mu_y + SSIM_C1) * (2 * sigma_xy + SSIM_C2)
     denominator = (mu_x * mu_x + mu_y * mu_y + SSIM_C1) * (sigma_x + sigma_y + SSIM_C2)
     return torch.clamp((1 - numerator / denominator) / 2, 0, 1)
@@ -315,6 +341,7 @@ def reprojection_loss(
     target: torch.Tensor,
     ssim_weight: float = SSIM_WEIGHT,
     use_ssim: bool = True,
+    target_ssim: SSIMReference | None = None,
 ) -> torch.Tensor:
     """Photometric error ``w * mean_c SSIM + (1 - w) * mean_c |pred - target|``.
 
@@ -323,6 +350,7 @@ def reprojection_loss(
         target: ``B x C x H x W`` target image.
         ssim_weight: w; ignored when ``use_ssim`` is False.
         use_ssim: if False the error is pure L1.
+        target_ssim: ``ssim_reference(target)`` when the caller already has it (same result).
 
     Returns:
         ``B x 1 x H x W`` error.
@@ -331,7 +359,7 @@ def reprojection_loss(
     l1 = (target - pred).abs().mean(dim=1, keepdim=True)
     if not use_ssim:
         return l1
-    ssim = ssim_loss_map(pred, target).mean(dim=1, keepdim=True)
+    ssim = ssim_loss_map(pred, target if target_ssim is None else target_ssim).mean(dim=1, keepdim=True)
     return ssim_weight * ssim + (1.0 - ssim_weight) * l1
 
 
@@ -554,6 +582,7 @@ __all__ = [
     "SSIM_C1",
     "SSIM_C2",
     "SSIM_WEIGHT",
+    "SSIMReference",
     "backproject",
     "check_shape",
     "compute_depth_metrics",
@@ -569,6 +598,7 @@ __all__ = [
     "rot_from_axisangle",
     "scale_invariant_log_loss",
     "ssim_loss_map",
+    "ssim_reference",
     "transformation_from_parameters",
     "upsample_disp",
     "warp",

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from layers import (IDENTITY_TIE_NOISE, disp_to_depth, edge_aware_smoothness, per_pixel_min_loss,
-                    reprojection_loss, scale_invariant_log_loss, upsample_disp)
+                    reprojection_loss, scale_invariant_log_loss, ssim_reference, upsample_disp)
 from local_crop import crop_footprint_grid, local_crop_footprint
 
 
@@ -161,7 +161,8 @@ def view_photometric_loss(inputs: dict, outputs: dict, settings: LossSettings, v
     Reads ``outputs[(view.key("warped"), f, s)]`` (source f warped into the target at scale s)
     and the unaugmented ``inputs[(view.images, f, source_scale)]``. Returns the loss and the
     auto-mask per scale under ``(view.key("automask"), s)`` (B x 1 x H x W, 1 where a warped
-    frame won the minimum).
+    frame won the minimum). What depends on the images alone (the target's SSIM statistics, the
+    unwarped frames' errors) is computed once per resolution (`image_only_photometric`).
     """
     total = 0.0
     maps = {}
@@ -169,20 +170,43 @@ def view_photometric_loss(inputs: dict, outputs: dict, settings: LossSettings, v
     for scale in settings.scales:
         source_scale = settings.source_scale(scale)
         target = inputs[(view.images, 0, source_scale)]
+        target_ssim, identity = image_only_photometric(inputs, outputs, settings, view.images, source_scale)
         reprojection = torch.cat([
-            reprojection_loss(outputs[(warped_key, f, scale)], target, use_ssim=settings.use_ssim)
+            reprojection_loss(outputs[(warped_key, f, scale)], target, use_ssim=settings.use_ssim,
+                              target_ssim=target_ssim)
             for f in settings.source_frame_ids], dim=1)
-        identity = None
-        if settings.automask:
-            identity = torch.cat([
-                reprojection_loss(inputs[(view.images, f, source_scale)], target, use_ssim=settings.use_ssim)
-                for f in settings.source_frame_ids], dim=1)
+        # The tie-break noise is drawn here, once per scale, as it always was: the identity
+        # errors are shared, the random stream and so the total are unchanged.
         loss_map, auto_mask = per_pixel_min_loss(reprojection, identity, average=settings.avg_reprojection,
                                                  tie_noise=settings.tie_noise, interleave=settings.interleave_min)
         if auto_mask is not None:
             maps[(view.key("automask"), scale)] = auto_mask.detach()
         total = total + loss_map.mean()
     return total / len(settings.scales), maps
+
+
+def image_only_photometric(inputs: dict, outputs: dict, settings: LossSettings, images: str, source_scale: int):
+    """``(target's SSIM statistics or None, unwarped errors or None)`` at one resolution, cached.
+
+    Neither depends on the networks: the target's `ssim_reference` (None without SSIM) and the
+    B x N x H x W errors of the unwarped source frames against the target (None without
+    auto-masking). Every scale compared at the same resolution (all of them unless
+    --v1_multiscale) and every view supervised by the same images (the original and the
+    reshuffled view) reads the same numbers, so they are computed for the first and kept in
+    ``outputs[("image_only_photometric", images, source_scale)]`` for the others.
+    """
+    key = ("image_only_photometric", images, source_scale)
+    if key not in outputs:
+        target = inputs[(images, 0, source_scale)]
+        target_ssim = ssim_reference(target) if settings.use_ssim else None
+        identity = None
+        if settings.automask:
+            identity = torch.cat([
+                reprojection_loss(inputs[(images, f, source_scale)], target, use_ssim=settings.use_ssim,
+                                  target_ssim=target_ssim)
+                for f in settings.source_frame_ids], dim=1)
+        outputs[key] = (target_ssim, identity)
+    return outputs[key]
 
 
 def view_smoothness_loss(inputs: dict, outputs: dict, settings: LossSettings, view: View):

@@ -47,7 +47,10 @@ Outputs (``forward``); ``<branch>`` is "" for the original view, "_local" or "_r
                                   declares it needs "depth_features")
     "finite_checks"               [(name, bool tensor)] device flags: grids, depths and poses
                                   are finite (read by `nonfinite_names`)
-and, after ``losses``, the maps the terms log: ("automask<branch>", s) B x 1 x h x w.
+and, after ``losses``, the maps the terms log: ("automask<branch>", s) B x 1 x h x w, and what the
+photometric terms share: ("image_only_photometric", images, source scale) = (the target's SSIM
+statistics, the unwarped frames' B x N x h x w errors), computed once per batch
+(`losses.image_only_photometric`).
 """
 
 from __future__ import annotations

@@ -263,6 +263,9 @@ def add_speed_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--fused_optimizer", action=argparse.BooleanOptionalAction, default=None,
                        help="fused Adam/AdamW/SGD update (default: fused on CUDA, PyTorch's default "
                             "elsewhere; --no-fused_optimizer forces the per-parameter loop)")
+    group.add_argument("--fast", action="store_true",
+                       help="the fastest combination measured within the bf16 accuracy rule (README, Speed): on "
+                            "the CPU the fused optimiser; on CUDA the defaults already are; explicit flags win")
     group.add_argument("--compile", action="store_true",
                        help="torch.compile the depth and pose networks (minutes of compilation first)")
     group.add_argument("--frame_cache", type=str, default=None, metavar="PATH",

@@ -14,6 +14,8 @@ Every speed-up is a flag that can be switched off for comparison (``bench/`` mea
   weights are converted once.
 - ``--fused_optimizer/--no-fused_optimizer`` (default: fused on CUDA, PyTorch's default
   implementation elsewhere): one fused kernel for the whole Adam/AdamW/SGD update.
+- ``--fast``: the combination measured fastest (``CPU_FAST_PATH`` on the CPU; on CUDA the
+  defaults already are); explicit flags still decide.
 - ``--compile``: ``torch.compile`` of the depth and pose networks (off by default: the first
   steps pay minutes of compilation; worth it for long runs).
 
@@ -25,8 +27,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -34,6 +39,12 @@ from torch import nn
 logger = logging.getLogger(__name__)
 
 MIXED_PRECISION_CHOICES = ("auto", "none", "bf16")
+
+# What --fast turns on for a CPU run, from bench/step_profile.py on a 2-core AVX2 EPYC (README,
+# Speed): the fused optimiser (one pass over the weights, no per-parameter loop). Measured and
+# left out: channels_last (oneDNN's NHWC convolutions are slower here), bf16 autocast (no native
+# bf16 on that CPU: emulated, slower than float32) and torch.compile (minutes of compilation).
+CPU_FAST_PATH = {"fused_optimizer": True, "channels_last": False}
 
 # CPU flags (Linux /proc/cpuinfo) that give native bfloat16 arithmetic; without them PyTorch's
 # CPU autocast still works but converts in software, which is slower than float32.
@@ -118,6 +129,11 @@ class SpeedSettings:
                            "correct but slower than float32")
         channels_last = getattr(opts, "channels_last", None)
         fused = getattr(opts, "fused_optimizer", None)
+        if getattr(opts, "fast", False) and device.type == "cpu":
+            # --fast: what bench/step_profile.py measured fastest on the CPU (README, Speed).
+            # Explicit flags still win.
+            channels_last = CPU_FAST_PATH["channels_last"] if channels_last is None else channels_last
+            fused = CPU_FAST_PATH["fused_optimizer"] if fused is None else fused
         return cls(device_type=device.type,
                    autocast_dtype=torch.bfloat16 if precision == "bf16" else None,
                    channels_last=cuda if channels_last is None else bool(channels_last),
@@ -200,3 +216,55 @@ class FastNetwork(nn.Module):
         with torch.autocast(device_type=self.device_type, dtype=self.autocast_dtype):
             outputs = run(images)
         return _to_float32(outputs)
+
+
+class PhaseTimer:
+    """Wall time of the named phases of the training step, each exclusive of the phases nested in it.
+
+    ``with timer.phase("losses"): ...`` adds the block's time to "losses"; a phase opened inside
+    another (the depth network inside the forward pass) is subtracted from its parent, so the
+    phases add up to the step. On CUDA the device is synchronised at every phase boundary,
+    otherwise asynchronous kernels would be billed to whichever phase next waits for them; on
+    the CPU nothing is synchronised (the work is done when the call returns), so the timer does
+    not distort what it measures. A disabled timer (the Trainer's default) does nothing.
+    """
+
+    def __init__(self, device: torch.device | None = None, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.synchronize = (lambda: torch.cuda.synchronize(device)) if (
+            device is not None and device.type == "cuda") else (lambda: None)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every total (e.g. after the warm-up steps)."""
+        self.seconds: dict[str, float] = {}
+        self._nested: list[float] = []
+
+    @contextmanager
+    def phase(self, name: str):
+        if not self.enabled:
+            yield
+            return
+        self.synchronize()
+        start = time.perf_counter()
+        self._nested.append(0.0)
+        try:
+            yield
+        finally:
+            self.synchronize()
+            elapsed = time.perf_counter() - start
+            inner = self._nested.pop()
+            self.seconds[name] = self.seconds.get(name, 0.0) + elapsed - inner
+            if self._nested:
+                self._nested[-1] += elapsed
+
+    def timed(self, name: str, function: Callable) -> Callable:
+        """``function`` with every call timed as the phase ``name``."""
+        def run(*args, **kwargs):
+            with self.phase(name):
+                return function(*args, **kwargs)
+        return run
+
+
+# The Trainer's default: phases cost one attribute check and a generator, nothing is measured.
+NO_TIMER = PhaseTimer(enabled=False)

@@ -13,6 +13,7 @@ import os
 import time
 import warnings
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from torch.utils.data import DataLoader
@@ -28,7 +29,7 @@ from model import SelfSupervisedDepth, raise_if_not_finite
 from options import training_frame_ids
 from run_folder import (CONFIG_FILE, OPTIONS_FILE, check_resume_options, check_run_folder, claim_run_folder,
                         remove_stale_temporaries)
-from speed import SpeedSettings
+from speed import NO_TIMER, PhaseTimer, SpeedSettings
 from split_lists import resolve_split_dir
 from utils import (capture_rng_state, format_hms, readlines, restore_rng_state, seed_everything,
                    seed_worker, select_device, write_json)
@@ -71,13 +72,16 @@ def make_optimizer(opts, model: SelfSupervisedDepth, extra: dict | None = None) 
 
 
 def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, parameters: list,
-                   clip_grad: float) -> None:
-    """Backward, gradient-norm clipping when ``clip_grad > 0``, and the optimiser's step."""
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if clip_grad > 0:
-        torch.nn.utils.clip_grad_norm_(parameters, clip_grad)
-    optimizer.step()
+                   clip_grad: float, timer: PhaseTimer = NO_TIMER) -> None:
+    """Backward, gradient-norm clipping when ``clip_grad > 0``, and the optimiser's step
+    (timed as the phases "backward" and "optimiser step" by an enabled ``timer``)."""
+    with timer.phase("backward"):
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+    with timer.phase("optimiser step"):
+        if clip_grad > 0:
+            torch.nn.utils.clip_grad_norm_(parameters, clip_grad)
+        optimizer.step()
 
 
 # What a run stopped by non-finite values should do next.
@@ -96,6 +100,8 @@ class Trainer:
         self.frame_ids = training_frame_ids(opts)
         self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
         self.forced_changes: list[str] = []
+        # bench/train_throughput.py swaps in an enabled PhaseTimer to profile the step.
+        self.timer: PhaseTimer = NO_TIMER
 
         if opts.seed > 0:
             seed_everything(opts.seed)
@@ -394,34 +400,53 @@ class Trainer:
 
             progress = tqdm(total=self.steps_per_epoch, initial=start_batch, desc=f"epoch {epoch}",
                             dynamic_ncols=True, leave=False)
-        data_start = time.time()
-        for batch_idx, batch in enumerate(loader, start=start_batch):
-            data_time = time.time() - data_start
-            step_start = time.time()
-            self.step += 1
-            inputs, outputs, losses = self.train_step(batch)
-            self.batch_in_epoch = batch_idx + 1
-            if batch_idx % self.opts.log_frequency == 0:
-                self.flush_finite_checks()
-                self.log_step(inputs, outputs, losses, data_time, time.time() - step_start)
-                if progress is not None:  # reading the loss syncs with the GPU: only on log steps
-                    progress.set_postfix(loss=f"{float(losses['loss'].detach()):.4f}")
-            if self.step % self.opts.save_frequency == 0:
-                self.save_resume_checkpoint(epoch, self.batch_in_epoch)
-            if progress is not None:
-                progress.update(1)
-            data_start = time.time()
+        self.run_steps(epoch, enumerate(loader, start=start_batch), progress)
         if progress is not None:
             progress.close()
 
+    def run_steps(self, epoch: int, numbered_batches: Iterator, progress=None, max_steps: int | None = None) -> int:
+        """Train on ``(batch_idx, batch)`` pairs until they run out (or ``max_steps``); log and
+        checkpoint on schedule. Returns the number of steps taken."""
+        steps = 0
+        while max_steps is None or steps < max_steps:
+            data_start = time.time()
+            with self.timer.phase("waiting for data"):
+                numbered = next(numbered_batches, None)
+            if numbered is None:
+                break
+            batch_idx, batch = numbered
+            data_time = time.time() - data_start
+            step_start = time.time()
+            self.step += 1
+            steps += 1
+            inputs, outputs, losses = self.train_step(batch)
+            self.batch_in_epoch = batch_idx + 1
+            with self.timer.phase("logging and checkpoints"):
+                if batch_idx % self.opts.log_frequency == 0:
+                    self.flush_finite_checks()
+                    self.log_step(inputs, outputs, losses, data_time, time.time() - step_start)
+                    if progress is not None:  # reading the loss syncs with the GPU: only on log steps
+                        progress.set_postfix(loss=f"{float(losses['loss'].detach()):.4f}")
+                if self.step % self.opts.save_frequency == 0:
+                    self.save_resume_checkpoint(epoch, self.batch_in_epoch)
+                if progress is not None:
+                    progress.update(1)
+        return steps
+
     def train_step(self, batch: dict):
-        inputs = self.model.prepare_inputs(batch, self.device)
-        outputs = self.training_model(inputs)
-        losses = self.model.losses(inputs, outputs)
-        self.check_finite(outputs, losses)
-        optimizer_step(losses["loss"], self.optimizer, self.parameters(), self.opts.clip_grad)
-        if self.opts.lr_sche_type == "cos":
-            self.scheduler.step()
+        timer = self.timer
+        with timer.phase("batch preparation"):
+            inputs = self.model.prepare_inputs(batch, self.device)
+        with timer.phase("forward (rest)"):
+            outputs = self.training_model(inputs)
+        with timer.phase("losses"):
+            losses = self.model.losses(inputs, outputs)
+        with timer.phase("non-finite check"):
+            self.check_finite(outputs, losses)
+        optimizer_step(losses["loss"], self.optimizer, self.parameters(), self.opts.clip_grad, timer)
+        with timer.phase("optimiser step"):
+            if self.opts.lr_sche_type == "cos":
+                self.scheduler.step()
         return inputs, outputs, losses
 
     def check_finite(self, outputs: dict, losses: dict) -> None:

@@ -298,6 +298,13 @@ def seed_worker(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
+    # The workers already run in parallel, one sample each: a thread pool inside every worker
+    # (OpenCV's decode/resize, PyTorch's ops; PyTorch already sets 1 in workers) would only
+    # oversubscribe the cores the training process computes on.
+    torch.set_num_threads(1)
+    import cv2
+
+    cv2.setNumThreads(1)
 
 
 def colorize_disparity(disp: np.ndarray, cmap: str = "magma", vmax_percentile: float = 95.0) -> np.ndarray:

@@ -30,10 +30,14 @@ def add_common_options(parser, frames_per_drive: int = 16) -> None:
     parser.add_argument("--frames_per_drive", type=int, default=frames_per_drive,
                         help="frames per generated drive (2 drives: train and test)")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+    parser.add_argument("--synthetic_size", type=int, nargs=2, default=[KITTI_WIDTH, KITTI_HEIGHT],
+                        metavar=("WIDTH", "HEIGHT"),
+                        help="size of the generated frames (default KITTI's; small for a quick CI run)")
 
 
 def synthetic_dataset(args, velodyne: bool = False, gt: bool = False) -> Path:
-    """``--data_path``, or a synthetic dataset (full KITTI size) generated once under ``--work_dir``.
+    """``--data_path``, or a synthetic dataset (``--synthetic_size``, KITTI's by default) generated once
+    under ``--work_dir``.
 
     With ``gt`` the test split's ground truth is exported too (needs the simulated lidar).
     """
@@ -42,12 +46,14 @@ def synthetic_dataset(args, velodyne: bool = False, gt: bool = False) -> Path:
     from make_synthetic_kitti import generate_dataset
 
     velodyne = velodyne or gt
-    root = Path(args.work_dir) / f"synthetic_{args.frames_per_drive}f{'_lidar' if velodyne else ''}"
+    width, height = getattr(args, "synthetic_size", (KITTI_WIDTH, KITTI_HEIGHT))
+    size = "" if (width, height) == (KITTI_WIDTH, KITTI_HEIGHT) else f"_{width}x{height}"
+    root = Path(args.work_dir) / f"synthetic_{args.frames_per_drive}f{size}{'_lidar' if velodyne else ''}"
     done = root / ".bench_complete"
     if not done.is_file():
         print(f"generating the synthetic dataset in {root} (once) ...", flush=True)
-        generate_dataset(root, num_drives=2, frames_per_drive=args.frames_per_drive, width=KITTI_WIDTH,
-                         height=KITTI_HEIGHT, seed=11, velodyne=velodyne, overwrite=True,
+        generate_dataset(root, num_drives=2, frames_per_drive=args.frames_per_drive, width=width,
+                         height=height, seed=11, velodyne=velodyne, overwrite=True,
                          num_workers=min(4, os.cpu_count() or 1), test_stride=1)
         if gt:
             import export_gt_depth

@@ -118,7 +118,7 @@ def device_prep_rate(dataset, batch_size: int = 12) -> float:
     import torch
     from torch.utils.data import default_collate
 
-    from trainer import prepare_batch
+    from model import prepare_batch
 
     batch = default_collate([dataset[(i % len(dataset), i)] for i in range(batch_size)])
     batch["do_color_aug"] = torch.ones_like(batch["do_color_aug"])  # the worst case: all jittered

@@ -156,3 +156,46 @@ def test_no_host_synchronisation_on_cuda():
         aug.apply_color_jitter(images, params, enabled)
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+def where_everywhere_jitter(images, params, enabled):
+    """`apply_color_jitter` as the GPU runs it: every sample through every op, torch.where picks."""
+    frames = images.unsqueeze(1) if images.dim() == 4 else images
+    batch = frames.shape[0]
+
+    def column(index):
+        return params[:, index].view(batch, 1, 1, 1, 1)
+
+    out = frames
+    for slot in range(aug.NUM_OPS):
+        op = column(aug.ORDER_START + slot).round()
+        is_brightness, is_contrast = op == aug.OP_BRIGHTNESS, op == aug.OP_CONTRAST
+        gray = aug._grayscale(out)
+        reference = torch.where(is_contrast, gray.mean(dim=(-3, -2, -1), keepdim=True), gray)
+        reference = reference.masked_fill(is_brightness, 0.0)
+        factor = torch.where(is_brightness, column(aug.BRIGHTNESS_INDEX),
+                             torch.where(is_contrast, column(aug.CONTRAST_INDEX), column(aug.SATURATION_INDEX)))
+        blended = (factor * out + (1.0 - factor) * reference).clamp(0.0, 1.0)
+        hue = column(aug.HUE_INDEX)
+        out = torch.where(op == aug.OP_HUE, torch.where(hue != 0, aug._shift_hue(out, hue), out), blended)
+    out = torch.where(enabled.view(batch, 1, 1, 1, 1), out, frames)
+    return out.reshape(images.shape)
+
+
+def test_cpu_jitter_converts_only_the_samples_that_shift_their_hue_with_the_same_numbers(monkeypatch):
+    rng = random.Random(6)
+    images = make_images(6, 3, 3, 16, 24, seed=2)
+    params = torch.stack([aug.draw_color_jitter(rng, 0.4, 0.4, 0.4, 0.2) for _ in range(6)])
+    params[2, aug.HUE_INDEX] = 0.0  # a zero shift leaves its slot's input untouched
+    enabled = torch.tensor([True, False, True, True, False, True])
+    converted = []
+    original = aug._shift_hue
+
+    def counting(images, shift):
+        converted.append(images.shape[0])
+        return original(images, shift)
+
+    monkeypatch.setattr(aug, "_shift_hue", counting)
+    got = aug.apply_color_jitter(images, params, enabled)
+    assert sum(converted) == 3  # the enabled samples with a non-zero shift, once each
+    assert torch.equal(got, where_everywhere_jitter(images, params, enabled))
