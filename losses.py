@@ -343,7 +343,8 @@ def feature_metric_term(inputs: dict, outputs: dict, settings: LossSettings, net
     """FeatDepth's feature-metric loss (methods spec 2.4, item 3), before its weight.
 
     The auto-encoder's level-0 features (64 x H/2 x W/2) of the un-augmented target and sources
-    (one batched pass) are warped with the scale-0 disparity's depth (FeatDepth's decoder gives it
+    (one batched pass for a frozen encoder; one pass per frame for one in training mode, whose
+    batch-norm statistics are then each frame's, as in FeatDepth's joint model) are warped with the scale-0 disparity's depth (FeatDepth's decoder gives it
     at H/2; any other size is resized bilinearly to the features') and the intrinsics halved to
     that resolution; the error is the Charbonnier penalty averaged over channels, its per-pixel
     minimum over the sources (temporal poses, the stereo transform) averaged over pixels. FeatDepth
@@ -353,12 +354,15 @@ def feature_metric_term(inputs: dict, outputs: dict, settings: LossSettings, net
     """
     encoder = feature_encoder(networks)
     frames = [0, *settings.source_frame_ids]
-    images = torch.cat([inputs[("color", f, 0)] for f in frames])
     trainable = any(p.requires_grad for p in encoder.parameters())
     with torch.set_grad_enabled(trainable and torch.is_grad_enabled()):
-        levels = [level.float() for level in encoder(images)]
-    batch = inputs[("color", 0, 0)].shape[0]
-    features = levels[0].split(batch)
+        if encoder.training:  # batch statistics per frame, as FeatDepth's joint model computes them
+            per_frame = [[level.float() for level in encoder(inputs[("color", f, 0)])] for f in frames]
+        else:  # fixed statistics: one batched pass gives the same features
+            batch = inputs[("color", 0, 0)].shape[0]
+            levels = encoder(torch.cat([inputs[("color", f, 0)] for f in frames]))
+            per_frame = [[level[i * batch:(i + 1) * batch].float() for level in levels] for i in range(len(frames))]
+    features = [levels[0] for levels in per_frame]
     target = features[0]
     disp = outputs[("disp", 0)]
     if disp.shape[-2:] != target.shape[-2:]:
@@ -368,7 +372,7 @@ def feature_metric_term(inputs: dict, outputs: dict, settings: LossSettings, net
     grids = [featdepth_losses.feature_sampling_grid(
         depth, K, inputs["stereo_T"] if f == "s" else outputs[("cam_T_cam", 0, f)]) for f in frames[1:]]
     value = featdepth_losses.feature_metric_loss(target, features[1:], grids, weight=1.0)
-    return value, {AUTOENCODER_FEATURES: [level[:batch] for level in levels]}
+    return value, {AUTOENCODER_FEATURES: per_frame[0]}
 
 
 def autoencoder_term(inputs: dict, outputs: dict, settings: LossSettings, networks):
@@ -393,8 +397,15 @@ def feature_metric_networks(opts: argparse.Namespace) -> dict:
     Otherwise ``feature_extractor``: the `FeatureEncoder` of --feature_net_path, frozen (no
     gradient, out of the optimiser, kept in eval mode by the model).
     """
+    from pathlib import Path
+
     from featdepth_weights import load_feature_net_weights
 
+    if opts.feature_net_path and not Path(opts.feature_net_path).is_file():
+        # Checked here, not by the option parser, so that a recipe can name where stage 1 writes it.
+        raise FileNotFoundError(f"--feature_net_path {opts.feature_net_path} does not exist: train the auto-encoder "
+                                "first (train.py --config configs/featdepth_autoencoder_800x256.yaml) and give "
+                                "its models/model<epoch>.pth")
     if opts.feature_net_joint:
         network = FeatureNet(pretrained=opts.weights_init == "pretrained" and not opts.feature_net_path)
         if opts.feature_net_path:

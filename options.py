@@ -541,8 +541,6 @@ def _validate_feature_metric_options(opts: argparse.Namespace) -> None:
         raise ValueError("--feature_metric_weight needs the stage-1 auto-encoder: give --feature_net_path (a "
                          "checkpoint of train.py --method autoencoder), or train one alongside with "
                          "--feature_net_joint")
-    if opts.feature_net_path and not os.path.exists(opts.feature_net_path):
-        raise ValueError(f"--feature_net_path {opts.feature_net_path} does not exist")
     from networks import DEPTH_NETWORKS
 
     if opts.backbone in DEPTH_NETWORKS or opts.decoder == "sql":

@@ -11,6 +11,9 @@ it as a checkpoint) accepts, with no architecture flags:
   ``net.N``);
 - a PackNet-SfM / All4Depth ``.ckpt`` (or a legacy ``.pth.tar``, or the ``state_dict`` extracted
   from one): `packnet_weights`, which reads the pickled config without running any of it;
+- a FeatDepth mmcv ``.pth`` (``state_dict`` with ``DepthEncoder.``, ``DepthDecoder.``, ``PoseEncoder.``,
+  ``PoseDecoder.``, ``extractor.`` or ``Encoder.``/``Decoder.`` prefixes): `featdepth_weights`, tensor by
+  tensor, the unused classification heads left out by name and anything else that does not fit an error;
 - a released BDEdepth ``.pth``: one dict with ``encoder``, ``depth`` (and possibly ``pose_encoder``,
   ``pose``) state dicts plus ``height``, ``width``, ``use_stereo``; our BDEdepth modules use its
   parameter names;
@@ -315,11 +318,14 @@ def convert_bdedepth(payload: dict, source: str, min_depth: float = 0.1, max_dep
 
 def to_checkpoint_payload(path: str | Path, image_shape: tuple[int, int] | None = None) -> dict:
     """Any supported weights as our payload: ours, a Monodepth2 or SQLdepth folder, a BDEdepth file,
-    a PackNet-SfM ``.ckpt`` / ``.pth.tar`` or its extracted state dict (`packnet_weights`).
+    a PackNet-SfM ``.ckpt`` / ``.pth.tar`` or its extracted state dict (`packnet_weights`), a FeatDepth
+    mmcv file (`featdepth_weights`).
 
     Args:
-        image_shape: (H, W) for PackNet files, whose size comes from their config otherwise.
+        image_shape: (H, W) for PackNet and FeatDepth files, which do not record it (PackNet's
+            config may; FeatDepth's default is 320 x 1024).
     """
+    from featdepth_weights import convert_featdepth_checkpoint, featdepth_state_dict
     from packnet_weights import convert_packnet_checkpoint, has_packnet_suffix, load_packnet_file, packnet_state_dict
 
     path = Path(path)
@@ -331,4 +337,6 @@ def to_checkpoint_payload(path: str | Path, image_shape: tuple[int, int] | None 
         return payload
     if packnet_state_dict(payload) is not None:
         return convert_packnet_checkpoint(payload, str(path), image_shape)[0]
+    if featdepth_state_dict(payload) is not None:
+        return convert_featdepth_checkpoint(payload, str(path), image_shape)[0]
     return convert_bdedepth(payload, str(path))
