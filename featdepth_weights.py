@@ -174,7 +174,7 @@ def convert_featdepth_checkpoint(raw: dict, source: str, image_shape: tuple[int,
     """
     from networks import ResnetEncoder
     from networks.featdepth import FeatDepthDecoder, FeatureEncoder, FeatureNet
-    from released_weights import infer_resnet_layers
+    from released_layouts import infer_resnet_layers
 
     state = featdepth_state_dict(raw)
     if state is None:
@@ -223,7 +223,7 @@ def convert_featdepth_checkpoint(raw: dict, source: str, image_shape: tuple[int,
 def _add_featdepth_pose(payload: dict, spec: ModelSpec, entries: dict, source: str) -> None:
     """FeatDepth's pose network: a two-frame ResNet encoder and Monodepth2's decoder for one transform."""
     from networks import PoseDecoder, ResnetEncoder
-    from released_weights import convert_monodepth2_pose, infer_resnet_layers
+    from released_layouts import convert_monodepth2_pose, infer_resnet_layers
 
     if "pose_encoder" not in entries or "pose" not in entries:
         raise ValueError(f"{source}: half a pose network (PoseEncoder and PoseDecoder go together)")

@@ -15,35 +15,15 @@ from model import AutoencoderTraining, SelfSupervisedDepth, build_training_model
 from networks import build_pose_network
 from networks.featdepth import FeatDepthDecoder, FeatureEncoder, FeatureNet
 from networks.resnet_encoder import ResnetEncoder
-from options import parse_train_options
 from released_weights import to_checkpoint_payload
+from tests.unit.test_model import BATCH, HEIGHT, WIDTH, make_batch
+from tests.unit.test_model import options as model_options
 from trainer import optimizer_step, warmup_factor
 
-HEIGHT, WIDTH, BATCH = 64, 96, 2
 
 
 def options(*extra: str, height: int = HEIGHT, width: int = WIDTH):
-    return parse_train_options(["--data_path", ".", "--height", str(height), "--width", str(width),
-                                "--weights_init", "scratch", "--device", "cpu", *extra])
-
-
-def make_batch(frame_ids=(0, -1, 1), height: int = HEIGHT, width: int = WIDTH, seed: int = 0) -> dict:
-    """A collated batch as the dataset gives it (uint8 frames, intrinsics, 0.1-unit stereo_T)."""
-    gen = torch.Generator().manual_seed(seed)
-    batch = {("color_uint8", f, 0): torch.randint(0, 256, (BATCH, 3, height, width), generator=gen,
-                                                  dtype=torch.uint8) for f in frame_ids}
-    for scale in range(4):
-        K = torch.eye(4).repeat(BATCH, 1, 1)
-        K[:, 0, 0], K[:, 1, 1] = 0.58 * width / 2 ** scale, 1.92 * height / 2 ** scale
-        K[:, 0, 2], K[:, 1, 2] = 0.5 * width / 2 ** scale, 0.5 * height / 2 ** scale
-        batch[("K", scale)], batch[("inv_K", scale)] = K, torch.linalg.inv(K)
-    batch["color_jitter"] = torch.zeros(BATCH, 8)
-    batch["do_color_aug"] = torch.zeros(BATCH, dtype=torch.bool)
-    if "s" in frame_ids:
-        stereo_T = torch.eye(4).repeat(BATCH, 1, 1)
-        stereo_T[:, 0, 3] = -0.1
-        batch["stereo_T"] = stereo_T
-    return batch
+    return model_options("--height", str(height), "--width", str(width), *extra)
 
 
 @pytest.fixture(scope="module")
