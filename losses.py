@@ -344,11 +344,12 @@ def feature_metric_term(inputs: dict, outputs: dict, settings: LossSettings, net
 
     The auto-encoder's level-0 features (64 x H/2 x W/2) of the un-augmented target and sources
     (one batched pass for a frozen encoder; one pass per frame for one in training mode, whose
-    batch-norm statistics are then each frame's, as in FeatDepth's joint model) are warped with the scale-0 disparity's depth (FeatDepth's decoder gives it
-    at H/2; any other size is resized bilinearly to the features') and the intrinsics halved to
-    that resolution; the error is the Charbonnier penalty averaged over channels, its per-pixel
-    minimum over the sources (temporal poses, the stereo transform) averaged over pixels. FeatDepth
-    adds it in each of its scale iterations divided by their number, i.e. once, as here.
+    batch-norm statistics are then each frame's, as in FeatDepth's joint model) are warped with
+    the scale-0 disparity's depth (FeatDepth's decoder gives it at H/2; any other size is resized
+    bilinearly to the features') and the intrinsics halved to that resolution; the error is the
+    Charbonnier penalty averaged over channels, its per-pixel minimum over the sources (temporal
+    poses, the stereo transform) averaged over pixels. FeatDepth adds it in each of its scale
+    iterations divided by their number, i.e. once, as here.
     A frozen encoder runs without building a graph: depth and pose get their gradient through
     the sampling grids, and nothing flows into the frozen weights.
     """
