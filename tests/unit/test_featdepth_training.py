@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+import convert_weights
 import featdepth_losses as fl
 import losses
 from checkpoints import CHECKPOINT_FORMAT, ModelSpec, save_checkpoint
@@ -316,3 +317,6 @@ def test_a_featdepth_autoencoder_file_feeds_the_feature_metric_loss(tmp_path):
     assert all(torch.equal(decoder[k], v) for k, v in network.decoder.state_dict().items())
     payload = to_checkpoint_payload(path)
     assert payload["model_spec"]["method"] == "autoencoder" and len(payload["feature_net"]) == len(state) - 2
+    converted = convert_weights.main(["--input", str(path), "--output", str(tmp_path / "stage1.pth")])
+    encoder, _ = load_feature_net_weights(converted)  # now one of our stage-1 checkpoints
+    assert all(torch.equal(encoder[k], v) for k, v in network.encoder.state_dict().items())
