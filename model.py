@@ -9,7 +9,10 @@ loss term declares) and reads top to bottom:
     losses = model.losses(inputs, outputs)        # {"loss": total, "loss/<term>": value, ...}
     depth = model.predict_depth(images)           # the only network-output -> depth conversion
 
-The Trainer is only the engine around these calls (loop, DDP, checkpoints, logging).
+The Trainer is only the engine around these calls (loop, DDP, checkpoints, logging). It drives
+any `TrainableMethod` the same way: ``--method autoencoder`` builds `AutoencoderTraining`,
+FeatDepth's stage 1 (the FeatureNet whose encoder the feature-metric loss term reads), with the
+same four calls (`build_training_model`).
 
 Batch keys (the dataset's schema is in `MonoDataset.__getitem__`):
 
