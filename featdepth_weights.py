@@ -36,6 +36,7 @@ from typing import Any, Callable
 import torch
 
 from checkpoints import CHECKPOINT_FORMAT, ModelSpec
+from released_layouts import meta_state_shapes
 
 logger = logging.getLogger(__name__)
 
@@ -126,16 +127,9 @@ def split_featdepth_state(state: dict, source: str, report: FeatDepthTensorRepor
     return entries
 
 
-def _meta_shapes(build: Callable[[], torch.nn.Module]) -> dict[str, torch.Size]:
-    """Parameter and buffer names and shapes of a network, built on the meta device (no memory)."""
-    with torch.device("meta"):
-        network = build()
-    return {k: v.shape for k, v in network.state_dict().items()}
-
-
 def check_fits(tensors: dict, build: Callable[[], torch.nn.Module], what: str, source: str) -> None:
     """Raise unless ``tensors`` are exactly the state dict of ``build()`` (names and shapes)."""
-    expected = _meta_shapes(build)
+    expected = meta_state_shapes(build)
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     misshapen = sorted(f"{k} {tuple(tensors[k].shape)} (ours {tuple(expected[k])})"

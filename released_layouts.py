@@ -8,7 +8,7 @@ decoder layout (``net.0..3``), which FeatDepth's pose decoder shares.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -52,3 +52,10 @@ def convert_monodepth2_pose(state: dict[str, Any], source: str) -> tuple[dict[st
     if "pose2.weight" not in converted:
         raise ValueError(f"{source}: the pose decoder has no final layer (net.3 / pose2)")
     return converted, converted["pose2.weight"].shape[0] // POSE_PARAMS
+
+
+def meta_state_shapes(build: Callable[[], torch.nn.Module]) -> dict[str, torch.Size]:
+    """Parameter and buffer names and shapes of a network, built on the meta device (no memory, no init cost)."""
+    with torch.device("meta"):
+        network = build()
+    return {k: v.shape for k, v in network.state_dict().items()}
