@@ -45,7 +45,7 @@ def reconstruction_error(model: AutoencoderTraining, root: Path, split: Path) ->
 @pytest.mark.slow
 def test_featdepth_stage1_learns_and_resumes_then_stage2_trains_with_the_frozen_encoder(synthetic_kitti, tmp_path):
     stage1 = common_args(synthetic_kitti, tmp_path, "autoencoder", 96, 128) + [
-        "--method", "autoencoder", "--frame_ids", "0", "--no-eval", "--learning_rate", "1e-3", "--warmup_steps",
+        "--method", "autoencoder", "--frame_ids", "0", "--no-eval", "--learning_rate", "3e-4", "--warmup_steps",
         "4", "--clip_grad", "35", "--decay_step", "10"]
     split = split_folder(synthetic_kitti, tmp_path)
     seed_everything(SEED)  # the Trainer seeds the same way before building its networks
