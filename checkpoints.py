@@ -62,6 +62,18 @@ class ModelSpec:
     pose_translation_scaling: str = "none"
     # Trained with PackNet's velocity loss (--velocity_weight > 0): its depth is in metres.
     velocity_supervised: bool = False
+    # What the run trains: "depth" (depth and pose), or "autoencoder" (FeatDepth's stage 1: the
+    # FeatureNet whose encoder the feature-metric loss reads; it predicts no depth).
+    method: str = "depth"
+    # Length of the stereo pair's baseline in training units (--stereo_baseline): Monodepth2's
+    # 0.1, FeatDepth's 0.015. It sets the metric factor of a stereo-trained model.
+    stereo_baseline: float = 0.1
+    # (H, W) the pose network's inputs are resized to (--pose_input_size; FeatDepth: 192 x 640),
+    # None: the training size.
+    pose_input_size: list | None = None
+    # Transforms the pairs pose decoder predicts (only the first is used): None gives Monodepth2's
+    # 2; FeatDepth's released pose decoders predict 1.
+    pose_num_transforms: int | None = None
     # SQLdepth's Self Query Layer (--decoder sql), flat so that `from_options` reads the flags by
     # name; `SelfQuerySettings.from_prefixed` turns them back into the settings.
     sql_patch_size: int = _SQL_DEFAULTS.patch_size
@@ -85,13 +97,19 @@ class ModelSpec:
         without median scaling (Monodepth2's ``--eval_stereo``). A monocular model is median-
         scaled. Training validation, evaluate_depth.py and test_simple.py all ask this.
         A velocity-supervised model (PackNet's velocity loss with the camera's travel in metres)
-        predicts metres directly: its factor is 1.
+        predicts metres directly: its factor is 1. Another baseline (``stereo_baseline``,
+        FeatDepth's 0.015) scales the factor inversely: 5.4 * 0.1 / 0.015 = 36.
         """
+        from datasets.mono_dataset import STEREO_BASELINE_UNITS
         from kitti_utils import STEREO_SCALE_FACTOR
 
         if self.velocity_supervised:
             return 1.0
-        return STEREO_SCALE_FACTOR if self.use_stereo else None
+        if not self.use_stereo:
+            return None
+        if self.stereo_baseline == STEREO_BASELINE_UNITS:
+            return STEREO_SCALE_FACTOR
+        return STEREO_SCALE_FACTOR * STEREO_BASELINE_UNITS / self.stereo_baseline
 
     @classmethod
     def from_options(cls, opts) -> "ModelSpec":

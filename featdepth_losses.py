@@ -23,7 +23,7 @@ from typing import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from layers import SSIM_WEIGHT, backproject, check_shape, project, ssim_loss_map, warp
+from layers import SSIM_WEIGHT, SSIMReference, backproject, check_shape, project, ssim_loss_map, warp
 
 # Charbonnier penalty sqrt(d^2 + eps^2): a differentiable L1 whose gradient stays bounded at
 # d = 0. FeatDepth's eps (its ``robust_l1``): a perfect match still costs 1e-3 per element.
@@ -75,7 +75,8 @@ def charbonnier(
     return torch.sqrt((pred - target) ** 2 + eps**2)
 
 
-def photometric_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def photometric_error(pred: torch.Tensor, target: torch.Tensor,
+                      target_ssim: SSIMReference | None = None) -> torch.Tensor:
     """FeatDepth's per-pixel error ``0.85 mean_c SSIM_loss + 0.15 mean_c Charbonnier``.
 
     SSIM_loss is ``layers.ssim_loss_map`` (3x3 windows, reflection padding, C1 = 0.01^2,
@@ -84,12 +85,13 @@ def photometric_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     Args:
         pred: B x C x H x W image in [0, 1].
         target: B x C x H x W image in [0, 1].
+        target_ssim: ``layers.ssim_reference(target)`` when the caller already has it (same result).
 
     Returns:
         B x 1 x H x W error; a perfect match gives 0.15 * 1e-3.
     """
     check_shape(target, "target", tuple(pred.shape))
-    ssim = ssim_loss_map(pred, target).mean(dim=1, keepdim=True)
+    ssim = ssim_loss_map(pred, target if target_ssim is None else target_ssim).mean(dim=1, keepdim=True)
     robust = charbonnier(pred, target).mean(dim=1, keepdim=True)
     return SSIM_WEIGHT * ssim + (1.0 - SSIM_WEIGHT) * robust
 

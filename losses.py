@@ -26,6 +26,12 @@ i.e. ``loss_base + 0.07 loss_dc`` with ``loss_base`` the mean of the branches' b
 
 PackNet-SfM's loss is the same two terms computed its way (``--loss_preset packnet``,
 `LOSS_PRESETS`), plus its velocity term (``--velocity_weight``, `velocity_term`).
+
+FeatDepth's (methods spec 2.4) is the same two terms computed its way (``--loss_preset featdepth``:
+SSIM + Charbonnier, first- plus second-order smoothness at each scale's own size), plus the
+feature-metric term (``--feature_metric_weight``, `feature_metric_term`), whose auto-encoder is a
+network the term declares: frozen (``feature_extractor``, the encoder of a stage-1 checkpoint) or
+trained alongside (``feature_net``, ``--feature_net_joint``) with its own losses (`autoencoder_term`).
 """
 
 from __future__ import annotations
@@ -37,9 +43,11 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from layers import (IDENTITY_TIE_NOISE, disp_to_depth, edge_aware_smoothness, per_pixel_min_loss,
+import featdepth_losses
+from layers import (IDENTITY_TIE_NOISE, SSIMReference, disp_to_depth, edge_aware_smoothness, per_pixel_min_loss,
                     reprojection_loss, scale_invariant_log_loss, ssim_reference, upsample_disp)
 from local_crop import crop_footprint_grid, local_crop_footprint
+from networks.featdepth import FeatureEncoder, FeatureNet
 
 
 @dataclass(frozen=True)
@@ -76,12 +84,17 @@ RESHUFFLE_VIEW = View("reshuffle", "color")
 # inverse depth upsampled to full resolution by nearest neighbour for warping and smoothness
 # (PackNet's upsample_depth_maps), the smoothness of scale s still divided by 2^s, and PackNet's
 # floors where we offset: projected depth clamped to >= 1e-5, the smoothness mean to >= 1e-6.
+# "featdepth" reproduces FeatDepth's mono_fm losses (methods_spec 2.4): 0.85 SSIM + 0.15 Charbonnier
+# instead of L1, and its first- plus second-order edge-aware smoothness (e^{-0.5 |grad I|}) of each
+# scale's disparity at its own size with the frame area-downsampled to it, normalised by its mean
+# only without the stereo frame (FeatDepth's disp_norm); warping as Monodepth2's (border, bilinear).
 DEFAULT_LOSS_PRESET = "monodepth2"
 LOSS_PRESETS: dict[str, dict] = {
     "monodepth2": {},
     "packnet": {"padding_mode": "zeros", "tie_noise": 0.0, "interleave_min": True,
                 "upsample_mode": "nearest", "smooth_full_resolution": True,
                 "projection_depth_floor": 1e-5, "smoothness_mean_floor": 1e-6},
+    "featdepth": {"photometric_penalty": "charbonnier", "smoothness": "featdepth"},
 }
 
 
@@ -118,6 +131,10 @@ class LossSettings:
     # normalises the smoothed map are clamped to at least these (None: + 1e-7, Monodepth2).
     projection_depth_floor: float | None = None
     smoothness_mean_floor: float | None = None
+    # The robust penalty mixed with SSIM in the photometric error: "l1" or "charbonnier" (FeatDepth).
+    photometric_penalty: str = "l1"
+    # The smoothness regulariser: "monodepth2" (first order, e^{-|grad I|}) or "featdepth".
+    smoothness: str = "monodepth2"
 
     @classmethod
     def from_options(cls, opts, source_frame_ids) -> "LossSettings":
@@ -132,6 +149,16 @@ class LossSettings:
     def source_scale(self, scale: int) -> int:
         """Resolution at which images are warped and compared for decoder scale ``scale``."""
         return scale if self.v1_multiscale else 0
+
+    def photometric_error(self, pred: torch.Tensor, target: torch.Tensor,
+                          target_ssim: SSIMReference | None = None) -> torch.Tensor:
+        """B x 1 x H x W error of ``pred`` against ``target`` (B x 3 x H x W) under these settings;
+        ``target_ssim`` is ``ssim_reference(target)`` when the caller already has it (same result)."""
+        if self.photometric_penalty == "charbonnier":
+            if not self.use_ssim:
+                return featdepth_losses.charbonnier(pred, target).mean(dim=1, keepdim=True)
+            return featdepth_losses.photometric_error(pred, target, target_ssim)
+        return reprojection_loss(pred, target, use_ssim=self.use_ssim, target_ssim=target_ssim)
 
 
 LossFunction = Callable[[dict, dict, LossSettings, "torch.nn.ModuleDict"], "tuple[torch.Tensor, dict]"]
@@ -171,10 +198,8 @@ def view_photometric_loss(inputs: dict, outputs: dict, settings: LossSettings, v
         source_scale = settings.source_scale(scale)
         target = inputs[(view.images, 0, source_scale)]
         target_ssim, identity = image_only_photometric(inputs, outputs, settings, view.images, source_scale)
-        reprojection = torch.cat([
-            reprojection_loss(outputs[(warped_key, f, scale)], target, use_ssim=settings.use_ssim,
-                              target_ssim=target_ssim)
-            for f in settings.source_frame_ids], dim=1)
+        reprojection = torch.cat([settings.photometric_error(outputs[(warped_key, f, scale)], target, target_ssim)
+                                  for f in settings.source_frame_ids], dim=1)
         # The tie-break noise is drawn here, once per scale, as it always was: the identity
         # errors are shared, the random stream and so the total are unchanged.
         loss_map, auto_mask = per_pixel_min_loss(reprojection, identity, average=settings.avg_reprojection,
@@ -201,10 +226,8 @@ def image_only_photometric(inputs: dict, outputs: dict, settings: LossSettings, 
         target_ssim = ssim_reference(target) if settings.use_ssim else None
         identity = None
         if settings.automask:
-            identity = torch.cat([
-                reprojection_loss(inputs[(images, f, source_scale)], target, use_ssim=settings.use_ssim,
-                                  target_ssim=target_ssim)
-                for f in settings.source_frame_ids], dim=1)
+            identity = torch.cat([settings.photometric_error(inputs[(images, f, source_scale)], target, target_ssim)
+                                  for f in settings.source_frame_ids], dim=1)
         outputs[key] = (target_ssim, identity)
     return outputs[key]
 
@@ -215,8 +238,15 @@ def view_smoothness_loss(inputs: dict, outputs: dict, settings: LossSettings, vi
     The output is guided by the frame at its scale's resolution; an output coarser than that
     frame (SQLdepth's depth at H/2) is first upsampled to it (``settings.upsample_mode``, as for
     warping), as SQLdepth smooths at full size. With ``settings.smooth_full_resolution`` (PackNet)
-    every scale's output is upsampled to the full-size frame that guides it.
+    every scale's output is upsampled to the full-size frame that guides it. ``settings.smoothness``
+    "featdepth" is FeatDepth's term instead (`featdepth_losses.multiscale_smoothness_loss`): each
+    scale's disparity at its own size, the full-size frame area-downsampled to it, mean-normalised
+    only when no stereo frame is used.
     """
+    if settings.smoothness == "featdepth":
+        disps = {scale: outputs[(view.key(settings.output_kind), scale)] for scale in settings.scales}
+        return featdepth_losses.multiscale_smoothness_loss(
+            disps, inputs[(view.images, 0, 0)], normalise_disp="s" not in settings.source_frame_ids, weight=1.0), {}
     total = 0.0
     for scale in settings.scales:
         output = outputs[(view.key(settings.output_kind), scale)]
@@ -326,6 +356,104 @@ def velocity_term(inputs: dict, outputs: dict, settings: LossSettings, networks=
     return total / len(frame_ids), {}
 
 
+# Where the auto-encoder's target features wait for the joint auto-encoder term: the five levels
+# of the un-augmented frame 0, computed once by `feature_metric_term`.
+AUTOENCODER_FEATURES = ("autoencoder_features", 0)
+
+
+def feature_encoder(networks) -> torch.nn.Module:
+    """The auto-encoder's encoder among the model's networks: the trained-alongside ``feature_net``'s
+    (``--feature_net_joint``) or the frozen ``feature_extractor``."""
+    if "feature_net" in networks:
+        return networks["feature_net"].encoder
+    return networks["feature_extractor"]
+
+
+def feature_metric_term(inputs: dict, outputs: dict, settings: LossSettings, networks):
+    """FeatDepth's feature-metric loss (methods spec 2.4, item 3), before its weight.
+
+    The auto-encoder's level-0 features (64 x H/2 x W/2) of the un-augmented target and sources
+    (one batched pass for a frozen encoder; one pass per frame for one in training mode, whose
+    batch-norm statistics are then each frame's, as in FeatDepth's joint model) are warped with
+    the scale-0 disparity's depth (FeatDepth's decoder gives it at H/2; any other size is resized
+    bilinearly to the features') and the intrinsics halved to that resolution; the error is the
+    Charbonnier penalty averaged over channels, its per-pixel minimum over the sources (temporal
+    poses, the stereo transform) averaged over pixels. FeatDepth adds it in each of its scale
+    iterations divided by their number, i.e. once, as here.
+    A frozen encoder runs without building a graph: depth and pose get their gradient through
+    the sampling grids, and nothing flows into the frozen weights.
+    """
+    encoder = feature_encoder(networks)
+    frames = [0, *settings.source_frame_ids]
+    trainable = any(p.requires_grad for p in encoder.parameters())
+    with torch.set_grad_enabled(trainable and torch.is_grad_enabled()):
+        if encoder.training:  # batch statistics per frame, as FeatDepth's joint model computes them
+            per_frame = [[level.float() for level in encoder(inputs[("color", f, 0)])] for f in frames]
+        else:  # fixed statistics: one batched pass gives the same features
+            batch = inputs[("color", 0, 0)].shape[0]
+            levels = encoder(torch.cat([inputs[("color", f, 0)] for f in frames]))
+            per_frame = [[level[i * batch:(i + 1) * batch].float() for level in levels] for i in range(len(frames))]
+    features = [levels[0] for levels in per_frame]
+    target = features[0]
+    disp = outputs[("disp", 0)]
+    if disp.shape[-2:] != target.shape[-2:]:
+        disp = F.interpolate(disp, size=tuple(target.shape[-2:]), mode="bilinear", align_corners=False)
+    _, depth = disp_to_depth(disp, settings.min_depth, settings.max_depth)
+    K = featdepth_losses.halve_intrinsics(inputs[("K", 0)])
+    grids = [featdepth_losses.feature_sampling_grid(
+        depth, K, inputs["stereo_T"] if f == "s" else outputs[("cam_T_cam", 0, f)]) for f in frames[1:]]
+    value = featdepth_losses.feature_metric_loss(target, features[1:], grids, weight=1.0)
+    return value, {AUTOENCODER_FEATURES: per_frame[0]}
+
+
+def autoencoder_term(inputs: dict, outputs: dict, settings: LossSettings, networks):
+    """The joint auto-encoder's own losses (FeatDepth's mono_fm_joint): reconstruction of the
+    un-augmented frame 0 from its features plus the discriminative and convergent regularisers
+    (methods spec 2.1), with the target resized from the full frame at every scale as that model
+    does. Reads the features `feature_metric_term` computed."""
+    image = inputs[("color", 0, 0)]
+    features = outputs.get(AUTOENCODER_FEATURES)
+    if features is None:
+        features = [level.float() for level in networks["feature_net"].encoder(image)]
+    reconstructions = [r.float() for r in networks["feature_net"].decoder(features).values()]
+    reconstruction = featdepth_losses.reconstruction_loss(reconstructions, image, chained_resize=False)
+    return reconstruction + featdepth_losses.feature_regularisation_loss(features, image), {}
+
+
+def feature_metric_networks(opts: argparse.Namespace) -> dict:
+    """The auto-encoder the feature-metric term owns.
+
+    ``--feature_net_joint``: ``feature_net``, a whole `FeatureNet` that trains with the model
+    (from --feature_net_path when given, else ImageNet or random as --weights_init says).
+    Otherwise ``feature_extractor``: the `FeatureEncoder` of --feature_net_path, frozen (no
+    gradient, out of the optimiser, kept in eval mode by the model).
+    """
+    from pathlib import Path
+
+    from featdepth_weights import load_feature_net_weights
+
+    if opts.feature_net_path and not Path(opts.feature_net_path).is_file():
+        # Checked here, not by the option parser, so that a recipe can name where stage 1 writes it.
+        raise FileNotFoundError(f"--feature_net_path {opts.feature_net_path} does not exist: train the auto-encoder "
+                                "first (train.py --config configs/featdepth_autoencoder_800x256.yaml) and give "
+                                "its models/model<epoch>.pth")
+    if opts.feature_net_joint:
+        network = FeatureNet(pretrained=opts.weights_init == "pretrained" and not opts.feature_net_path)
+        if opts.feature_net_path:
+            encoder_state, decoder_state = load_feature_net_weights(opts.feature_net_path)
+            network.encoder.load_state_dict(encoder_state)
+            if decoder_state is None:
+                raise ValueError(f"--feature_net_path {opts.feature_net_path} holds the encoder only (a mono_fm "
+                                 "extractor); --feature_net_joint trains the whole auto-encoder: give a stage-1 "
+                                 "checkpoint")
+            network.decoder.load_state_dict(decoder_state)
+        return {"feature_net": network}
+    extractor = FeatureEncoder(pretrained=False)
+    extractor.load_state_dict(load_feature_net_weights(opts.feature_net_path)[0])
+    extractor.requires_grad_(False)
+    return {"feature_extractor": extractor.eval()}
+
+
 def enabled_views(opts: argparse.Namespace) -> list[View]:
     """The depth branches the options switch on, original first (the model runs these, and each
     branch's base loss weighs 1/n of the total)."""
@@ -367,6 +495,11 @@ LOSS_TERMS: dict[str, LossTerm] = {
     "consistency_local": LossTerm(consistency_local_term, _consistency_weight("use_local_crop")),
     "consistency_reshuffle": LossTerm(consistency_reshuffle_term, _consistency_weight("use_patch_reshuffle")),
     "velocity": LossTerm(velocity_term, lambda opts: getattr(opts, "velocity_weight", 0.0)),
+    "feature_metric": LossTerm(feature_metric_term, lambda opts: getattr(opts, "feature_metric_weight", 0.0),
+                               networks=feature_metric_networks),
+    # The joint auto-encoder's losses weigh 1, as FeatDepth sums them; its network is the one the
+    # feature-metric term declares (that term is required with --feature_net_joint).
+    "autoencoder": LossTerm(autoencoder_term, lambda opts: 1.0 if getattr(opts, "feature_net_joint", False) else 0.0),
 }
 
 

@@ -9,7 +9,10 @@ loss term declares) and reads top to bottom:
     losses = model.losses(inputs, outputs)        # {"loss": total, "loss/<term>": value, ...}
     depth = model.predict_depth(images)           # the only network-output -> depth conversion
 
-The Trainer is only the engine around these calls (loop, DDP, checkpoints, logging).
+The Trainer is only the engine around these calls (loop, DDP, checkpoints, logging). It drives
+any `TrainableMethod` the same way: ``--method autoencoder`` builds `AutoencoderTraining`,
+FeatDepth's stage 1 (the FeatureNet whose encoder the feature-metric loss term reads), with the
+same four calls (`build_training_model`).
 
 Batch keys (the dataset's schema is in `MonoDataset.__getitem__`):
 
@@ -65,6 +68,7 @@ from torch import nn
 
 from augmentation import apply_color_jitter, mirror_where, reshuffle_images, restore_reshuffled
 from checkpoints import ModelSpec
+from datasets.mono_dataset import STEREO_BASELINE_UNITS
 from layers import backproject, disp_to_depth, project, transformation_from_parameters, upsample_disp, warp
 from local_crop import crop_pose_correction, local_crop_camera
 from losses import (LOCAL_VIEW, ORIGINAL_VIEW, RESHUFFLE_VIEW, LossSettings, LossTerm, View, build_loss_terms,
@@ -196,7 +200,71 @@ def raise_if_not_finite(step: int, names: list[str], flags: torch.Tensor, advice
     raise FloatingPointError(f"non-finite values at step {step}: {', '.join(bad)}; {advice}")
 
 
-class SelfSupervisedDepth(nn.Module):
+class TrainableMethod(nn.Module):
+    """What the Trainer needs of a method besides its forward pass: named networks, checkpoints, flags.
+
+    A subclass holds its networks in ``self.networks`` (an ``nn.ModuleDict``), describes itself in
+    ``self.spec`` (`ModelSpec`) and defines ``checkpoint_modules``, ``prepare_inputs``, ``forward``,
+    ``losses`` and ``logged_images``. Networks without a trainable parameter (frozen auxiliary
+    networks) stay in eval mode and out of the optimiser.
+    """
+
+    spec: ModelSpec
+
+    def checkpoint_modules(self) -> dict[str, nn.Module]:
+        raise NotImplementedError
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Parameters in checkpoint order (the optimiser's order since the first checkpoint)."""
+        return [p for module in self.checkpoint_modules().values() for p in module.parameters() if p.requires_grad]
+
+    def state_dicts(self) -> dict[str, dict]:
+        return {name: module.state_dict() for name, module in self.checkpoint_modules().items()}
+
+    def describe_networks(self) -> str:
+        """The configuration's networks, for messages about weights that do not fit."""
+        return f"{self.spec.backbone}/{self.spec.decoder}"
+
+    def load_state_dicts(self, payload: dict, source: str, strict_names: bool = True) -> None:
+        """Load every network from a payload of ``{checkpoint name: state_dict}``.
+
+        Raises:
+            ValueError: naming ``source`` and the missing or mismatching network.
+        """
+        for name, module in self.checkpoint_modules().items():
+            if name not in payload:
+                if not strict_names:
+                    continue
+                raise ValueError(f"{source} has no '{name}' weights, needed by this configuration")
+            try:
+                module.load_state_dict(payload[name])
+            except RuntimeError as err:
+                raise ValueError(f"{source}: the '{name}' weights do not fit the {self.describe_networks()} "
+                                 f"network of this configuration: {err}") from err
+
+    def train(self, mode: bool = True) -> "TrainableMethod":
+        super().train(mode)
+        # A frozen auxiliary network (no trainable parameter) keeps its inference behaviour.
+        for name, network in self.networks.items():
+            if name not in ("depth", "pose") and not any(p.requires_grad for p in network.parameters()):
+                network.eval()
+        return self
+
+    @staticmethod
+    def finite_flags(outputs: dict, losses: dict) -> tuple[list[str], torch.Tensor]:
+        """(names, one bool tensor of flags on the device): the loss terms, total, grids, depths, poses."""
+        names = [name for name in losses]
+        flags = [torch.isfinite(value.detach()).all() if torch.is_tensor(value) else
+                 torch.tensor(bool(value == value and abs(value) != float("inf")))
+                 for value in losses.values()]
+        device = flags[0].device if flags else torch.device("cpu")
+        for name, flag in outputs.get("finite_checks", []):
+            names.append(name)
+            flags.append(flag)
+        return names, torch.stack([flag.to(device) for flag in flags])
+
+
+class SelfSupervisedDepth(TrainableMethod):
     """Depth and pose networks trained by view synthesis (Monodepth2, BDEdepth's views).
 
     Args:
@@ -239,7 +307,7 @@ class SelfSupervisedDepth(nn.Module):
             networks["pose"] = build_pose_network(
                 pose_model_type=spec.pose_model_type, num_layers=spec.pose_layers,
                 num_input_frames=num_input_frames, pretrained=pretrained,
-                num_frames_to_predict_for=None if pairs else num_input_frames - 1)
+                num_frames_to_predict_for=spec.pose_num_transforms if pairs else num_input_frames - 1)
         for name, network in (auxiliary_networks or {}).items():
             if name in networks or name in CHECKPOINT_NAMES:
                 raise ValueError(f"a loss term declares a network named {name!r}, which is taken: rename it")
@@ -296,30 +364,6 @@ class SelfSupervisedDepth(nn.Module):
         modules.update({name: net for name, net in self.networks.items() if name not in ("depth", "pose")})
         return modules
 
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        """Parameters in checkpoint order (the optimiser's order since the first checkpoint)."""
-        return [p for module in self.checkpoint_modules().values() for p in module.parameters() if p.requires_grad]
-
-    def state_dicts(self) -> dict[str, dict]:
-        return {name: module.state_dict() for name, module in self.checkpoint_modules().items()}
-
-    def load_state_dicts(self, payload: dict, source: str, strict_names: bool = True) -> None:
-        """Load every network from a payload of ``{checkpoint name: state_dict}``.
-
-        Raises:
-            ValueError: naming ``source`` and the missing or mismatching network.
-        """
-        for name, module in self.checkpoint_modules().items():
-            if name not in payload:
-                if not strict_names:
-                    continue
-                raise ValueError(f"{source} has no '{name}' weights, needed by this configuration")
-            try:
-                module.load_state_dict(payload[name])
-            except RuntimeError as err:
-                raise ValueError(f"{source}: the '{name}' weights do not fit the {self.spec.backbone}/"
-                                 f"{self.spec.decoder} network of this configuration: {err}") from err
-
     def wrap_networks(self, wrap: Callable[[nn.Module], nn.Module]) -> None:
         """Run the depth and pose networks through ``wrap`` (autocast, channels_last, compile).
 
@@ -330,14 +374,6 @@ class SelfSupervisedDepth(nn.Module):
         if self.run_pose is not None:
             self.run_pose = wrap(self.networks["pose"])
 
-    def train(self, mode: bool = True) -> "SelfSupervisedDepth":
-        super().train(mode)
-        # A frozen auxiliary network (no trainable parameter) keeps its inference behaviour.
-        for name, network in self.networks.items():
-            if name not in ("depth", "pose") and not any(p.requires_grad for p in network.parameters()):
-                network.eval()
-        return self
-
     def __setattr__(self, name, value):
         # The wrapped networks are plain callables for the forward pass, not submodules.
         if name in ("run_depth", "run_pose"):
@@ -347,8 +383,14 @@ class SelfSupervisedDepth(nn.Module):
 
     # ------------------------------------------------------------------------------ the batch
     def prepare_inputs(self, batch: dict, device: torch.device) -> dict:
-        """`prepare_batch` with this model's frames and scales."""
-        return prepare_batch(batch, device, self.frame_ids, len(self.scales), self.loss_settings.v1_multiscale)
+        """`prepare_batch` with this model's frames and scales; ``stereo_T`` rescaled from the
+        datasets' 0.1-unit baseline to ``spec.stereo_baseline`` (FeatDepth's 0.015)."""
+        inputs = prepare_batch(batch, device, self.frame_ids, len(self.scales), self.loss_settings.v1_multiscale)
+        if "stereo_T" in inputs and self.spec.stereo_baseline != STEREO_BASELINE_UNITS:
+            stereo_T = inputs["stereo_T"].clone()
+            stereo_T[:, 0, 3] *= self.spec.stereo_baseline / STEREO_BASELINE_UNITS
+            inputs["stereo_T"] = stereo_T
+        return inputs
 
     # ------------------------------------------------------------------------------ forward
     def forward(self, inputs: dict) -> dict:
@@ -405,17 +447,18 @@ class SelfSupervisedDepth(nn.Module):
         temporal_sources = [f for f in self.source_frame_ids if f != "s"]
         parametrisation = self.networks["pose"].parametrisation
         scale = self.translation_scale(depth_outputs)
+        frames = {f: self.pose_input(inputs[("color_aug", f, 0)]) for f in self.temporal_frame_ids}
         if self.spec.pose_model_input == "pairs":
             for frame_id in temporal_sources:
                 ordered = (frame_id, 0) if frame_id < 0 else (0, frame_id)
-                pair = torch.cat([inputs[("color_aug", f, 0)] for f in ordered], dim=1)
+                pair = torch.cat([frames[f] for f in ordered], dim=1)
                 axisangle, translation = self.run_pose(pair)
                 outputs[(parametrisation, 0, frame_id)] = axisangle
                 outputs[("translation", 0, frame_id)] = translation
                 outputs[("cam_T_cam", 0, frame_id)] = pose_matrix(axisangle[:, 0], translation[:, 0] * scale,
                                                                   parametrisation, invert=frame_id < 0)
         else:
-            stacked = torch.cat([inputs[("color_aug", f, 0)] for f in self.temporal_frame_ids], dim=1)
+            stacked = torch.cat([frames[f] for f in self.temporal_frame_ids], dim=1)
             axisangle, translation = self.run_pose(stacked)
             for i, frame_id in enumerate(temporal_sources):
                 outputs[(parametrisation, 0, frame_id)] = axisangle
@@ -423,6 +466,14 @@ class SelfSupervisedDepth(nn.Module):
                 outputs[("cam_T_cam", 0, frame_id)] = pose_matrix(axisangle[:, i], translation[:, i] * scale,
                                                                   parametrisation)
         return outputs
+
+    def pose_input(self, image: torch.Tensor) -> torch.Tensor:
+        """A frame as the pose network sees it: resized (bilinear, half-pixel centres) to
+        ``spec.pose_input_size`` when one is set (FeatDepth feeds 192 x 640 at any training size)."""
+        size = self.spec.pose_input_size
+        if size is None or tuple(image.shape[-2:]) == tuple(size):
+            return image
+        return F.interpolate(image, size=tuple(size), mode="bilinear", align_corners=False)
 
     def translation_scale(self, depth_outputs: dict | None) -> torch.Tensor | float:
         """1, or B x 1 x 1: each target's spatial mean inverse depth (--pose_translation_scaling)."""
@@ -506,18 +557,20 @@ class SelfSupervisedDepth(nn.Module):
         losses["loss"] = total
         return losses
 
-    @staticmethod
-    def finite_flags(outputs: dict, losses: dict) -> tuple[list[str], torch.Tensor]:
-        """(names, one bool tensor of flags on the device): the loss terms, total, grids, depths, poses."""
-        names = [name for name in losses]
-        flags = [torch.isfinite(value.detach()).all() if torch.is_tensor(value) else
-                 torch.tensor(bool(value == value and abs(value) != float("inf")))
-                 for value in losses.values()]
-        device = flags[0].device if flags else torch.device("cpu")
-        for name, flag in outputs.get("finite_checks", []):
-            names.append(name)
-            flags.append(flag)
-        return names, torch.stack([flag.to(device) for flag in flags])
+    def logged_images(self, inputs: dict, outputs: dict, index: int) -> dict[str, torch.Tensor]:
+        """Sample ``index``'s images for the log, by name: each scale's network output (min-max
+        normalised) and auto-mask, every frame and its warp into the target (C x h x w, CPU)."""
+        images = {}
+        for scale in self.scales:
+            disp = outputs[(self.output_kind, scale)][index].detach().float()
+            images[f"disp_{scale}"] = (disp - disp.min()) / (disp.max() - disp.min() + 1e-8)
+            if ("automask", scale) in outputs:
+                images[f"automask_{scale}"] = outputs[("automask", scale)][index].float()
+        for frame_id in self.frame_ids:
+            images[f"color_{frame_id}_0"] = inputs[("color", frame_id, 0)][index]
+            if frame_id != 0:
+                images[f"color_pred_{frame_id}_0"] = outputs[("warped", frame_id, 0)][index].detach().clamp(0, 1)
+        return {name: image.cpu() for name, image in images.items()}
 
     # ------------------------------------------------------------------------------ inference
     @property
@@ -548,6 +601,86 @@ class SelfSupervisedDepth(nn.Module):
         return inverse_depth if inverse else depth
 
 
+class AutoencoderTraining(TrainableMethod):
+    """FeatDepth's stage 1 (methods spec 2.1): the FeatureNet auto-encoder learns to rebuild single frames.
+
+    The same interface as `SelfSupervisedDepth` for the Trainer (``prepare_inputs`` -> ``forward``
+    -> ``losses``; checkpoints under ``feature_net``, the name ``--feature_net_path`` reads):
+
+        outputs[("autoencoder_features", 0)]  the encoder's five features of the un-augmented frame
+        outputs[("reconstruction", s)]        B x 3 x H/2^s x W/2^s, s = 0..3, in (0, 1)
+        losses: "loss/reconstruction"         SSIM + Charbonnier per scale, each target resized from
+                                              the previous one (FeatDepth's autoencoder), / 4
+                "loss/feature_regularisation" discriminative + convergent terms of the five levels
+
+    The encoder sees raw [0, 1] pixels of the un-augmented frame (colour jitter is not used; flips
+    are), as FeatDepth's does.
+
+    Args:
+        spec: ``method == "autoencoder"``; its height and width are the training size.
+        pretrained: start the encoder from ImageNet weights.
+    """
+
+    def __init__(self, spec: ModelSpec, pretrained: bool = False) -> None:
+        super().__init__()
+        from networks.featdepth import FeatureNet
+
+        self.spec = spec
+        self.networks = nn.ModuleDict({"feature_net": FeatureNet(pretrained)})
+        self.sanitize_grids = False  # read by the engine; there are no grids here
+        self.run_feature_net: Callable = self.networks["feature_net"]
+
+    @classmethod
+    def from_options(cls, opts: argparse.Namespace) -> "AutoencoderTraining":
+        return cls(ModelSpec.from_options(opts), pretrained=opts.weights_init == "pretrained")
+
+    def __setattr__(self, name, value):
+        if name == "run_feature_net":  # a wrapped callable (autocast, compile), not a second submodule
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
+    def checkpoint_modules(self) -> dict[str, nn.Module]:
+        return {"feature_net": self.networks["feature_net"]}
+
+    def describe_networks(self) -> str:
+        return "FeatureNet auto-encoder"
+
+    def wrap_networks(self, wrap: Callable[[nn.Module], nn.Module]) -> None:
+        self.run_feature_net = wrap(self.networks["feature_net"])
+
+    def prepare_inputs(self, batch: dict, device: torch.device) -> dict:
+        """`prepare_batch` for frame 0 at one scale."""
+        return prepare_batch(batch, device, [0], 1, False)
+
+    def forward(self, inputs: dict) -> dict:
+        features, reconstructions = self.run_feature_net(inputs[("color", 0, 0)])
+        return {"finite_checks": [], ("autoencoder_features", 0): features, **reconstructions}
+
+    def losses(self, inputs: dict, outputs: dict) -> dict:
+        from featdepth_losses import feature_regularisation_loss, reconstruction_loss
+
+        image = inputs[("color", 0, 0)]
+        reconstructions = [value.float() for key, value in outputs.items() if key[0] == "reconstruction"]
+        features = [level.float() for level in outputs[("autoencoder_features", 0)]]
+        losses = {"loss/reconstruction": reconstruction_loss(reconstructions, image, chained_resize=True),
+                  "loss/feature_regularisation": feature_regularisation_loss(features, image)}
+        losses["loss"] = losses["loss/reconstruction"] + losses["loss/feature_regularisation"]
+        return losses
+
+    def logged_images(self, inputs: dict, outputs: dict, index: int) -> dict[str, torch.Tensor]:
+        """The frame and its full-resolution reconstruction."""
+        return {"color_0_0": inputs[("color", 0, 0)][index].cpu(),
+                "reconstruction_0": outputs[("reconstruction", 0)][index].detach().float().cpu()}
+
+
+def build_training_model(opts: argparse.Namespace) -> TrainableMethod:
+    """The method ``--method`` names, as the Trainer drives it."""
+    if getattr(opts, "method", "depth") == "autoencoder":
+        return AutoencoderTraining.from_options(opts)
+    return SelfSupervisedDepth.from_options(opts)
+
+
 def load_model(path: str, device: torch.device | str = "cpu") -> SelfSupervisedDepth:
     """The inference model (eval mode) of any supported weights: a checkpoint of this toolkit, a
     released Monodepth2 or SQLdepth folder, a BDEdepth file or a PackNet-SfM ``.ckpt``
@@ -565,6 +698,10 @@ def load_model(path: str, device: torch.device | str = "cpu") -> SelfSupervisedD
     if not Path(path).exists():
         raise FileNotFoundError(f"--pretrained_path {path} does not exist")
     payload = to_checkpoint_payload(path)
-    model = SelfSupervisedDepth.for_inference(spec_from_checkpoint(payload, path))
+    spec = spec_from_checkpoint(payload, path)
+    if spec.method != "depth":
+        raise ValueError(f"{path} is a FeatDepth auto-encoder checkpoint (stage 1), which predicts no depth: give "
+                         "it to train.py --feature_net_path")
+    model = SelfSupervisedDepth.for_inference(spec)
     model.load_state_dicts(payload, str(path))
     return model.to(device).eval()

@@ -81,6 +81,9 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
                        help="frames to load, relative to the target frame 0 (which must come first)")
     group.add_argument("--use_stereo", action="store_true",
                        help="add the other camera of the stereo pair as a source frame")
+    group.add_argument("--stereo_baseline", type=float, default=0.1,
+                       help="length of the stereo baseline in training units: Monodepth2's 0.1 (a stereo-trained "
+                            "model is evaluated x5.4), FeatDepth's 0.015 (x36 = 0.54 m / 0.015)")
     ext = group.add_mutually_exclusive_group()
     ext.add_argument("--jpg", dest="img_ext", action="store_const", const=".jpg",
                      help="read .jpg images (as Monodepth2's converted KITTI)")
@@ -137,6 +140,9 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                         help="Monodepth2 spelling: --scales 0 1 2 3 is --num_scales 4")
     group.add_argument("--min_depth", type=float, default=0.1, help="depth at disparity 1 (metres, up to scale)")
     group.add_argument("--max_depth", type=float, default=100.0, help="depth at disparity 0")
+    group.add_argument("--pose_input_size", nargs=2, type=int, default=None, metavar=("HEIGHT", "WIDTH"),
+                       help="resize the pose network's input frames to this size (bilinear), whatever the training "
+                            "size (FeatDepth: 192 640); default: the training size")
     group.add_argument("--pose_translation_scaling", type=str, default="none", choices=["none", "mean_inverse_depth"],
                        help="mean_inverse_depth multiplies the predicted translations by each target's mean "
                             "inverse depth before warping (SQLdepth's monocular runs; arXiv 1712.00175)")
@@ -155,6 +161,14 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                      help="width F of the ResNet-50 fusion decoder")
 
 
+def add_method_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("method")
+    group.add_argument("--method", type=str, default="depth", choices=["depth", "autoencoder"],
+                       help="depth: depth and pose by view synthesis; autoencoder: FeatDepth's stage 1, the FeatureNet "
+                            "auto-encoder whose encoder --feature_net_path gives to the feature-metric loss "
+                            "(single frames: --frame_ids 0, --no-eval; at least 96 x 96)")
+
+
 def add_loss_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("loss")
     group.add_argument("--disparity_smoothness", type=float, default=1e-3,
@@ -170,10 +184,23 @@ def add_loss_options(parser: argparse.ArgumentParser) -> None:
                        help="average the reprojection error over source frames instead of the minimum")
     group.add_argument("--v1_multiscale", action="store_true",
                        help="Monodepth v1 multi-scale: warp and compare at each decoder resolution")
-    group.add_argument("--loss_preset", type=str, default="monodepth2", choices=["monodepth2", "packnet"],
+    group.add_argument("--loss_preset", type=str, default="monodepth2", choices=["monodepth2", "packnet", "featdepth"],
                        help="how the photometric and smoothness terms are computed: packnet pads warps with "
                             "zeros, adds no tie-break noise to the auto-mask and upsamples every scale to full "
-                            "resolution by nearest neighbour for warping and smoothness (losses.LOSS_PRESETS)")
+                            "resolution by nearest neighbour for warping and smoothness; featdepth uses SSIM + "
+                            "Charbonnier and FeatDepth's first- plus second-order smoothness of each scale at its own "
+                            "size (losses.LOSS_PRESETS)")
+    group.add_argument("--feature_metric_weight", type=float, default=0.0,
+                       help="weight of FeatDepth's feature-metric loss (FeatDepth: 1e-3): the auto-encoder's level-0 "
+                            "features of the source frames warped into the target; needs --feature_net_path or "
+                            "--feature_net_joint")
+    group.add_argument("--feature_net_path", type=str, default=None,
+                       help="the FeatureNet auto-encoder for the feature-metric loss: a stage-1 checkpoint "
+                            "(train.py --method autoencoder) or FeatDepth's released autoencoder/mono_fm file; frozen "
+                            "unless --feature_net_joint, where it is only the starting point")
+    group.add_argument("--feature_net_joint", action="store_true",
+                       help="FeatDepth's mono_fm_joint: the auto-encoder trains alongside depth with its own "
+                            "reconstruction and feature regularisers (ImageNet-initialised unless --feature_net_path)")
     group.add_argument("--velocity_weight", type=float, default=0.0,
                        help="weight of PackNet's velocity loss |‖t_pred‖ - ‖t_gt‖| with the camera travel "
                             "between frames from KITTI's OXTS packets or DDAD's poses (PackNet: 0.1); the "
@@ -229,6 +256,11 @@ def add_optimization_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--eta_min", type=float, default=5e-6, help="cosine schedule floor")
     group.add_argument("--batch_size", type=int, default=12, help="samples per step (per GPU)")
     group.add_argument("--num_epochs", type=int, default=20, help="training epochs")
+    group.add_argument("--warmup_steps", type=int, default=0,
+                       help="linear learning-rate warm-up over the first N steps, on top of the schedule (FeatDepth: "
+                            "500); 0: none")
+    group.add_argument("--warmup_ratio", type=float, default=1.0 / 3.0,
+                       help="the warm-up's starting fraction of the learning rate (FeatDepth: 1/3)")
     group.add_argument("--clip_grad", type=float, default=0.0,
                        help="gradient-norm clipping threshold (0: off; the lineage's -1 means off too)")
     group.add_argument("--seed", type=int, default=1234,
@@ -335,7 +367,8 @@ def build_train_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Train a self-supervised monocular depth and pose model.",
         fromfile_prefix_chars="@", formatter_class=DefaultsHelpFormatter)
-    for add in (add_path_options, add_data_options, add_model_options, add_loss_options, add_bde_options,
+    for add in (add_path_options, add_data_options, add_method_options, add_model_options, add_loss_options,
+                add_bde_options,
                 add_optimization_options, add_system_options, add_speed_options, add_logging_options,
                 add_eval_options):
         add(parser)
@@ -391,7 +424,7 @@ def _validate_numbers(opts: argparse.Namespace) -> None:
     if any(step < 1 for step in steps) or steps != sorted(set(steps)):
         raise ValueError(f"--decay_step must be increasing epoch numbers >= 1 (got {' '.join(map(str, steps))}); "
                          "e.g. --decay_step 15 or --decay_step 26 36")
-    for name in ("disparity_smoothness", "consistency_weight", "velocity_weight"):
+    for name in ("disparity_smoothness", "consistency_weight", "velocity_weight", "feature_metric_weight"):
         if hasattr(opts, name):
             _require_range(opts, name, 0.0, math.inf, high_open=True, fix="; use 0 to switch the term off")
     clip = _require_finite(opts, "clip_grad", "; use 0 to switch clipping off")
@@ -399,6 +432,13 @@ def _validate_numbers(opts: argparse.Namespace) -> None:
         raise ValueError(f"--clip_grad must be >= 0 (got {clip}); 0 switches clipping off")
     _require_range(opts, "dist_timeout", 0.0, math.inf, low_open=True, high_open=True,
                    fix="; seconds, default 1800")
+    if getattr(opts, "warmup_steps", 0) < 0:
+        raise ValueError(f"--warmup_steps must be >= 0 (got {opts.warmup_steps}); 0 switches the warm-up off")
+    if hasattr(opts, "warmup_ratio"):
+        _require_range(opts, "warmup_ratio", 0.0, 1.0, low_open=True, fix="; FeatDepth starts at 1/3")
+    if hasattr(opts, "stereo_baseline"):
+        _require_range(opts, "stereo_baseline", 0.0, math.inf, low_open=True, high_open=True,
+                       fix="; Monodepth2 uses 0.1, FeatDepth 0.015")
 
 
 def validate_options(opts: argparse.Namespace) -> argparse.Namespace:
@@ -409,11 +449,17 @@ def validate_options(opts: argparse.Namespace) -> argparse.Namespace:
             suggestion = max(SIZE_MULTIPLE, round(value / SIZE_MULTIPLE) * SIZE_MULTIPLE)
             raise ValueError(f"--{name} must be a positive multiple of {SIZE_MULTIPLE} "
                              f"(got {value}); try {suggestion}")
+    pose_size = getattr(opts, "pose_input_size", None)
+    if pose_size is not None and any(value <= 0 or value % SIZE_MULTIPLE for value in pose_size):
+        raise ValueError(f"--pose_input_size must be two positive multiples of {SIZE_MULTIPLE} (got "
+                         f"{' '.join(map(str, pose_size))}); FeatDepth uses 192 640")
     if not opts.frame_ids or opts.frame_ids[0] != 0:
         raise ValueError(f"--frame_ids must start with 0, the target frame (got {opts.frame_ids})")
     if len(set(opts.frame_ids)) != len(opts.frame_ids):
         raise ValueError(f"--frame_ids has repeated entries: {opts.frame_ids}")
-    if len(opts.frame_ids) == 1 and not opts.use_stereo:
+    if getattr(opts, "method", "depth") == "autoencoder":
+        _validate_autoencoder_options(opts)
+    elif len(opts.frame_ids) == 1 and not opts.use_stereo:
         raise ValueError("--frame_ids 0 alone has no source frame: add temporal frames "
                          "(e.g. --frame_ids 0 -1 1) or train on stereo pairs with --use_stereo")
     if not 1 <= opts.num_scales <= MAX_DECODER_SCALES:
@@ -455,6 +501,7 @@ def validate_options(opts: argparse.Namespace) -> argparse.Namespace:
     _validate_bde_options(opts)
     _validate_augmentation_options(opts)
     _validate_loss_preset_options(opts)
+    _validate_feature_metric_options(opts)
     from speed import validate_speed_options  # imported here: speed imports torch
 
     validate_speed_options(opts)
@@ -465,8 +512,65 @@ def validate_options(opts: argparse.Namespace) -> argparse.Namespace:
 VELOCITY_DATASETS = ("kitti", "kitti_depth", "ddad")
 
 
+# The FeatureNet's coarsest feature (H/32 x W/32) needs 3 x 3 pixels for the convergent loss's
+# second differences.
+AUTOENCODER_MIN_SIZE = 96
+
+
+def _validate_autoencoder_size(opts: argparse.Namespace, what: str) -> None:
+    if min(opts.height, opts.width) < AUTOENCODER_MIN_SIZE:
+        raise ValueError(f"{what} needs --height and --width of at least {AUTOENCODER_MIN_SIZE} (got {opts.height} x "
+                         f"{opts.width}): the auto-encoder's regularisers take second differences of its H/32 x W/32 "
+                         "feature")
+
+
+def _validate_autoencoder_options(opts: argparse.Namespace) -> None:
+    """FeatDepth's stage 1 reconstructs single frames and predicts no depth to evaluate."""
+    if list(opts.frame_ids) != [0] or opts.use_stereo:
+        raise ValueError("--method autoencoder reconstructs single frames: use --frame_ids 0 without --use_stereo")
+    if opts.eval:
+        raise ValueError("--method autoencoder predicts no depth to evaluate: add --no-eval")
+    if getattr(opts, "feature_metric_weight", 0.0) > 0 or getattr(opts, "feature_net_joint", False):
+        raise ValueError("--feature_metric_weight and --feature_net_joint belong to depth training (stage 2): drop "
+                         "them from --method autoencoder")
+    _validate_autoencoder_size(opts, "--method autoencoder")
+
+
+def _validate_feature_metric_options(opts: argparse.Namespace) -> None:
+    """The feature-metric loss needs an auto-encoder, a disparity network and source frames."""
+    weight = getattr(opts, "feature_metric_weight", 0.0)
+    joint = getattr(opts, "feature_net_joint", False)
+    if getattr(opts, "method", "depth") != "depth":
+        return
+    if joint and weight <= 0:
+        raise ValueError("--feature_net_joint trains the auto-encoder for the feature-metric loss: give "
+                         "--feature_metric_weight (FeatDepth: 1e-3)")
+    if weight <= 0:
+        if getattr(opts, "feature_net_path", None):
+            raise ValueError("--feature_net_path is read by the feature-metric loss only: give --feature_metric_weight "
+                             "(FeatDepth: 1e-3) or drop it")
+        return
+    if not joint and not opts.feature_net_path:
+        raise ValueError("--feature_metric_weight needs the stage-1 auto-encoder: give --feature_net_path (a "
+                         "checkpoint of train.py --method autoencoder), or train one alongside with "
+                         "--feature_net_joint")
+    from networks import DEPTH_NETWORKS
+
+    if opts.backbone in DEPTH_NETWORKS or opts.decoder == "sql":
+        raise ValueError(f"--feature_metric_weight warps with a disparity network's scale-0 output; --backbone "
+                         f"{opts.backbone} --decoder {opts.decoder} predicts depth or inverse depth: drop it")
+    if joint:
+        _validate_autoencoder_size(opts, "--feature_net_joint")
+
+
 def _validate_loss_preset_options(opts: argparse.Namespace) -> None:
     """--loss_preset and --velocity_weight against the rest of the configuration."""
+    if getattr(opts, "loss_preset", "monodepth2") == "featdepth":
+        if opts.v1_multiscale:
+            raise ValueError("--loss_preset featdepth warps every scale at full resolution: drop --v1_multiscale")
+        if opts.use_stereo and opts.automask:
+            raise ValueError("--loss_preset featdepth turns auto-masking off whenever the stereo frame is used, as "
+                             "FeatDepth does: add --no-automask")
     if getattr(opts, "loss_preset", "monodepth2") == "packnet":
         if opts.v1_multiscale:
             raise ValueError("--loss_preset packnet warps every scale at full resolution (PackNet's "

@@ -99,6 +99,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     for name in ("samples", "max_steps", "log_every"):
         if getattr(opts, name) < 1:
             parser.error(f"--{name} must be at least 1 (got {getattr(opts, name)})")
+    if opts.method != "depth":
+        parser.error(f"overfit.py tracks depth training's photometric loss: drop --method {opts.method}")
     if not 0.0 <= opts.flat_tolerance < 1.0:
         parser.error(f"--flat_tolerance must lie in [0, 1) (got {opts.flat_tolerance})")
     output_dir = Path(opts.output_dir)

@@ -40,6 +40,7 @@ import torch
 
 from checkpoints import CHECKPOINT_FORMAT, ModelSpec, load_checkpoint
 from kitti_utils import MAX_EVAL_DEPTH
+from released_layouts import meta_state_shapes
 
 logger = logging.getLogger(__name__)
 
@@ -399,13 +400,6 @@ def image_shape_from_config(config: Any, source: str) -> tuple[int, int] | None:
     return None
 
 
-def _meta_state_shapes(build) -> dict[str, torch.Size]:
-    """Parameter names and shapes of a network, built on the meta device (no memory, no init cost)."""
-    with torch.device("meta"):
-        network = build()
-    return {k: v.shape for k, v in network.state_dict().items()}
-
-
 def _split_state(state: dict, source: str, report: PackNetTensorReport) -> tuple[dict, dict]:
     """Depth and pose tensors under our names; everything else recorded as left out."""
     depth, pose = {}, {}
@@ -440,7 +434,7 @@ def _check_depth(depth: dict, source: str, report: PackNetTensorReport) -> str:
     backbone = BACKBONE_BY_STEM_WIDTH.get(int(stem.shape[0]))
     if backbone is None:
         raise ValueError(f"{source}: pre_calc has {stem.shape[0]} channels; PackNet01 has 64 and PackNetSlim01 32")
-    expected = _meta_state_shapes(PackNet01 if backbone == "packnet" else PackNetSlim01)
+    expected = meta_state_shapes(PackNet01 if backbone == "packnet" else PackNetSlim01)
     name = PACKNET_CLASS_NAMES[backbone]
     missing = sorted(set(expected) - set(depth))
     unexpected = sorted(set(depth) - set(expected))
@@ -482,7 +476,7 @@ def _check_pose(pose: dict, config: Any, source: str, report: PackNetTensorRepor
     if frame_ids is None:
         problem = f"a pose net for {num_contexts} context frames whose order the config does not give"
     else:
-        expected = _meta_state_shapes(lambda: PackNetStackedPose(num_contexts))
+        expected = meta_state_shapes(lambda: PackNetStackedPose(num_contexts))
         report.expected["pose"] = len(expected)
         missing = sorted(set(expected) - set(pose))
         unexpected = sorted(set(pose) - set(expected))

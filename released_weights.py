@@ -11,6 +11,9 @@ it as a checkpoint) accepts, with no architecture flags:
   ``net.N``);
 - a PackNet-SfM / All4Depth ``.ckpt`` (or a legacy ``.pth.tar``, or the ``state_dict`` extracted
   from one): `packnet_weights`, which reads the pickled config without running any of it;
+- a FeatDepth mmcv ``.pth`` (``state_dict`` with ``DepthEncoder.``, ``DepthDecoder.``, ``PoseEncoder.``,
+  ``PoseDecoder.``, ``extractor.`` or ``Encoder.``/``Decoder.`` prefixes): `featdepth_weights`, tensor by
+  tensor, the unused classification heads left out by name and anything else that does not fit an error;
 - a released BDEdepth ``.pth``: one dict with ``encoder``, ``depth`` (and possibly ``pose_encoder``,
   ``pose``) state dicts plus ``height``, ``width``, ``use_stereo``; our BDEdepth modules use its
   parameter names;
@@ -40,6 +43,7 @@ from typing import Any
 import torch
 
 from checkpoints import CHECKPOINT_FORMAT, ModelSpec, load_checkpoint
+from released_layouts import convert_monodepth2_pose, infer_resnet_layers, tensors_only
 
 logger = logging.getLogger(__name__)
 
@@ -55,37 +59,16 @@ SQLDEPTH_TIMM_MARKERS = {"encoder.conv_stem.weight": "efficientnet_b5", "encoder
 # Keys of Monodepth2's encoder.pth / BDEdepth's file that are settings, not tensors.
 SETTING_KEYS = ("height", "width", "use_stereo")
 
-# ResNet depth from the number of blocks in layer3 and the block type (conv3 only in bottlenecks).
-RESNET_LAYER3_BLOCKS = {(2, False): 18, (6, False): 34, (6, True): 50, (23, True): 101, (36, True): 152}
-
 # Monodepth2's DepthDecoder registers its OrderedDict of layers as a ModuleList, so a layer's
 # name is its position: upconv (4,0), (4,1), (3,0), ... (0,1), then dispconv per scale.
 MONODEPTH2_UPCONVS = tuple(f"upconv_{i}_{j}" for i in range(4, -1, -1) for j in (0, 1))
-# Monodepth2's PoseDecoder likewise: squeeze, pose 0, pose 1, pose 2 as net.0 .. net.3.
-MONODEPTH2_POSE_LAYERS = ("squeeze", "pose0", "pose1", "pose2")
-POSE_PARAMS = 6
 # BDEdepth's grid decoder: 6 levels x 3 laterals + 5 x 3 upconvs, then one dispconv per scale.
 GRID_DECODER_BASE_MODULES = 6 * 3 + 5 * 3
 
 
-def _tensors(state: dict[str, Any]) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
-
-
-def infer_resnet_layers(state: dict[str, torch.Tensor], source: str, prefix: str = "encoder.") -> int:
-    """ResNet depth of a torchvision-style state dict (keys ``<prefix>layer3.N...``)."""
-    blocks = {int(m.group(1)) for k in state if (m := re.match(rf"{re.escape(prefix)}layer3\.(\d+)\.", k))}
-    bottleneck = any(k.startswith(f"{prefix}layer1.0.conv3.") for k in state)
-    key = (len(blocks), bottleneck)
-    if key not in RESNET_LAYER3_BLOCKS:
-        raise ValueError(f"{source}: not a ResNet encoder this toolkit knows ({len(blocks)} blocks in "
-                         f"layer3, bottleneck={bottleneck})")
-    return RESNET_LAYER3_BLOCKS[key]
-
-
 def convert_resnet_encoder(state: dict[str, Any]) -> dict[str, torch.Tensor]:
     """Tensors only, without the unused classification head (our trunk has none)."""
-    return {k: v for k, v in _tensors(state).items() if not k.startswith("encoder.fc.")}
+    return {k: v for k, v in tensors_only(state).items() if not k.startswith("encoder.fc.")}
 
 
 def convert_monodepth2_depth(state: dict[str, Any], source: str) -> tuple[dict[str, torch.Tensor], list[int]]:
@@ -97,27 +80,10 @@ def convert_monodepth2_depth(state: dict[str, Any], source: str) -> tuple[dict[s
                          f"N >= {len(MONODEPTH2_UPCONVS)}, found {indices}")
     names = list(MONODEPTH2_UPCONVS) + [f"dispconv_{s}" for s in range(num_scales)]
     converted = {}
-    for key, value in _tensors(state).items():
+    for key, value in tensors_only(state).items():
         index, rest = re.match(r"decoder\.(\d+)\.(.*)", key).groups()
         converted[f"convs.{names[int(index)]}.{rest}"] = value
     return converted, list(range(num_scales))
-
-
-def convert_monodepth2_pose(state: dict[str, Any], source: str) -> tuple[dict[str, torch.Tensor], int]:
-    """Rename ``net.0..3`` to squeeze/pose0/pose1/pose2; return it and the transforms predicted."""
-    tensors = _tensors(state)
-    if all(k.split(".")[0] in MONODEPTH2_POSE_LAYERS for k in tensors):
-        converted = tensors  # already our names
-    else:
-        converted = {}
-        for key, value in tensors.items():
-            match = re.match(r"net\.([0-3])\.(.*)", key)
-            if not match:
-                raise ValueError(f"{source}: unexpected pose decoder key {key!r} (expected net.0 .. net.3)")
-            converted[f"{MONODEPTH2_POSE_LAYERS[int(match.group(1))]}.{match.group(2)}"] = value
-    if "pose2.weight" not in converted:
-        raise ValueError(f"{source}: the pose decoder has no final layer (net.3 / pose2)")
-    return converted, converted["pose2.weight"].shape[0] // POSE_PARAMS
 
 
 def _settings(state: dict[str, Any], source: str) -> dict[str, Any]:
@@ -237,7 +203,7 @@ def sqldepth_depth_range(settings: dict, height: int, width: int, source: str, s
 def convert_posecnn(state: dict[str, Any], source: str) -> dict[str, torch.Tensor]:
     """Monodepth2/SQLdepth PoseCNN (``net.N``, ``pose_conv``) in our key names (``convs.convN``)."""
     converted = {}
-    for key, value in _tensors(state).items():
+    for key, value in tensors_only(state).items():
         if key.startswith("module."):
             key = key[len("module."):]
         match = re.match(r"net\.(\d+)\.(.+)", key)
@@ -256,8 +222,8 @@ def load_sqldepth_folder(folder: str | Path, sql_variant: str | None = None,
             raise FileNotFoundError(f"{folder} is not an SQLdepth model folder: {name} is missing")
     encoder = load_checkpoint(folder / "encoder.pth")
     size = _settings(encoder, str(folder / "encoder.pth"))
-    encoder_state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in _tensors(encoder).items()}
-    depth = _tensors(load_checkpoint(folder / "depth.pth"))
+    encoder_state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in tensors_only(encoder).items()}
+    depth = tensors_only(load_checkpoint(folder / "depth.pth"))
     settings = sqldepth_settings(encoder_state, depth, str(folder))
     min_depth, max_depth = sqldepth_depth_range(settings, size["height"], size["width"], str(folder), sql_variant,
                                                 depth_range)
@@ -292,7 +258,7 @@ def convert_bdedepth(payload: dict, source: str, min_depth: float = 0.1, max_dep
     for key in ("encoder", "depth"):
         if key not in payload:
             raise ValueError(f"{source} has no '{key}' weights: neither our checkpoint, nor a BDEdepth file")
-    encoder, depth = _tensors(payload["encoder"]), _tensors(payload["depth"])
+    encoder, depth = tensors_only(payload["encoder"]), tensors_only(payload["depth"])
     hrnet = any(k.startswith(("encoder.transition", "encoder.stage")) for k in encoder)
     backbone = "hrnet" if hrnet else "resnet"
     for registry, name, what in ((DEPTH_ENCODERS, backbone, "backbone"), (DEPTH_DECODERS, "bdedepth", "decoder")):
@@ -315,11 +281,14 @@ def convert_bdedepth(payload: dict, source: str, min_depth: float = 0.1, max_dep
 
 def to_checkpoint_payload(path: str | Path, image_shape: tuple[int, int] | None = None) -> dict:
     """Any supported weights as our payload: ours, a Monodepth2 or SQLdepth folder, a BDEdepth file,
-    a PackNet-SfM ``.ckpt`` / ``.pth.tar`` or its extracted state dict (`packnet_weights`).
+    a PackNet-SfM ``.ckpt`` / ``.pth.tar`` or its extracted state dict (`packnet_weights`), a FeatDepth
+    mmcv file (`featdepth_weights`).
 
     Args:
-        image_shape: (H, W) for PackNet files, whose size comes from their config otherwise.
+        image_shape: (H, W) for PackNet and FeatDepth files, which do not record it (PackNet's
+            config may; FeatDepth's default is 320 x 1024).
     """
+    from featdepth_weights import convert_featdepth_checkpoint, featdepth_state_dict
     from packnet_weights import convert_packnet_checkpoint, has_packnet_suffix, load_packnet_file, packnet_state_dict
 
     path = Path(path)
@@ -331,4 +300,6 @@ def to_checkpoint_payload(path: str | Path, image_shape: tuple[int, int] | None 
         return payload
     if packnet_state_dict(payload) is not None:
         return convert_packnet_checkpoint(payload, str(path), image_shape)[0]
+    if featdepth_state_dict(payload) is not None:
+        return convert_featdepth_checkpoint(payload, str(path), image_shape)[0]
     return convert_bdedepth(payload, str(path))

@@ -50,17 +50,19 @@ STATE_DIRS = (RESUME_DIR, WEIGHTS_DIR)
 ARITHMETIC_OPTIONS = (
     # data
     "dataset", "split", "height", "width", "frame_ids", "use_stereo", "img_ext", "color_jitter",
-    "jitter_per_frame", "flip", "intrinsics",
+    "jitter_per_frame", "flip", "intrinsics", "stereo_baseline",
+    # the method (depth, or FeatDepth's auto-encoder stage)
+    "method",
     # networks
     "backbone", "num_layers", "pose_num_layers", "decoder", "pose_model_type", "pose_model_input", "num_scales",
-    "min_depth", "max_depth", "sync_bn", "mixed_precision",
+    "min_depth", "max_depth", "sync_bn", "mixed_precision", "pose_input_size",
     # losses
     "disparity_smoothness", "ssim", "automask", "avg_reprojection", "v1_multiscale",
     "use_local_crop", "use_patch_reshuffle", "resize_ratio", "split_ratio", "local_crop_geometry",
-    "consistency_weight", "consistency_stop_grad",
+    "consistency_weight", "consistency_stop_grad", "loss_preset", "feature_metric_weight", "feature_net_joint",
     # optimisation and schedule
     "optimizer", "learning_rate", "pose_lr_factor", "weight_decay", "beta1", "beta2", "momentum", "lr_sche_type",
-    "decay_step", "decay_rate", "eta_min", "batch_size", "clip_grad", "seed",
+    "decay_step", "decay_rate", "eta_min", "batch_size", "clip_grad", "seed", "warmup_steps", "warmup_ratio",
 )
 # The cosine schedule spans all epochs, so there --num_epochs changes every later learning rate;
 # the step schedule does not depend on it (a run may be extended).

@@ -25,7 +25,7 @@ from datasets import DATASETS, dataset_options
 from distributed import (broadcast_from_main, cleanup_process_group, context_from_environment,
                          epoch_sample_order, epoch_seed, gather_to_all, mean_over_ranks, sample_seed,
                          setup_process_group)
-from model import SelfSupervisedDepth, raise_if_not_finite
+from model import TrainableMethod, build_training_model, raise_if_not_finite
 from options import training_frame_ids
 from run_folder import (CONFIG_FILE, OPTIONS_FILE, check_resume_options, check_run_folder, claim_run_folder,
                         remove_stale_temporaries)
@@ -49,7 +49,7 @@ def bde_dataset_options(opts) -> dict:
     return options
 
 
-def make_optimizer(opts, model: SelfSupervisedDepth, extra: dict | None = None) -> torch.optim.Optimizer:
+def make_optimizer(opts, model: TrainableMethod, extra: dict | None = None) -> torch.optim.Optimizer:
     """--optimizer over the model's trainable parameters, in checkpoint order.
 
     With --pose_lr_factor other than 1 the pose network's parameters form a second group at
@@ -71,17 +71,42 @@ def make_optimizer(opts, model: SelfSupervisedDepth, extra: dict | None = None) 
     return torch.optim.SGD(params, lr=opts.learning_rate, momentum=opts.momentum, **extra)
 
 
+def warmup_factor(step: int, warmup_steps: int, start_ratio: float) -> float:
+    """mmcv's linear warm-up: the learning rate's factor at optimiser step ``step`` (1 for the first).
+
+    ``start_ratio`` at the first step, rising linearly to 1 after ``warmup_steps`` steps (FeatDepth:
+    500 steps from 1/3); 1 from then on, and always with ``warmup_steps == 0``.
+    """
+    if step > warmup_steps:
+        return 1.0
+    return 1.0 - (1.0 - (step - 1) / warmup_steps) * (1.0 - start_ratio)
+
+
 def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, parameters: list,
-                   clip_grad: float, timer: PhaseTimer = NO_TIMER) -> None:
-    """Backward, gradient-norm clipping when ``clip_grad > 0``, and the optimiser's step
-    (timed as the phases "backward" and "optimiser step" by an enabled ``timer``)."""
+                   clip_grad: float, lr_factor: float = 1.0, timer: PhaseTimer = NO_TIMER) -> None:
+    """Backward, gradient-norm clipping when ``clip_grad > 0``, and the optimiser's step (timed as
+    the phases "backward" and "optimiser step" by an enabled ``timer``).
+
+    ``lr_factor`` (the warm-up's) multiplies every group's learning rate for this step only: the
+    schedule's rates are restored afterwards, so the scheduler and resume checkpoints never see it.
+    """
     with timer.phase("backward"):
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
     with timer.phase("optimiser step"):
         if clip_grad > 0:
             torch.nn.utils.clip_grad_norm_(parameters, clip_grad)
-        optimizer.step()
+        if lr_factor == 1.0:
+            optimizer.step()
+            return
+        scheduled = [group["lr"] for group in optimizer.param_groups]
+        for group, lr in zip(optimizer.param_groups, scheduled):
+            group["lr"] = lr * lr_factor
+        try:
+            optimizer.step()
+        finally:
+            for group, lr in zip(optimizer.param_groups, scheduled):
+                group["lr"] = lr
 
 
 # What a run stopped by non-finite values should do next.
@@ -180,7 +205,7 @@ class Trainer:
                                "opt.json holds the same options", self.run_dir / CONFIG_FILE)
 
     def build_models(self) -> None:
-        self.model = SelfSupervisedDepth.from_options(self.opts).to(self.device)
+        self.model = build_training_model(self.opts).to(self.device)
         finite_check = self.opts.finite_check
         if finite_check == "auto":
             finite_check = "deferred" if self.device.type == "cuda" else "every_step"
@@ -443,7 +468,8 @@ class Trainer:
             losses = self.model.losses(inputs, outputs)
         with timer.phase("non-finite check"):
             self.check_finite(outputs, losses)
-        optimizer_step(losses["loss"], self.optimizer, self.parameters(), self.opts.clip_grad, timer)
+        optimizer_step(losses["loss"], self.optimizer, self.parameters(), self.opts.clip_grad,
+                       warmup_factor(self.step, self.opts.warmup_steps, self.opts.warmup_ratio), timer)
         with timer.phase("optimiser step"):
             if self.opts.lr_sche_type == "cos":
                 self.scheduler.step()
@@ -463,7 +489,7 @@ class Trainer:
         Raises:
             FloatingPointError: naming the step and every non-finite quantity.
         """
-        names, flags = SelfSupervisedDepth.finite_flags(outputs, losses)
+        names, flags = self.model.finite_flags(outputs, losses)
         if self.deferred_finite_checks is None:
             raise_if_not_finite(self.step, names, flags, NON_FINITE_ADVICE)
         else:
@@ -489,7 +515,8 @@ class Trainer:
         scalars = mean_over_ranks(losses, self.dist)
         if not self.dist.is_main:
             return
-        lr = self.optimizer.param_groups[0]["lr"]
+        lr = self.optimizer.param_groups[0]["lr"] * warmup_factor(self.step, self.opts.warmup_steps,
+                                                                  self.opts.warmup_ratio)
         remaining = (self.total_steps - self.step) * batch_time if self.step > 1 else 0.0
         logger.info("epoch: %2d/%d | batch: %4d/%d | data time: %.4f | batch time: %.3f | loss: %.4f | "
                     "lr: %.2e | time left: %s", self.epoch, self.opts.num_epochs - 1, self.batch_in_epoch - 1,
@@ -499,20 +526,8 @@ class Trainer:
         self.writer.add_scalar("lr", lr, self.step)
         batch_size = inputs[("color", 0, 0)].shape[0]
         for j in range(min(MAX_LOGGED_IMAGES, batch_size)):
-            for scale in self.model.scales:
-                disp = outputs[(self.model.output_kind, scale)][j].detach()
-                disp = (disp - disp.min()) / (disp.max() - disp.min() + 1e-8)
-                self.writer.add_image(f"disp_{scale}/{j}", disp.cpu().numpy(), self.step)
-                if ("automask", scale) in outputs:
-                    self.writer.add_image(f"automask_{scale}/{j}",
-                                          outputs[("automask", scale)][j].float().cpu().numpy(), self.step)
-            for frame_id in self.frame_ids:
-                self.writer.add_image(f"color_{frame_id}_0/{j}", inputs[("color", frame_id, 0)][j].cpu().numpy(),
-                                      self.step)
-                if frame_id != 0:
-                    self.writer.add_image(f"color_pred_{frame_id}_0/{j}",
-                                          outputs[("warped", frame_id, 0)][j].detach().clamp(0, 1).cpu().numpy(),
-                                          self.step)
+            for name, image in self.model.logged_images(inputs, outputs, j).items():
+                self.writer.add_image(f"{name}/{j}", image.numpy(), self.step)
 
     def close(self) -> None:
         if self.writer is not None:

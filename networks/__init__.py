@@ -30,6 +30,8 @@ The depth networks (README, "Depth networks"):
 - ``--backbone resnet --decoder monodepth2``: Monodepth2 (the default);
 - ``--backbone resnet --decoder bdedepth``: BDEdepth-ResNet (context branch + grid decoder);
 - ``--backbone hrnet --decoder bdedepth``: BDEdepth-HRNet-W18 (``--num_layers 18``);
+- ``--backbone resnet --num_layers 50 --decoder featdepth``: FeatDepth's RefineNet-style decoder
+  (chained residual pooling), whose finest disparity is at half the input resolution;
 - ``--backbone packnet --decoder packnet`` (and ``packnet_slim``): PackNet01 / PackNetSlim01;
 - ``--decoder sql`` with ``--backbone resnet --num_layers 50``, ``efficientnet_b5`` or
   ``convnext_large``: SQLdepth (its encoder-decoder and Self Query Layer, ``SQL_BACKBONES``), one
@@ -46,6 +48,7 @@ from torch import nn
 from .bde_depth import HRNET_NUM_LAYERS, BDEResnetEncoder, GridDecoder, HRNetEncoder
 from .blocks import Conv3x3, ConvBlock, upsample
 from .depth_decoder import DepthDecoder
+from .featdepth import FEATURE_NET_LAYERS, FeatDepthDecoder
 from .packnet import PackNet01, PackNetSlim01, PackNetStackedPose
 from .pose_cnn import PoseCNN
 from .pose_decoder import POSE_SCALE, PoseDecoder
@@ -169,6 +172,13 @@ def _monodepth2_decoder(num_ch_enc: Sequence[int], scales: Sequence[int],
     return DepthDecoder(num_ch_enc, scales=scales, reductions=reductions)
 
 
+def _featdepth_decoder(num_ch_enc: Sequence[int], scales: Sequence[int],
+                       reductions: Sequence[int] | None = None) -> nn.Module:
+    if reductions is not None and list(reductions) != [2, 4, 8, 16, 32]:
+        raise ValueError(f"the FeatDepth decoder needs five features of strides 2..32 (got {list(reductions)})")
+    return FeatDepthDecoder(num_ch_enc, scales=scales)
+
+
 def _bdedepth_decoder(num_ch_enc: Sequence[int], scales: Sequence[int],
                       reductions: Sequence[int] | None = None) -> nn.Module:
     if reductions is not None and list(reductions) != [2, 4, 8, 16, 32]:
@@ -217,6 +227,7 @@ DEPTH_ENCODERS: dict[str, Callable[..., nn.Module]] = {
 DEPTH_DECODERS: dict[str, Callable[[Sequence[int], Sequence[int]], nn.Module]] = {
     "monodepth2": _monodepth2_decoder,
     "bdedepth": _bdedepth_decoder,
+    "featdepth": _featdepth_decoder,
 }
 
 # Whole encoder-decoder networks, by --backbone; their decoder is their own (OWN_DECODER).
@@ -240,6 +251,7 @@ DEPTH_NETWORK_COMBINATIONS = frozenset({
     ("resnet", "monodepth2"),
     ("resnet", "bdedepth"),
     ("hrnet", "bdedepth"),
+    ("resnet", "featdepth"),
     ("packnet", OWN_DECODER),
     ("packnet_slim", OWN_DECODER),
     *((backbone, SQL_DECODER) for backbone in SQL_BACKBONES),
@@ -335,6 +347,9 @@ def check_depth_network_choice(backbone: str, num_layers: int, decoder: str) -> 
     if decoder == SQL_DECODER and backbone == "resnet" and num_layers != SQL_RESNET_LAYERS:
         raise ValueError(f"--decoder sql with --backbone resnet is SQLdepth's ResNet-50: use --num_layers "
                          f"{SQL_RESNET_LAYERS} (got {num_layers}); --pose_num_layers sets the pose ResNet")
+    if decoder == "featdepth" and num_layers != FEATURE_NET_LAYERS:
+        raise ValueError(f"--decoder featdepth sits on FeatDepth's ResNet-50: use --num_layers {FEATURE_NET_LAYERS} "
+                         f"(got {num_layers}); --pose_num_layers 18 keeps its ResNet-18 pose net")
     if backbone == "hrnet" and num_layers != HRNET_NUM_LAYERS:
         raise ValueError(f"--backbone hrnet is HRNet-W18: use --num_layers {HRNET_NUM_LAYERS} "
                          f"(got {num_layers}; it also sets the pose ResNet depth)")

@@ -271,7 +271,8 @@ def test_the_recipes_are_there():
     assert {"monodepth2_mono_640x192", "monodepth2_stereo_640x192", "monodepth2_mono_stereo_640x192",
             "monodepth2_mono_1024x320", "bdedepth_hrnet18_640x192", "bdedepth_resnet18_640x192",
             "packnet_640x192", "sqldepth_resnet50_640x192_mono", "sqldepth_resnet50_640x192_mono_stereo",
-            "sqldepth_convnext_large_1024x320_mono_stereo"} <= names
+            "sqldepth_convnext_large_1024x320_mono_stereo", "featdepth_autoencoder_800x256",
+            "featdepth_mono_stereo_1024x320", "featdepth_mono_stereo_joint_640x192"} <= names
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
@@ -346,6 +347,28 @@ REFERENCE_COMMANDS.update({
         "--height", "320", "--width", "1024", "--exp_name", "sqldepth_convnext_large_1024x320_mono_stereo",
         "--backbone", "convnext_large", "--min_depth", "0.001", "--sql_patch_size", "32", "--num_epochs", "20",
         "--decay_step", "10", "--use_stereo"],
+})
+
+# FeatDepth's config/*.py (methods_spec 2.1, 2.4, 2.5) in our flags: Adam 1e-4 without weight decay, x0.5
+# steps, 500 warm-up steps from 1/3, gradient norm clipped at 35, seed 1024.
+FD = ["--dataset", "kitti", "--split", "eigen_zhou", "--optimizer", "adam", "--learning_rate", "1e-4",
+      "--lr_sche_type", "step", "--decay_rate", "0.5", "--warmup_steps", "500", "--warmup_ratio", str(1 / 3),
+      "--clip_grad", "35", "--seed", "1024"]
+FD_DEPTH = FD + ["--eval_split", "eigen", "--frame_ids", "0", "-1", "1", "--use_stereo", "--stereo_baseline", "0.015",
+                 "--backbone", "resnet", "--num_layers", "50", "--decoder", "featdepth", "--pose_num_layers", "18",
+                 "--pose_input_size", "192", "640", "--num_scales", "4", "--loss_preset", "featdepth",
+                 "--no-automask", "--feature_metric_weight", "1e-3", "--batch_size", "2", "--num_epochs", "40",
+                 "--decay_step", "20", "30"]
+REFERENCE_COMMANDS.update({
+    "featdepth_autoencoder_800x256": FD + [
+        "--exp_name", "featdepth_autoencoder_800x256", "--method", "autoencoder", "--no-eval", "--height", "256",
+        "--width", "800", "--frame_ids", "0", "--batch_size", "5", "--num_epochs", "30", "--decay_step", "10", "20"],
+    "featdepth_mono_stereo_1024x320": FD_DEPTH + [
+        "--exp_name", "featdepth_mono_stereo_1024x320", "--height", "320", "--width", "1024",
+        "--feature_net_path", "runs/featdepth_autoencoder_800x256/models/model29.pth"],
+    "featdepth_mono_stereo_joint_640x192": FD_DEPTH + [
+        "--exp_name", "featdepth_mono_stereo_joint_640x192", "--height", "192", "--width", "640",
+        "--feature_net_joint"],
 })
 
 

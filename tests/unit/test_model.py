@@ -20,15 +20,16 @@ def options(*extra: str):
                                 "--weights_init", "scratch", "--device", "cpu", *extra])
 
 
-def make_batch(frame_ids=(0, -1, 1), num_scales: int = 4, seed: int = 0) -> dict:
+def make_batch(frame_ids=(0, -1, 1), num_scales: int = 4, seed: int = 0, height: int = HEIGHT,
+               width: int = WIDTH) -> dict:
     """A collated batch as the dataset gives it: uint8 frames, intrinsics per scale, no jitter."""
     gen = torch.Generator().manual_seed(seed)
-    batch = {("color_uint8", f, 0): torch.randint(0, 256, (BATCH, 3, HEIGHT, WIDTH), generator=gen,
+    batch = {("color_uint8", f, 0): torch.randint(0, 256, (BATCH, 3, height, width), generator=gen,
                                                   dtype=torch.uint8) for f in frame_ids}
     for scale in range(num_scales):
         K = torch.eye(4).repeat(BATCH, 1, 1)
-        K[:, 0, 0], K[:, 1, 1] = 0.58 * WIDTH / 2 ** scale, 1.92 * HEIGHT / 2 ** scale
-        K[:, 0, 2], K[:, 1, 2] = 0.5 * WIDTH / 2 ** scale, 0.5 * HEIGHT / 2 ** scale
+        K[:, 0, 0], K[:, 1, 1] = 0.58 * width / 2 ** scale, 1.92 * height / 2 ** scale
+        K[:, 0, 2], K[:, 1, 2] = 0.5 * width / 2 ** scale, 0.5 * height / 2 ** scale
         batch[("K", scale)], batch[("inv_K", scale)] = K, torch.linalg.inv(K)
     batch["color_jitter"] = torch.zeros(BATCH, 8)
     batch["do_color_aug"] = torch.zeros(BATCH, dtype=torch.bool)

@@ -181,7 +181,9 @@ def test_unchanged_options_and_harmless_changes_are_not_reported():
     ("frame_ids", [0, 1]), ("num_scales", 1), ("height", 320), ("disparity_smoothness", 0.0),
     ("optimizer", "sgd"), ("backbone", "hrnet"), ("split", "eigen_full"), ("dataset", "nyu"),
     ("weight_decay", 0.0), ("clip_grad", 1.0), ("use_local_crop", True), ("mixed_precision", "bf16"),
-    ("img_ext", ".jpg"), ("intrinsics", ["0.9", "1.2", "0.5", "0.5"]),
+    ("img_ext", ".jpg"), ("intrinsics", ["0.9", "1.2", "0.5", "0.5"]), ("method", "autoencoder"),
+    ("stereo_baseline", 0.015), ("pose_input_size", [192, 640]), ("loss_preset", "featdepth"),
+    ("feature_metric_weight", 1e-3), ("feature_net_joint", True), ("warmup_steps", 500), ("warmup_ratio", 0.5),
 ])
 def test_arithmetic_changes_are_reported(name, value):
     assert name in ARITHMETIC_OPTIONS
