@@ -52,7 +52,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from typing import Callable, Sequence
+import logging
+from typing import Callable, Collection, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -67,6 +68,8 @@ from losses import (LOCAL_VIEW, ORIGINAL_VIEW, RESHUFFLE_VIEW, LossSettings, Los
 from networks import DepthNetwork, SelfQuerySettings, build_depth_network, build_pose_network
 from networks.sqldepth import SQLdepthNetwork
 from networks.packnet import euler_pose_to_matrix
+
+logger = logging.getLogger(__name__)
 
 # Checkpoint names of the networks, in the order the optimiser has always listed their
 # parameters (resume checkpoints index optimiser state by that order).
@@ -197,7 +200,9 @@ class SelfSupervisedDepth(nn.Module):
         loss_terms: ``(name, LossTerm, weight)`` from `losses.build_loss_terms`.
         auxiliary_networks: extra networks declared by loss terms, by name.
         use_pose_network: build the pose network (False for stereo-only training and inference).
-        pretrained: start encoders from ImageNet weights.
+        pretrained: start encoders from ImageNet weights: True/False for every network, or the names
+            of the networks (``depth``, ``pose``) whose encoders start so (the others' weights come
+            from a file).
         views: the depth branches, original first (BDEdepth adds local and reshuffle).
         bde_local_reference: warp the local view with BDEdepth's own crop-camera model.
     """
@@ -205,7 +210,7 @@ class SelfSupervisedDepth(nn.Module):
     def __init__(self, spec: ModelSpec, loss_settings: LossSettings | None = None,
                  loss_terms: Sequence[tuple[str, LossTerm, float]] = (),
                  auxiliary_networks: dict[str, nn.Module] | None = None, use_pose_network: bool = True,
-                 pretrained: bool = False, views: Sequence[View] = (ORIGINAL_VIEW,),
+                 pretrained: bool | Collection[str] = False, views: Sequence[View] = (ORIGINAL_VIEW,),
                  bde_local_reference: bool = False) -> None:
         super().__init__()
         self.spec = spec
@@ -221,16 +226,20 @@ class SelfSupervisedDepth(nn.Module):
         self.frame_ids = self.temporal_frame_ids + (["s"] if spec.use_stereo else [])
         self.source_frame_ids = self.frame_ids[1:]
         self.needs = frozenset().union(*(term.needs for _, term, _ in self.loss_terms))
+        if isinstance(pretrained, bool):
+            pretrained_networks = {"depth", "pose"} if pretrained else set()
+        else:
+            pretrained_networks = set(pretrained)
         networks = {"depth": build_depth_network(
             backbone=spec.backbone, num_layers=spec.num_layers, decoder=spec.decoder, scales=tuple(spec.scales),
-            pretrained=pretrained, height=spec.height, width=spec.width, min_depth=spec.min_depth,
-            max_depth=spec.max_depth, sql=SelfQuerySettings.from_prefixed(spec))}
+            pretrained="depth" in pretrained_networks, height=spec.height, width=spec.width,
+            min_depth=spec.min_depth, max_depth=spec.max_depth, sql=SelfQuerySettings.from_prefixed(spec))}
         if use_pose_network:
             pairs = spec.pose_model_input == "pairs"
             num_input_frames = 2 if pairs else len(self.temporal_frame_ids)
             networks["pose"] = build_pose_network(
                 pose_model_type=spec.pose_model_type, num_layers=spec.pose_layers,
-                num_input_frames=num_input_frames, pretrained=pretrained,
+                num_input_frames=num_input_frames, pretrained="pose" in pretrained_networks,
                 num_frames_to_predict_for=None if pairs else num_input_frames - 1)
         for name, network in (auxiliary_networks or {}).items():
             if name in networks or name in CHECKPOINT_NAMES:
@@ -310,7 +319,8 @@ class SelfSupervisedDepth(nn.Module):
                 module.load_state_dict(payload[name])
             except RuntimeError as err:
                 raise ValueError(f"{source}: the '{name}' weights do not fit the {self.spec.backbone}/"
-                                 f"{self.spec.decoder} network of this configuration: {err}") from err
+                                 f"{self.spec.decoder} network of this configuration: "
+                                 f"{summarize_state_mismatch(module, payload[name])}") from err
 
     def wrap_networks(self, wrap: Callable[[nn.Module], nn.Module]) -> None:
         """Run the depth and pose networks through ``wrap`` (autocast, channels_last, compile).
@@ -531,10 +541,38 @@ class SelfSupervisedDepth(nn.Module):
         return inverse_depth if inverse else depth
 
 
-def load_model(path: str, device: torch.device | str = "cpu") -> SelfSupervisedDepth:
+def summarize_state_mismatch(module: nn.Module, state: dict) -> str:
+    """What keeps ``state`` from loading into ``module``, in a few names instead of torch's full dump."""
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
+    problems = [f"{len(missing)} missing ({', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''})"
+                for missing in [[k for k in expected if k not in found]] if missing]
+    problems += [f"{len(extra)} unexpected ({', '.join(extra[:3])}{' ...' if len(extra) > 3 else ''})"
+                 for extra in [[k for k in found if k not in expected]] if extra]
+    shapes = [f"{k} {found[k]} instead of {expected[k]}" for k in expected if k in found and found[k] != expected[k]]
+    if shapes:
+        problems.append(f"{len(shapes)} of another shape ({'; '.join(shapes[:3])}{' ...' if len(shapes) > 3 else ''})")
+    return "tensors " + ", ".join(problems) if problems else "the tensors do not load"
+
+
+def describe_spec(spec: ModelSpec) -> str:
+    """One line of what a checkpoint holds, e.g. ``resnet18 + monodepth2 decoder, 640x192, stereo, depth 0.1-100``."""
+    layers = spec.num_layers if spec.backbone in ("resnet", "hrnet") else ""
+    training = "stereo" if spec.use_stereo else "monocular"
+    return (f"{spec.backbone}{layers} + {spec.decoder} decoder, {spec.width}x{spec.height}, {training}, depth "
+            f"{spec.min_depth:g}-{spec.max_depth:g}")
+
+
+def load_model(path: str, device: torch.device | str = "cpu",
+               depth_range: tuple[float | None, float | None] = (None, None),
+               check: Callable[[ModelSpec], None] | None = None) -> SelfSupervisedDepth:
     """The inference model (eval mode) of any supported weights: a checkpoint of this toolkit, a
     released Monodepth2 or SQLdepth folder, a BDEdepth file or a PackNet-SfM ``.ckpt``
-    (`released_weights.to_checkpoint_payload`).
+    (`released_weights.read_weights`). Logs one line saying what was loaded from where.
+
+    Args:
+        depth_range: (min, max) for released files that record none (`released_weights.read_weights`).
+        check: called with the weights' ModelSpec before any tensor is loaded (raises to refuse).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -543,11 +581,17 @@ def load_model(path: str, device: torch.device | str = "cpu") -> SelfSupervisedD
     from pathlib import Path
 
     from checkpoints import spec_from_checkpoint
-    from released_weights import to_checkpoint_payload
+    from released_weights import WEIGHT_FORMATS, read_weights
 
     if not Path(path).exists():
         raise FileNotFoundError(f"--pretrained_path {path} does not exist")
-    payload = to_checkpoint_payload(path)
-    model = SelfSupervisedDepth.for_inference(spec_from_checkpoint(payload, path))
+    payload, kind = read_weights(path, depth_range=depth_range)
+    spec = spec_from_checkpoint(payload, path)
+    if check is not None:
+        check(spec)
+    model = SelfSupervisedDepth.for_inference(spec)
     model.load_state_dicts(payload, str(path))
+    model.source = str(path)  # where the weights came from (reports name it)
+    origin = f" (released model {payload['zoo']['name']})" if isinstance(payload.get("zoo"), dict) else ""
+    logger.info("Loaded the %s %s%s: %s", WEIGHT_FORMATS[kind], path, origin, describe_spec(spec))
     return model.to(device).eval()
