@@ -261,7 +261,8 @@ class SelfSupervisedDepth(nn.Module):
 
     # ------------------------------------------------------------------------------ construction
     @classmethod
-    def from_options(cls, opts: argparse.Namespace, pretrained: bool | None = None) -> "SelfSupervisedDepth":
+    def from_options(cls, opts: argparse.Namespace,
+                     pretrained: bool | Collection[str] | None = None) -> "SelfSupervisedDepth":
         """The training model the command-line options describe (losses, views, networks)."""
         from options import training_frame_ids, uses_pose_network
 

@@ -42,6 +42,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from run_folder import ATOMIC_TEMPORARY_MARKER
 from utils import atomic_output
 
 logger = logging.getLogger(__name__)
@@ -72,7 +73,8 @@ class ZooModel:
         origin: ``monodepth2`` (a zip of a model folder) or ``bdedepth`` (one ``.pth`` in a folder archive).
         url: the archive's public URL.
         archive: the archive's file name in the cache (shared by every model of one archive).
-        members: the files taken out of the archive (matched by base name), the required ones first.
+        members: the files the model needs from the archive (matched by base name).
+        optional_members: files taken too when present (Monodepth2's pose networks).
         md5: the checksum the authors published, or None.
         size: the archive's size in bytes when known, or None.
         architecture: ModelSpec fields the converted model must have.
@@ -83,6 +85,7 @@ class ZooModel:
     url: str
     archive: str
     members: tuple[str, ...]
+    optional_members: tuple[str, ...] = ()
     md5: str | None = None
     size: int | None = None
     architecture: dict = field(default_factory=dict)
@@ -91,7 +94,7 @@ class ZooModel:
 def _monodepth2(name: str, md5: str, width: int, height: int, stereo: bool) -> ZooModel:
     # Monodepth2's URLs escape the "+" of mono+stereo.
     return ZooModel(name, "monodepth2", MONODEPTH2_URL + name.replace("+", "%2B") + ".zip", f"{name}.zip",
-                    MONODEPTH2_FILES, md5=md5,
+                    MONODEPTH2_FILES[:2], MONODEPTH2_FILES[2:], md5=md5,
                     architecture={"backbone": "resnet", "num_layers": 18, "decoder": "monodepth2", "height": height,
                                   "width": width, "use_stereo": stereo, "scales": [0, 1, 2, 3]})
 
@@ -167,7 +170,7 @@ def _by_hand(model: ZooModel, archive: Path) -> str:
 
 
 def download(url: str, destination: Path, timeout: float = DOWNLOAD_TIMEOUT_S) -> None:
-    """Stream ``url`` into ``destination`` with a progress bar; the file appears only once complete.
+    """Stream ``url`` into the file ``destination`` with a progress bar (on a terminal).
 
     Raises:
         OSError, urllib.error.URLError: unreachable, interrupted, or shorter than announced.
@@ -176,16 +179,43 @@ def download(url: str, destination: Path, timeout: float = DOWNLOAD_TIMEOUT_S) -
 
     with urllib.request.urlopen(url, timeout=timeout) as response:
         total = int(response.headers.get("Content-Length") or 0) or None
-        logger.info("Downloading %s -> %s%s", url, destination, f" ({total / 1e6:.1f} MB)" if total else "")
+        logger.info("Downloading %s%s", url, f" ({total / 1e6:.1f} MB)" if total else "")
         received = 0
-        with atomic_output(destination, suffix=destination.suffix) as tmp, open(tmp, "wb") as f, \
-                tqdm(total=total, unit="B", unit_scale=True, desc=destination.name, disable=None) as bar:
+        with open(destination, "wb") as f, tqdm(total=total, unit="B", unit_scale=True, desc="download",
+                                                 disable=None) as bar:
             for chunk in iter(lambda: response.read(CHUNK_BYTES), b""):
                 f.write(chunk)
                 received += len(chunk)
                 bar.update(len(chunk))
-            if total is not None and received != total:
-                raise OSError(f"the download stopped after {received} of {total} bytes")
+            f.flush()
+            os.fsync(f.fileno())
+    if total is not None and received != total:
+        raise OSError(f"the download stopped after {received} of {total} bytes")
+
+
+def download_verified_archive(model: ZooModel, archive: Path, cache_dir: Path, timeout: float) -> dict[str, str]:
+    """Download ``model``'s archive to a temporary file beside ``archive``, verify it, then rename it
+    into place: a failed or rejected download leaves nothing behind. Returns `verify_archive`'s map.
+
+    Raises:
+        ZooError: unreachable (naming the URL and where to put the file by hand), or rejected.
+    """
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=archive.parent, prefix=f".{archive.name}.", suffix=ATOMIC_TEMPORARY_MARKER)
+    os.close(fd)
+    temporary = Path(name)
+    try:
+        try:
+            download(model.url, temporary, timeout)
+        except (urllib.error.URLError, OSError, ValueError) as err:
+            reason = getattr(err, "reason", None) or err
+            raise ZooError(f"could not download the released model {model.name} from {model.url} ({reason}); "
+                           f"{_by_hand(model, archive)}") from err
+        members = verify_archive(model, temporary, cache_dir, archive.name)
+        os.replace(temporary, archive)
+        return members
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def _read_accepted(cache_dir: Path) -> dict:
@@ -200,46 +230,50 @@ def _read_accepted(cache_dir: Path) -> dict:
     return accepted if isinstance(accepted, dict) else {}
 
 
-def verify_archive(model: ZooModel, archive: Path, cache_dir: Path) -> dict[str, str]:
+def verify_archive(model: ZooModel, archive: Path, cache_dir: Path, record_name: str | None = None) -> dict[str, str]:
     """Check ``archive`` (checksum, size, zip integrity, recorded SHA-256); return {file name: member}.
 
-    The first archive accepted under its name has its SHA-256 recorded in ``accepted.json``.
+    The first archive accepted under its name (``record_name``, default the file's) has its SHA-256
+    recorded in ``accepted.json``.
 
     Raises:
         ZooError: naming what failed and what to do.
     """
-    fix = f"delete {archive} and run again to download it afresh, or {_by_hand(model, archive)}"
+    record_name = record_name or archive.name
+    destination = cache_dir / record_name
+    label = destination if Path(archive) == destination else f"the download of {model.url}"
+    fix = f"delete {destination} (if there) and run again to download it afresh, or {_by_hand(model, destination)}"
     if model.size is not None and archive.stat().st_size != model.size:
-        raise ZooError(f"{archive} is {archive.stat().st_size} bytes, {model.name}'s archive is {model.size}: {fix}")
+        raise ZooError(f"{label} is {archive.stat().st_size} bytes, {model.name}'s archive is {model.size}: {fix}")
     if model.md5 is not None and file_digest(archive, "md5") != model.md5:
-        raise ZooError(f"{archive} does not match the MD5 its authors published for {model.name} "
+        raise ZooError(f"{label} does not match the MD5 its authors published for {model.name} "
                        f"({model.md5}): it is damaged or not that file; {fix}")
     try:
         with zipfile.ZipFile(archive) as zf:
             damaged = zf.testzip()
             members = {Path(info.filename).name: info.filename for info in zf.infolist() if not info.is_dir()}
     except (zipfile.BadZipFile, OSError) as err:
-        raise ZooError(f"{archive} is not a readable zip archive ({err}): {fix}") from err
+        raise ZooError(f"{label} is not a readable zip archive ({err}): {fix}") from err
     if damaged is not None:
-        raise ZooError(f"{archive} is damaged: its member {damaged} fails its CRC check; {fix}")
-    missing = [name for name in model.members[:2] if name not in members]
+        raise ZooError(f"{label} is damaged: its member {damaged} fails its CRC check; {fix}")
+    missing = [name for name in model.members if name not in members]
     if missing:
-        raise ZooError(f"{archive} lacks {', '.join(missing)} (it holds {', '.join(sorted(members)) or 'nothing'}): "
+        raise ZooError(f"{label} lacks {', '.join(missing)} (it holds {', '.join(sorted(members)) or 'nothing'}): "
                        f"it is not {model.name}'s archive; {fix}")
     digest = file_digest(archive, "sha256")
     accepted = _read_accepted(cache_dir)
-    record = accepted.get(archive.name)
+    record = accepted.get(record_name)
     if record is not None and record.get("sha256") != digest:
-        raise ZooError(f"{archive} (SHA-256 {digest}) is not the archive accepted under that name on "
+        raise ZooError(f"{destination} (SHA-256 {digest}) is not the archive accepted under that name on "
                        f"{record.get('accepted', '?')} (SHA-256 {record.get('sha256')}): the file changed upstream, "
                        f"on disk or in a copy. Check it, then delete its entry from {cache_dir / ACCEPTED_FILE} to "
                        "accept it, or delete the archive to download it again")
     if record is None:
-        accepted[archive.name] = {"sha256": digest, "size": archive.stat().st_size, "url": model.url,
-                                  "accepted": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+        now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        accepted[record_name] = {"sha256": digest, "size": archive.stat().st_size, "url": model.url, "accepted": now}
         with atomic_output(cache_dir / ACCEPTED_FILE, suffix=".json") as tmp:
             tmp.write_text(json.dumps(accepted, indent=2, sort_keys=True))
-        logger.info("Accepted %s (SHA-256 %s, recorded in %s)", archive, digest, cache_dir / ACCEPTED_FILE)
+        logger.info("Accepted %s (SHA-256 %s, recorded in %s)", destination, digest, cache_dir / ACCEPTED_FILE)
     return members
 
 
@@ -278,7 +312,7 @@ def convert_archive(model: ZooModel, archive: Path, members: dict[str, str], cac
 
     with tempfile.TemporaryDirectory(dir=cache_dir, prefix=f".{model.name}.") as folder:
         with zipfile.ZipFile(archive) as zf:
-            for name in model.members:
+            for name in model.members + model.optional_members:
                 if name in members:
                     (Path(folder) / name).write_bytes(zf.read(members[name]))
         source = f"{archive} ({model.name})"
@@ -313,14 +347,10 @@ def fetch_zoo_model(name: str, cache_dir: str | Path | None = None, registry: di
     if converted.is_file():
         return converted
     archive = cache / model.archive
-    if not archive.is_file():
-        try:
-            download(model.url, archive, timeout)
-        except (urllib.error.URLError, OSError, ValueError) as err:
-            reason = getattr(err, "reason", None) or err
-            raise ZooError(f"could not download the released model {name} from {model.url} ({reason}); "
-                           f"{_by_hand(model, archive)}") from err
-    members = verify_archive(model, archive, cache)
+    if archive.is_file():  # downloaded for another model of the archive, or put there by hand
+        members = verify_archive(model, archive, cache)
+    else:
+        members = download_verified_archive(model, archive, cache, timeout)
     payload = convert_archive(model, archive, members, cache)
     check_architecture(model, payload, f"{archive} ({name})")
     payload["zoo"] = {"name": name, "url": model.url, "archive_sha256": _read_accepted(cache)[archive.name]["sha256"]}
