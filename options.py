@@ -73,8 +73,9 @@ def add_path_options(parser: argparse.ArgumentParser) -> None:
                        help="name of the run folder inside --log_dir (--model_name is Monodepth2's spelling; released "
                             "models are initial weights through --pretrained_path NAME)")
     group.add_argument("--data_path_pre", type=str, default=None,
-                       help="BDEdepth's spelling for Cityscapes: the prepared training triplets (prepare_cityscapes.py); "
-                            "--data_path then names the raw root evaluated after every epoch (our --eval_data_path)")
+                       help="BDEdepth's spelling for Cityscapes: the prepared training triplets "
+                            "(prepare_cityscapes.py); --data_path then names the raw root evaluated after every epoch "
+                            "(our --eval_data_path)")
 
 
 def add_data_options(parser: argparse.ArgumentParser) -> None:
@@ -440,8 +441,8 @@ def _apply_reference_flags(opts: argparse.Namespace) -> None:
     data_path_pre = getattr(opts, "data_path_pre", None)
     if data_path_pre is not None:
         if opts.dataset != "cityscapes":
-            raise ValueError(f"--data_path_pre is BDEdepth's prepared Cityscapes root, and --dataset is {opts.dataset}: "
-                             "give the training data with --data_path")
+            raise ValueError(f"--data_path_pre is BDEdepth's prepared Cityscapes root, and --dataset is "
+                             f"{opts.dataset}: give the training data with --data_path")
         if opts.eval_data_path not in (None, opts.data_path):
             raise ValueError("--data_path_pre and --eval_data_path both move the raw Cityscapes root: with "
                              "--data_path_pre, --data_path is the raw root; or use --data_path PREPARED "
@@ -462,8 +463,9 @@ def _apply_reference_flags(opts: argparse.Namespace) -> None:
             opts.decoder = decoders[0]
         elif opts.backbone == "resnet" and bdedepth_flags:
             opts.decoder = "bdedepth"
-            logger.info("--backbone resnet with BDEdepth's %s and no --decoder: BDEdepth's decoder (--decoder bdedepth), "
-                        "as its recipe trains; pass --decoder monodepth2 for Monodepth2's", " ".join(bdedepth_flags))
+            logger.info("--backbone resnet with BDEdepth's %s and no --decoder: BDEdepth's decoder (--decoder "
+                        "bdedepth), as its recipe trains; pass --decoder monodepth2 for Monodepth2's",
+                        " ".join(bdedepth_flags))
         else:
             opts.decoder = "monodepth2"
 

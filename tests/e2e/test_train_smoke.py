@@ -179,7 +179,8 @@ def test_fine_tuning_from_released_weights_fetches_no_imagenet_weights(synthetic
     trainer = Trainer(parse_train_options(train_args(synthetic_kitti, tmp_path, "--no_eval", "--weights_init",
                                                      "pretrained", "--load_weights_folder", str(folder))))
     trainer.close()
-    assert f"Initial weights: encoder, depth, pose_encoder, pose from the Monodepth2 model folder {folder}" in caplog.text
+    loaded = f"Initial weights: encoder, depth, pose_encoder, pose from the Monodepth2 model folder {folder}"
+    assert loaded in caplog.text
     # Monodepth2's --models_to_load: the pose network is not taken from the folder (and starts from scratch).
     trainer = Trainer(parse_train_options(train_args(synthetic_kitti, tmp_path, "--no_eval", "--overwrite",
                                                      "--pretrained_path", str(folder), "--models_to_load", "encoder",

@@ -130,7 +130,8 @@ def test_offline_one_message_names_the_url_and_where_to_put_the_file(http_server
     registry = served_entry(base, www, md2_release[1])
     (www / "mono_640x192.zip").unlink()  # HTTP 404
     with pytest.raises(ZooError, match=rf"could not download the released model mono_640x192 from "
-                                       rf"{base}mono_640x192.zip \(Not Found\); download .* by hand .* and save it as "
+                                       rf"{base}mono_640x192.zip \(File not found\); download .* by hand .* "
+                                       rf"and save it as "
                                        rf"{cache}/mono_640x192.zip"):
         fetch_zoo_model("mono_640x192", cache, registry)
     closed = {"mono_640x192": dataclasses.replace(registry["mono_640x192"], url="http://127.0.0.1:9/m.zip")}

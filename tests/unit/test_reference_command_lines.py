@@ -100,8 +100,9 @@ def test_without_weights_the_error_names_the_released_models(tmp_path, capsys):
 
 
 def test_a_missing_file_that_is_no_released_name_suggests_one(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"--pretrained_path kitti_hrnet18_512x192.pth does not exist and is not "
-                                                r"a released model's name \(did you mean kitti_hrnet18_640x192\?\)"):
+    with pytest.raises(FileNotFoundError, match=r"--pretrained_path kitti_hrnet18_512x192.pth does not exist and "
+                                                r"is not a released model's name \(did you mean "
+                                                r"kitti_hrnet18_640x192\?\)"):
         test_simple.main(["--image_path", str(write_image(tmp_path / "img.png")), "--pretrained_path",
                           "kitti_hrnet18_512x192.pth"])
 
@@ -119,6 +120,7 @@ def test_load_weights_folder_works_in_every_script():
 
 
 def test_evaluate_pose_reads_a_monodepth2_folder(tmp_path):
+    (tmp_path / "models").mkdir()
     folder = write_md2_folder(tmp_path / "models" / "weights_19", use_stereo=False)
     write_odometry(tmp_path / "odom", 9, num_frames=6)
     split = tmp_path / "odom_split"
@@ -156,8 +158,8 @@ def test_bdedepths_prediction_command(bdedepth_hrnet_file, tmp_path, monkeypatch
     assert written == [Path("folder/test_image_disp.jpeg"), Path("folder/test_image_disp.npy")]
     assert np.load(written[1]).shape == (1, 1, 192, 640)
     assert "Loaded the BDEdepth file final_hrnet18_640x192.pth: hrnet18 + bdedepth decoder, 640x192" in caplog.text
-    with pytest.raises(ValueError, match=r"--width 1024 --num_layers 34 disagrees with final_hrnet18_640x192.pth, "
-                                         r"which records --width 640 --num_layers 18: drop these flags"):
+    with pytest.raises(ValueError, match=r"--num_layers 34 --width 1024 disagrees with final_hrnet18_640x192.pth, "
+                                         r"which records --num_layers 18 --width 640: drop these flags"):
         test_simple.main("--image_path folder/test_image.jpg --pretrained_path ./final_hrnet18_640x192.pth "
                          "--backbone hrnet --width 1024 --num_layers 34".split())
     video = test_video.main("--image_path folder --pretrained_path ./final_hrnet18_640x192.pth --backbone hrnet "
@@ -194,8 +196,8 @@ def test_bdedepths_training_recipes_pick_its_decoder(caplog):
         "--num_epochs 20 --decay_step 15 --log_frequency 600 --save_frequency 600 --resume --use_local_crop "
         "--use_patch_reshuffle --warm_up 0".split())
     assert cityscapes.decoder == "bdedepth"
-    assert "--backbone resnet with BDEdepth's --use_local_crop --use_patch_reshuffle --data_path_pre --warm_up and no " \
-           "--decoder: BDEdepth's decoder (--decoder bdedepth), as its recipe trains" in caplog.text
+    assert "--backbone resnet with BDEdepth's --use_local_crop --use_patch_reshuffle --data_path_pre --warm_up and " \
+           "no --decoder: BDEdepth's decoder (--decoder bdedepth), as its recipe trains" in caplog.text
     # BDEdepth's --data_path is the raw root it tests on; --data_path_pre the triplets it trains on.
     assert (cityscapes.data_path, cityscapes.eval_data_path) == ("/home/datasets/cityscapes_preprocessed",
                                                                  "/home/datasets/cityscapes")
