@@ -186,6 +186,9 @@ def check_weights_fit(saved, wanted, networks: Iterable[str], source: str | Path
     if networks & {"pose_encoder", "pose"}:
         fields += list(POSE_ARCHITECTURE_FLAGS)
     differ = [name for name in fields if getattr(saved, name) != getattr(wanted, name)]
+    if ("num_layers" in differ and "pose_layers" in differ and wanted.pose_num_layers is None
+            and saved.pose_layers == saved.num_layers):
+        differ.remove("pose_layers")  # --num_layers sets both, as it did for these weights
     if differ:
         raise ValueError(f"{source} holds a {spec_flags(saved, differ)} network, this run asks for "
                          f"{spec_flags(wanted, differ)}: pass {spec_flags(saved, differ)} to fine-tune these weights "

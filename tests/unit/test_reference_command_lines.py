@@ -149,6 +149,7 @@ def test_monodepth2_flags_without_a_counterpart_are_refused_with_the_reason(argv
 
 # ---- BDEdepth -----------------------------------------------------------------------------------
 
+@pytest.mark.slow  # HRNet-W18 at 640x192 on the CPU
 def test_bdedepths_prediction_command(bdedepth_hrnet_file, tmp_path, monkeypatch, caplog):
     caplog.set_level(logging.INFO)
     monkeypatch.chdir(bdedepth_hrnet_file.parent)
@@ -167,6 +168,7 @@ def test_bdedepths_prediction_command(bdedepth_hrnet_file, tmp_path, monkeypatch
     assert video == [Path("folder/folder_depth.gif")]
 
 
+@pytest.mark.slow  # HRNet-W18 at 640x192 on the CPU
 def test_bdedepths_evaluation_command(bdedepth_hrnet_file, tmp_path, monkeypatch):
     """BDEdepth's evaluate.sh (with its checkpoint's real name), on a three-frame eigen split."""
     import split_lists
