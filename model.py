@@ -321,7 +321,7 @@ class SelfSupervisedDepth(nn.Module):
             except RuntimeError as err:
                 raise ValueError(f"{source}: the '{name}' weights do not fit the {self.spec.backbone}/"
                                  f"{self.spec.decoder} network of this configuration: "
-                                 f"{summarize_state_mismatch(module, payload[name])}") from err
+                                 f"{summarize_mismatches(state_mismatches(module, payload[name]))}") from err
 
     def wrap_networks(self, wrap: Callable[[nn.Module], nn.Module]) -> None:
         """Run the depth and pose networks through ``wrap`` (autocast, channels_last, compile).
@@ -542,18 +542,20 @@ class SelfSupervisedDepth(nn.Module):
         return inverse_depth if inverse else depth
 
 
-def summarize_state_mismatch(module: nn.Module, state: dict) -> str:
-    """What keeps ``state`` from loading into ``module``, in a few names instead of torch's full dump."""
+def state_mismatches(module: nn.Module, state: dict, prefix: str = "") -> list[str]:
+    """Every tensor that keeps ``state`` from loading into ``module``: ``<prefix><key> is missing``, ``...
+    is unexpected`` and ``... has shape (A), expected (B)``, in that order."""
     expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     found = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
-    problems = [f"{len(missing)} missing ({', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''})"
-                for missing in [[k for k in expected if k not in found]] if missing]
-    problems += [f"{len(extra)} unexpected ({', '.join(extra[:3])}{' ...' if len(extra) > 3 else ''})"
-                 for extra in [[k for k in found if k not in expected]] if extra]
-    shapes = [f"{k} {found[k]} instead of {expected[k]}" for k in expected if k in found and found[k] != expected[k]]
-    if shapes:
-        problems.append(f"{len(shapes)} of another shape ({'; '.join(shapes[:3])}{' ...' if len(shapes) > 3 else ''})")
-    return "tensors " + ", ".join(problems) if problems else "the tensors do not load"
+    return ([f"{prefix}{k} is missing" for k in expected if k not in found]
+            + [f"{prefix}{k} is unexpected" for k in found if k not in expected]
+            + [f"{prefix}{k} has shape {found[k]}, expected {expected[k]}" for k in expected
+               if k in found and found[k] != expected[k]])
+
+
+def summarize_mismatches(problems: Sequence[str], shown: int = 5) -> str:
+    """``N tensor(s): first; second; ...`` instead of torch's full dump."""
+    return f"{len(problems)} tensor(s): " + "; ".join(problems[:shown]) + (" ..." if len(problems) > shown else "")
 
 
 def describe_spec(spec: ModelSpec) -> str:

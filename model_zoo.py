@@ -284,7 +284,7 @@ def check_architecture(model: ZooModel, payload: dict, source: str) -> None:
         ZooError: naming the first differing settings or tensors.
     """
     from checkpoints import spec_from_checkpoint
-    from model import SelfSupervisedDepth
+    from model import SelfSupervisedDepth, state_mismatches, summarize_mismatches
 
     spec = spec_from_checkpoint(payload, source)
     differ = [f"{key} {getattr(spec, key)!r} (expected {value!r})" for key, value in model.architecture.items()
@@ -292,17 +292,10 @@ def check_architecture(model: ZooModel, payload: dict, source: str) -> None:
     if differ:
         raise ZooError(f"{source} is not {model.name}: its {', '.join(differ)}")
     built = SelfSupervisedDepth(spec, use_pose_network="pose" in payload)
-    problems = []
-    for name, module in built.checkpoint_modules().items():
-        expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-        found = {k: tuple(v.shape) for k, v in payload.get(name, {}).items()}
-        problems += [f"{name}.{k} is missing" for k in expected if k not in found]
-        problems += [f"{name}.{k} is unexpected" for k in found if k not in expected]
-        problems += [f"{name}.{k} has shape {found[k]}, expected {expected[k]}" for k in expected
-                     if k in found and found[k] != expected[k]]
+    problems = [problem for name, module in built.checkpoint_modules().items()
+                for problem in state_mismatches(module, payload.get(name, {}), f"{name}.")]
     if problems:
-        raise ZooError(f"{source} does not fit {model.name}'s architecture ({len(problems)} tensor(s)): "
-                       + "; ".join(problems[:5]) + (" ..." if len(problems) > 5 else ""))
+        raise ZooError(f"{source} does not fit {model.name}'s architecture ({summarize_mismatches(problems)})")
 
 
 def convert_archive(model: ZooModel, archive: Path, members: dict[str, str], cache_dir: Path) -> dict:

@@ -188,7 +188,7 @@ def test_every_tensor_is_checked_against_the_architecture(md2_release):
     model_zoo.check_architecture(ZOO["mono_640x192"], payload, "archive")
     payload["depth"]["convs.dispconv_0.conv.weight"] = torch.zeros(1, 16, 1, 1)
     payload["depth"]["convs.extra.weight"] = torch.zeros(1)
-    with pytest.raises(ZooError, match=r"does not fit mono_640x192's architecture \(2 tensor\(s\)\): "
+    with pytest.raises(ZooError, match=r"does not fit mono_640x192's architecture \(2 tensor\(s\): "
                                        r"depth.convs.extra.weight is unexpected; depth.convs.dispconv_0.conv.weight "
                                        r"has shape \(1, 16, 1, 1\), expected \(1, 16, 3, 3\)"):
         model_zoo.check_architecture(ZOO["mono_640x192"], payload, "archive")
@@ -221,3 +221,16 @@ def test_an_unknown_name_suggests_the_nearest(tmp_path):
     with pytest.raises(ZooError, match=r"'mono_640x129' is not a released model \(did you mean mono_640x192\?\); the "
                                        r"names are monodepth2: mono_640x192, "):
         fetch_zoo_model("mono_640x129", tmp_path)
+
+
+def test_a_remaining_tensor_mismatch_names_a_few_tensors_not_torchs_dump(md2_release):
+    from checkpoints import spec_from_checkpoint
+    from model import SelfSupervisedDepth
+
+    payload = to_checkpoint_payload(md2_release[0])
+    model = SelfSupervisedDepth.for_inference(spec_from_checkpoint(payload))
+    payload["depth"]["convs.dispconv_0.conv.weight"] = torch.zeros(1, 16, 1, 1)
+    with pytest.raises(ValueError, match=r"^weights: the 'depth' weights do not fit the resnet/monodepth2 network of "
+                                         r"this configuration: 1 tensor\(s\): convs.dispconv_0.conv.weight has shape "
+                                         r"\(1, 16, 1, 1\), expected \(1, 16, 3, 3\)$"):
+        model.load_state_dicts(payload, "weights")
