@@ -1,6 +1,7 @@
 """Load depth models from our checkpoints and from the released Monodepth2 / BDEdepth weights.
 
-``to_checkpoint_payload(path)`` (behind `model.load_model` and ``--pretrained_path``; the
+``read_weights(path)`` (behind `model.load_model`, ``--pretrained_path`` and the model zoo; it also
+says which format it found) and ``to_checkpoint_payload(path)`` (the payload alone; the
 command ``python convert_weights.py --input models/mono_640x192 --output mono_640x192.pth`` writes
 it as a checkpoint) accepts, with no architecture flags:
 
