@@ -3,7 +3,7 @@
 ``read_weights(path)`` (behind `model.load_model`, ``--pretrained_path`` and the model zoo; it also
 says which format it found) and ``to_checkpoint_payload(path)`` (the payload alone; the
 command ``python convert_weights.py --input models/mono_640x192 --output mono_640x192.pth`` writes
-it as a checkpoint) accepts, with no architecture flags:
+it as a checkpoint) accept, with no architecture flags:
 
 - a checkpoint written by this toolkit (it carries a ``model_spec``);
 - a released Monodepth2 folder: ``encoder.pth`` (a ResnetEncoder state dict plus the ``height``,
