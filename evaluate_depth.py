@@ -35,7 +35,8 @@ from evaluation import (DATASET_ORDER, EVAL_CONVENTIONS, EVAL_DATASETS, PACKNET_
                         format_modes_table, load_ext_disps, predict_inverse_depths, write_benchmark_predictions)
 from kitti_utils import STEREO_SCALE_FACTOR
 from split_lists import split_file
-from utils import atomic_output, check_output_folders, readlines, select_device, write_json
+from utils import atomic_output, check_output_folders, image_extension, readlines, select_device, write_json
+from weights import add_weights_arguments, load_requested_model
 
 logger = logging.getLogger(__name__)
 
@@ -44,11 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Evaluate a depth checkpoint on every dataset whose path is given.",
         fromfile_prefix_chars="@")
+    add_weights_arguments(parser)
     model = parser.add_argument_group("model")
-    model.add_argument("--pretrained_path", "--load_weights", "--load_weights_folder",
-                       dest="pretrained_path", default=None,
-                       help="checkpoint written by train.py, a released BDEdepth .pth, a released "
-                            "Monodepth2 or SQLdepth folder, or a PackNet-SfM .ckpt")
     model.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     model.add_argument("--no_cuda", dest="device", action="store_const", const="cpu", help=argparse.SUPPRESS)
     model.add_argument("--batch_size", type=int, default=16)
@@ -80,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     ext = data.add_mutually_exclusive_group()
     ext.add_argument("--jpg", dest="img_ext", action="store_const", const=".jpg")
     ext.add_argument("--png", dest="img_ext", action="store_const", const=".png")
+    ext.add_argument("--ext", dest="img_ext", type=image_extension, help="image extension (BDEdepth's spelling)")
     parser.set_defaults(img_ext=".png")
     data.add_argument("--benchmark_path", default=None,
                       help=f"KITTI benchmark test images (default: <kitti_path>/{BENCHMARK_IMAGES})")
@@ -128,8 +127,8 @@ def _check_dataset_flags(parser: argparse.ArgumentParser, opts: argparse.Namespa
         parser.error("; ".join(f"--{key}_path needs the '{key}' entry of evaluation.EVAL_DATASETS, "
                                "which this version does not register" for key in missing)
                      + f" (registered: {sorted(EVAL_DATASETS)})")
-    if not opts.pretrained_path and not opts.ext_disp_to_eval:
-        parser.error("give --pretrained_path (or --ext_disp_to_eval with precomputed disparities)")
+    if not opts.pretrained_path and not opts.model_name and not opts.ext_disp_to_eval:
+        parser.error("give --pretrained_path or --model_name (or --ext_disp_to_eval with precomputed disparities)")
     if opts.ext_disp_to_eval and given != ["kitti"]:
         parser.error("--ext_disp_to_eval evaluates one KITTI split: give --kitti_path only")
     if opts.eval_eigen_to_benchmark and not opts.ext_disp_to_eval:
@@ -230,15 +229,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     device = select_device(opts.device)
     model = None
-    if opts.pretrained_path and not opts.ext_disp_to_eval:
-        from model import load_model
-
-        model = load_model(opts.pretrained_path, device)
+    if not opts.ext_disp_to_eval:
+        model = load_requested_model(opts, parser, device)
         spec = model.spec
+        source = Path(model.source)
     else:
         spec = ModelSpec()  # precomputed disparities: the size is theirs, mono unless told
+        source = Path(opts.ext_disp_to_eval)
     scaling = Scaling.for_model(spec, opts.eval_stereo, opts.disable_median_scaling, opts.pred_depth_scale_factor)
-    source = Path(opts.pretrained_path or opts.ext_disp_to_eval)
     out_dir = Path(opts.eval_out_dir) if opts.eval_out_dir else (source if source.is_dir() else source.parent)
     output_json = Path(opts.output_json) if opts.output_json else out_dir / f"metrics_{source.stem}.json"
     # Before any prediction: a folder that cannot be written fails now, not after minutes of work.
@@ -248,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     benchmark_loader = None
     if opts.kitti_path and BENCHMARK_SPLIT in (opts.eval_split or []):
         if model is None:
-            raise ValueError("--eval_split benchmark predicts with a model: give --pretrained_path")
+            raise ValueError("--eval_split benchmark predicts with a model: give --pretrained_path or --model_name")
         from torch.utils.data import DataLoader
 
         test_list = split_file(BENCHMARK_SPLIT, "test_files.txt")
@@ -265,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     else:
         logger.info(" Post-process is used" if opts.post_process else " No post-process")
         logger.info(scaling.describe())
-    report = {"checkpoint": str(opts.pretrained_path) if opts.pretrained_path else None,
+    report = {"checkpoint": None if model is None else str(source),
               "ext_disp_to_eval": opts.ext_disp_to_eval, "model_spec": spec.to_dict(),
               "eval_convention": opts.eval_convention,
               "post_process": opts.post_process, "median_scaling": scaling.median,

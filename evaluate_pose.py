@@ -1,6 +1,7 @@
 """Evaluate a checkpoint's pose network on KITTI odometry sequences 09 and 10.
 
     python evaluate_pose.py --pretrained_path RUN/models/model19.pth --data_path kitti_odom --eval_split odom_9 odom_10
+    python evaluate_pose.py --load_weights_folder models/mono_640x192 --data_path kitti_odom --eval_split odom_9
 
 Monodepth2's protocol, kept number for number:
 - the pose network sees each pair (t, t+1) of the test list (frames 0 and 1 of every line) and
@@ -31,7 +32,8 @@ import numpy as np
 import torch
 
 from config_files import parse_args_with_config
-from utils import atomic_output, non_negative_int, positive_int, readlines, select_device, write_json
+from utils import atomic_output, image_extension, non_negative_int, positive_int, readlines, select_device, write_json
+from weights import add_weights_arguments, check_requested_architecture, chosen_weights, resolve_weights
 
 logger = logging.getLogger(__name__)
 
@@ -154,20 +156,33 @@ def plot_trajectory(gt_xyz: np.ndarray, pred_xyz: np.ndarray, path: Path, title:
     return path
 
 
-def build_pose_network_from_checkpoint(path: str | Path, device: torch.device):
-    """(PoseNetwork for pairs in eval mode, ModelSpec) from a train.py checkpoint."""
-    from checkpoints import load_checkpoint, spec_from_checkpoint
-    from model import SelfSupervisedDepth
+def build_pose_network_from_checkpoint(path: str | Path, device: torch.device, check=None):
+    """(PoseNetwork for pairs in eval mode, ModelSpec) from any weights with a pose network: a train.py
+    checkpoint or a released Monodepth2 folder (`released_weights.read_weights`).
 
-    payload = load_checkpoint(path)
+    Args:
+        check: called with the weights' ModelSpec before loading (raises to refuse).
+    """
+    from checkpoints import spec_from_checkpoint
+    from model import SelfSupervisedDepth, describe_spec
+    from released_weights import WEIGHT_FORMATS, read_weights
+
+    if not Path(path).exists():
+        raise FileNotFoundError(f"--pretrained_path {path} does not exist")
+    payload, kind = read_weights(path)
     spec = spec_from_checkpoint(payload, path)
+    if check is not None:
+        check(spec)
     if "pose" not in payload:
-        raise ValueError(f"{path} has no pose network (trained with stereo only?): nothing to evaluate")
+        raise ValueError(f"{path} has no pose network (trained with stereo only, or a depth-only release): "
+                         "nothing to evaluate")
     if spec.pose_model_input != "pairs":
         raise ValueError(f"{path}: the pose network takes all {len(spec.frame_ids)} frames at once "
                          "(--pose_model_input all); evaluate_pose.py needs a pairs model")
     model = SelfSupervisedDepth(spec)
     model.load_state_dicts(payload, str(path))
+    logger.info("Loaded the %s %s: pose network %s (%s)", WEIGHT_FORMATS[kind], path, spec.pose_model_type,
+                describe_spec(spec))
     return model.networks["pose"].to(device).eval(), spec
 
 
@@ -186,8 +201,7 @@ def predict_local_transforms(pose_net, loader, device: torch.device) -> np.ndarr
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Absolute trajectory error on KITTI odometry 09/10.")
-    parser.add_argument("--pretrained_path", "--load_weights", dest="pretrained_path", required=True,
-                        help="checkpoint written by train.py (with its pose network)")
+    add_weights_arguments(parser)
     parser.add_argument("--data_path", required=True,
                         help="KITTI odometry root (sequences/<SS>/image_2, poses/<SS>.txt)")
     parser.add_argument("--eval_split", nargs="+", default=["odom_9", "odom_10"], choices=sorted(ODOM_SPLITS),
@@ -197,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     ext = parser.add_mutually_exclusive_group()
     ext.add_argument("--jpg", dest="img_ext", action="store_const", const=".jpg")
     ext.add_argument("--png", dest="img_ext", action="store_const", const=".png")
+    ext.add_argument("--ext", dest="img_ext", type=image_extension, help="image extension (BDEdepth's spelling)")
     parser.set_defaults(img_ext=".png")
     parser.add_argument("--batch_size", type=positive_int, default=16, help="frame pairs per forward pass (>= 1)")
     parser.add_argument("--num_workers", type=non_negative_int, default=4,
@@ -211,7 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> dict:
     """Evaluate; return the report also written to ``pose_metrics.json``."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    opts = parse_args_with_config(build_parser(), argv)
+    parser = build_parser()
+    opts = parse_args_with_config(parser, argv)
     from torch.utils.data import DataLoader
 
     from datasets import KITTIOdomDataset
@@ -219,9 +235,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     from datasets.kitti_dataset import odometry_pose_path
 
     device = select_device(opts.device)
-    pose_net, spec = build_pose_network_from_checkpoint(opts.pretrained_path, device)
-    out_dir = Path(opts.eval_out_dir) if opts.eval_out_dir else Path(opts.pretrained_path).parent
-    report = {"checkpoint": str(opts.pretrained_path), "track_length": TRACK_LENGTH, "sequences": {}}
+    weights = resolve_weights(chosen_weights(opts, parser), opts.cache_dir)
+    pose_net, spec = build_pose_network_from_checkpoint(
+        weights, device, check=lambda found: check_requested_architecture(opts, found, weights))
+    out_dir = Path(opts.eval_out_dir) if opts.eval_out_dir else weights if weights.is_dir() else weights.parent
+    report = {"checkpoint": str(weights), "track_length": TRACK_LENGTH, "sequences": {}}
     for split in opts.eval_split:
         sequence = ODOM_SPLITS[split]
         split_file = eval_split_file("odom", getattr(opts, "odom_split", None), f"test_files_{sequence:02d}.txt")

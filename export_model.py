@@ -43,6 +43,7 @@ from torch import nn
 
 from config_files import parse_args_with_config
 from utils import atomic_output, check_output_folders, positive_int
+from weights import add_weights_arguments, chosen_weights, resolve_weights
 
 logger = logging.getLogger(__name__)
 
@@ -92,9 +93,7 @@ class DepthExportModule(nn.Module):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Export a depth network as ONNX and/or TorchScript.")
-    parser.add_argument("--pretrained_path", required=True,
-                        help="checkpoint written by train.py, a released BDEdepth .pth, a released Monodepth2 or "
-                             "SQLdepth folder, or a PackNet-SfM .ckpt")
+    add_weights_arguments(parser, architecture_flags=False)  # --height/--width here set the export size
     parser.add_argument("--format", nargs="+", choices=list(FORMAT_SUFFIXES), default=["onnx"],
                         help="what to write: onnx (.onnx), torchscript (.torchscript.pt), or both")
     parser.add_argument("--output_dir", default=None, help="where to write (default: the folder of the weights)")
@@ -230,13 +229,12 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
         ExportError: ``--format onnx`` without the ``onnx`` package.
     """
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    opts = parse_args_with_config(build_parser(), argv)
+    parser = build_parser()
+    opts = parse_args_with_config(parser, argv)
     formats = list(dict.fromkeys(opts.format))  # "--format onnx onnx" exports once
     if "onnx" in formats:
         check_onnx_available()
-    weights = Path(opts.pretrained_path)
-    if not weights.exists():
-        raise FileNotFoundError(f"--pretrained_path {weights} does not exist")
+    weights = resolve_weights(chosen_weights(opts, parser), opts.cache_dir)
     from model import load_model
 
     # Exported on the CPU: the files are device-independent, and tracing needs no accelerator.

@@ -60,7 +60,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from typing import Callable, Sequence
+import logging
+from typing import Callable, Collection, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -76,6 +77,8 @@ from losses import (LOCAL_VIEW, ORIGINAL_VIEW, RESHUFFLE_VIEW, LossSettings, Los
 from networks import DepthNetwork, SelfQuerySettings, build_depth_network, build_pose_network
 from networks.sqldepth import SQLdepthNetwork
 from networks.packnet import euler_pose_to_matrix
+
+logger = logging.getLogger(__name__)
 
 # Checkpoint names of the networks, in the order the optimiser has always listed their
 # parameters (resume checkpoints index optimiser state by that order).
@@ -240,7 +243,8 @@ class TrainableMethod(nn.Module):
                 module.load_state_dict(payload[name])
             except RuntimeError as err:
                 raise ValueError(f"{source}: the '{name}' weights do not fit the {self.describe_networks()} "
-                                 f"network of this configuration: {err}") from err
+                                 f"network of this configuration: "
+                                 f"{summarize_mismatches(state_mismatches(module, payload[name]))}") from err
 
     def train(self, mode: bool = True) -> "TrainableMethod":
         super().train(mode)
@@ -273,7 +277,9 @@ class SelfSupervisedDepth(TrainableMethod):
         loss_terms: ``(name, LossTerm, weight)`` from `losses.build_loss_terms`.
         auxiliary_networks: extra networks declared by loss terms, by name.
         use_pose_network: build the pose network (False for stereo-only training and inference).
-        pretrained: start encoders from ImageNet weights.
+        pretrained: start encoders from ImageNet weights: True/False for every network, or the names
+            of the networks (``depth``, ``pose``) whose encoders start so (the others' weights come
+            from a file).
         views: the depth branches, original first (BDEdepth adds local and reshuffle).
         bde_local_reference: warp the local view with BDEdepth's own crop-camera model.
     """
@@ -281,7 +287,7 @@ class SelfSupervisedDepth(TrainableMethod):
     def __init__(self, spec: ModelSpec, loss_settings: LossSettings | None = None,
                  loss_terms: Sequence[tuple[str, LossTerm, float]] = (),
                  auxiliary_networks: dict[str, nn.Module] | None = None, use_pose_network: bool = True,
-                 pretrained: bool = False, views: Sequence[View] = (ORIGINAL_VIEW,),
+                 pretrained: bool | Collection[str] = False, views: Sequence[View] = (ORIGINAL_VIEW,),
                  bde_local_reference: bool = False) -> None:
         super().__init__()
         self.spec = spec
@@ -297,16 +303,20 @@ class SelfSupervisedDepth(TrainableMethod):
         self.frame_ids = self.temporal_frame_ids + (["s"] if spec.use_stereo else [])
         self.source_frame_ids = self.frame_ids[1:]
         self.needs = frozenset().union(*(term.needs for _, term, _ in self.loss_terms))
+        if isinstance(pretrained, bool):
+            pretrained_networks = {"depth", "pose"} if pretrained else set()
+        else:
+            pretrained_networks = set(pretrained)
         networks = {"depth": build_depth_network(
             backbone=spec.backbone, num_layers=spec.num_layers, decoder=spec.decoder, scales=tuple(spec.scales),
-            pretrained=pretrained, height=spec.height, width=spec.width, min_depth=spec.min_depth,
-            max_depth=spec.max_depth, sql=SelfQuerySettings.from_prefixed(spec))}
+            pretrained="depth" in pretrained_networks, height=spec.height, width=spec.width,
+            min_depth=spec.min_depth, max_depth=spec.max_depth, sql=SelfQuerySettings.from_prefixed(spec))}
         if use_pose_network:
             pairs = spec.pose_model_input == "pairs"
             num_input_frames = 2 if pairs else len(self.temporal_frame_ids)
             networks["pose"] = build_pose_network(
                 pose_model_type=spec.pose_model_type, num_layers=spec.pose_layers,
-                num_input_frames=num_input_frames, pretrained=pretrained,
+                num_input_frames=num_input_frames, pretrained="pose" in pretrained_networks,
                 num_frames_to_predict_for=spec.pose_num_transforms if pairs else num_input_frames - 1)
         for name, network in (auxiliary_networks or {}).items():
             if name in networks or name in CHECKPOINT_NAMES:
@@ -328,7 +338,8 @@ class SelfSupervisedDepth(TrainableMethod):
 
     # ------------------------------------------------------------------------------ construction
     @classmethod
-    def from_options(cls, opts: argparse.Namespace, pretrained: bool | None = None) -> "SelfSupervisedDepth":
+    def from_options(cls, opts: argparse.Namespace,
+                     pretrained: bool | Collection[str] | None = None) -> "SelfSupervisedDepth":
         """The training model the command-line options describe (losses, views, networks)."""
         from options import training_frame_ids, uses_pose_network
 
@@ -674,17 +685,48 @@ class AutoencoderTraining(TrainableMethod):
                 "reconstruction_0": outputs[("reconstruction", 0)][index].detach().float().cpu()}
 
 
-def build_training_model(opts: argparse.Namespace) -> TrainableMethod:
-    """The method ``--method`` names, as the Trainer drives it."""
+def build_training_model(opts: argparse.Namespace, pretrained: Collection[str] | None = None) -> TrainableMethod:
+    """The method ``--method`` names, as the Trainer drives it; ``pretrained``: the depth method's
+    networks ("depth", "pose") whose encoders start from ImageNet weights (None: --weights_init)."""
     if getattr(opts, "method", "depth") == "autoencoder":
         return AutoencoderTraining.from_options(opts)
-    return SelfSupervisedDepth.from_options(opts)
+    return SelfSupervisedDepth.from_options(opts, pretrained=pretrained)
 
 
-def load_model(path: str, device: torch.device | str = "cpu") -> SelfSupervisedDepth:
+def state_mismatches(module: nn.Module, state: dict, prefix: str = "") -> list[str]:
+    """Every tensor that keeps ``state`` from loading into ``module``: ``<prefix><key> is missing``, ``...
+    is unexpected`` and ``... has shape (A), expected (B)``, in that order."""
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
+    return ([f"{prefix}{k} is missing" for k in expected if k not in found]
+            + [f"{prefix}{k} is unexpected" for k in found if k not in expected]
+            + [f"{prefix}{k} has shape {found[k]}, expected {expected[k]}" for k in expected
+               if k in found and found[k] != expected[k]])
+
+
+def summarize_mismatches(problems: Sequence[str], shown: int = 5) -> str:
+    """``N tensor(s): first; second; ...`` instead of torch's full dump."""
+    return f"{len(problems)} tensor(s): " + "; ".join(problems[:shown]) + (" ..." if len(problems) > shown else "")
+
+
+def describe_spec(spec: ModelSpec) -> str:
+    """One line of what a checkpoint holds, e.g. ``resnet18 + monodepth2 decoder, 640x192, stereo, depth 0.1-100``."""
+    layers = spec.num_layers if spec.backbone in ("resnet", "hrnet") else ""
+    training = "stereo" if spec.use_stereo else "monocular"
+    return (f"{spec.backbone}{layers} + {spec.decoder} decoder, {spec.width}x{spec.height}, {training}, depth "
+            f"{spec.min_depth:g}-{spec.max_depth:g}")
+
+
+def load_model(path: str, device: torch.device | str = "cpu",
+               depth_range: tuple[float | None, float | None] = (None, None),
+               check: Callable[[ModelSpec], None] | None = None) -> SelfSupervisedDepth:
     """The inference model (eval mode) of any supported weights: a checkpoint of this toolkit, a
     released Monodepth2 or SQLdepth folder, a BDEdepth file or a PackNet-SfM ``.ckpt``
-    (`released_weights.to_checkpoint_payload`).
+    (`released_weights.read_weights`). Logs one line saying what was loaded from where.
+
+    Args:
+        depth_range: (min, max) for released files that record none (`released_weights.read_weights`).
+        check: called with the weights' ModelSpec before any tensor is loaded (raises to refuse).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -693,15 +735,20 @@ def load_model(path: str, device: torch.device | str = "cpu") -> SelfSupervisedD
     from pathlib import Path
 
     from checkpoints import spec_from_checkpoint
-    from released_weights import to_checkpoint_payload
+    from released_weights import WEIGHT_FORMATS, read_weights
 
     if not Path(path).exists():
         raise FileNotFoundError(f"--pretrained_path {path} does not exist")
-    payload = to_checkpoint_payload(path)
+    payload, kind = read_weights(path, depth_range=depth_range)
     spec = spec_from_checkpoint(payload, path)
     if spec.method != "depth":
         raise ValueError(f"{path} is a FeatDepth auto-encoder checkpoint (stage 1), which predicts no depth: give "
                          "it to train.py --feature_net_path")
+    if check is not None:
+        check(spec)
     model = SelfSupervisedDepth.for_inference(spec)
     model.load_state_dicts(payload, str(path))
+    model.source = str(path)  # where the weights came from (reports name it)
+    origin = f" (released model {payload['zoo']['name']})" if isinstance(payload.get("zoo"), dict) else ""
+    logger.info("Loaded the %s %s%s: %s", WEIGHT_FORMATS[kind], path, origin, describe_spec(spec))
     return model.to(device).eval()

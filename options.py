@@ -14,6 +14,7 @@ that `opt.json` always matches the command that was run.
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import os
 from typing import Sequence
@@ -23,6 +24,13 @@ DEFAULT_DATA_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ki
 # Image sizes must be divisible by the encoder's total stride so every decoder scale lines up.
 SIZE_MULTIPLE = 32
 MAX_DECODER_SCALES = 5
+
+logger = logging.getLogger(__name__)
+
+# Monodepth2's --pose_model_type shared (a pose decoder on the depth encoder's features): refused.
+SHARED_POSE_ENCODER = "shared"
+# BDEdepth-only training flags: with --backbone resnet and no --decoder they select BDEdepth's decoder.
+BDEDEPTH_RECIPE_FLAGS = ("use_local_crop", "use_patch_reshuffle", "data_path_pre", "warm_up")
 
 KITTI_TRAIN_SPLITS = ("eigen_zhou", "eigen_full", "odom", "benchmark")
 EVAL_SPLITS = ("eigen", "eigen_benchmark", "benchmark", "odom_9", "odom_10")
@@ -62,7 +70,12 @@ def add_path_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--log_dir", type=str, default=os.path.join(os.path.expanduser("~"), "tmp"),
                        help="runs are written to <log_dir>/<exp_name>")
     group.add_argument("--exp_name", "--model_name", dest="exp_name", type=str, default="mdp",
-                       help="name of the run folder inside --log_dir")
+                       help="name of the run folder inside --log_dir (--model_name is Monodepth2's spelling; released "
+                            "models are initial weights through --pretrained_path NAME)")
+    group.add_argument("--data_path_pre", type=str, default=None,
+                       help="BDEdepth's spelling for Cityscapes: the prepared training triplets "
+                            "(prepare_cityscapes.py); --data_path then names the raw root evaluated after every epoch "
+                            "(our --eval_data_path)")
 
 
 def add_data_options(parser: argparse.ArgumentParser) -> None:
@@ -125,12 +138,15 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--pose_num_layers", type=int, default=None, choices=[18, 34, 50, 101, 152],
                        help="ResNet depth of the pose encoder (default: --num_layers; the SQLdepth and "
                             "FeatDepth recipes keep a ResNet-18 pose net beside a ResNet-50 depth net)")
-    group.add_argument("--decoder", type=str, default="monodepth2", choices=depth_decoder_choices(),
-                       help="depth decoder")
+    group.add_argument("--decoder", type=str, default=None, choices=depth_decoder_choices(),
+                       help="depth decoder (default: the backbone's only one; for resnet, bdedepth with BDEdepth's "
+                            "--use_local_crop/--use_patch_reshuffle/--data_path_pre/--warm_up, else monodepth2)")
     group.add_argument("--weights_init", type=str, default="pretrained", choices=["pretrained", "scratch"],
                        help="ImageNet-pretrained encoders (downloaded once) or random initialisation")
     group.add_argument("--pose_model_type", type=str, default="separate_resnet",
-                       choices=sorted(POSE_NETWORKS), help="pose network")
+                       choices=sorted(POSE_NETWORKS) + [SHARED_POSE_ENCODER],
+                       help=f"pose network ({SHARED_POSE_ENCODER}, Monodepth2's pose decoder on the depth encoder's "
+                            "features, is refused: not implemented)")
     group.add_argument("--pose_model_input", type=str, default="pairs", choices=["pairs", "all"],
                        help="pose from each (target, source) pair, or from all frames at once")
     scales = group.add_mutually_exclusive_group()
@@ -180,6 +196,9 @@ def add_loss_options(parser: argparse.ArgumentParser) -> None:
                        help="Monodepth2 auto-masking of pixels that do not move")
     group.add_argument("--disable_automasking", dest="automask", action="store_false",
                        help=argparse.SUPPRESS)
+    group.add_argument("--predictive_mask", action="store_true",
+                       help="Monodepth2's explainability mask (Zhou et al.): refused, not implemented; auto-masking "
+                            "(--automask, on by default) replaces it, as in Monodepth2's paper")
     group.add_argument("--avg_reprojection", action="store_true",
                        help="average the reprojection error over source frames instead of the minimum")
     group.add_argument("--v1_multiscale", action="store_true",
@@ -254,6 +273,9 @@ def add_optimization_options(parser: argparse.ArgumentParser) -> None:
                        dest="scheduler_step_alias", help="Monodepth2 spelling of a single --decay_step")
     group.add_argument("--decay_rate", type=float, default=0.1, help="step-schedule factor")
     group.add_argument("--eta_min", type=float, default=5e-6, help="cosine schedule floor")
+    group.add_argument("--warm_up", type=float, default=None,
+                       help="BDEdepth's flag, which its code never reads: accepted for its command lines and ignored "
+                            "likewise (a warning says so when it is not 0); no warm-up is trained")
     group.add_argument("--batch_size", type=int, default=12, help="samples per step (per GPU)")
     group.add_argument("--num_epochs", type=int, default=20, help="training epochs")
     group.add_argument("--warmup_steps", type=int, default=0,
@@ -330,9 +352,18 @@ def add_logging_options(parser: argparse.ArgumentParser) -> None:
                        help="with --resume, continue even though options that change the run's arithmetic "
                             "(batch size, learning rate, schedule, losses, networks, data, ...) differ from "
                             "the run's opt.json; without it such a resume is refused, naming the options")
-    group.add_argument("--pretrained_path", type=str, default=None,
-                       help="initialise the networks from this checkpoint, a released Monodepth2 model folder or a "
-                            "released BDEdepth .pth (ignored when resuming)")
+    group.add_argument("--pretrained_path", "--load_weights_folder", "--load_weights", dest="pretrained_path",
+                       type=str, default=None,
+                       help="initial weights (ignored when resuming): a checkpoint, a released Monodepth2/SQLdepth "
+                            "folder, a BDEdepth .pth, a PackNet-SfM .ckpt, or a released model's name (mono_640x192, "
+                            "kitti_hrnet18_640x192, ...; downloaded once into --cache_dir); no ImageNet weights are "
+                            "fetched for the networks it initialises")
+    group.add_argument("--models_to_load", nargs="+", default=None, metavar="NETWORK",
+                       help="the networks --pretrained_path initialises (encoder depth pose_encoder pose; default: "
+                            "every network of this configuration); the others start as --weights_init says")
+    group.add_argument("--cache_dir", type=str, default=None,
+                       help="where released models are kept (default: $MONODEPTHKIT_CACHE_DIR, else "
+                            "~/.cache/monodepthkit/models)")
     group.add_argument("--progress_bar", action=argparse.BooleanOptionalAction, default=True,
                        help="show a progress bar per epoch")
 
@@ -441,8 +472,59 @@ def _validate_numbers(opts: argparse.Namespace) -> None:
                        fix="; Monodepth2 uses 0.1, FeatDepth 0.015")
 
 
+def _apply_reference_flags(opts: argparse.Namespace) -> None:
+    """Monodepth2's and BDEdepth's training flags that have no place of their own here, in our terms.
+
+    ``--data_path_pre P`` (Cityscapes) becomes ``--data_path P --eval_data_path <its --data_path>``;
+    ``--warm_up`` is dropped (BDEdepth never reads it; a warning when not 0); without ``--decoder``
+    the backbone's decoder is chosen (BDEdepth's for ``--backbone resnet`` with its flags, one log
+    line saying so); ``--predictive_mask`` and ``--pose_model_type shared`` are refused.
+    """
+    if getattr(opts, "predictive_mask", False):
+        raise ValueError("--predictive_mask (Monodepth2's explainability mask, after Zhou et al.) is not implemented: "
+                         "Monodepth2 found auto-masking better, and it is on by default (--automask); drop the flag")
+    if opts.pose_model_type == SHARED_POSE_ENCODER:
+        raise ValueError(f"--pose_model_type {SHARED_POSE_ENCODER} (Monodepth2's pose decoder on the depth encoder's "
+                         "features) is not implemented: Monodepth2's separate_resnet (the default, and its published "
+                         "models) or posecnn")
+    # Given at all (--warm_up 0 counts: only BDEdepth's command lines carry it).
+    bdedepth_flags = [f"--{name}" for name in BDEDEPTH_RECIPE_FLAGS
+                      if getattr(opts, name, None) is not None and getattr(opts, name) is not False]
+    data_path_pre = getattr(opts, "data_path_pre", None)
+    if data_path_pre is not None:
+        if opts.dataset != "cityscapes":
+            raise ValueError(f"--data_path_pre is BDEdepth's prepared Cityscapes root, and --dataset is "
+                             f"{opts.dataset}: give the training data with --data_path")
+        if opts.eval_data_path not in (None, opts.data_path):
+            raise ValueError("--data_path_pre and --eval_data_path both move the raw Cityscapes root: with "
+                             "--data_path_pre, --data_path is the raw root; or use --data_path PREPARED "
+                             "--eval_data_path RAW without --data_path_pre")
+        opts.data_path, opts.eval_data_path = data_path_pre, opts.data_path
+    warm_up = getattr(opts, "warm_up", None)
+    if warm_up:
+        logger.warning("--warm_up %g is ignored: BDEdepth defines it but never reads it, so its recipe trains without "
+                       "warm-up, as this run does", warm_up)
+    for name in ("data_path_pre", "warm_up"):
+        if hasattr(opts, name):
+            delattr(opts, name)
+    if opts.decoder is None:
+        from networks import DEPTH_NETWORK_COMBINATIONS
+
+        decoders = sorted(decoder for backbone, decoder in DEPTH_NETWORK_COMBINATIONS if backbone == opts.backbone)
+        if len(decoders) == 1:
+            opts.decoder = decoders[0]
+        elif opts.backbone == "resnet" and bdedepth_flags:
+            opts.decoder = "bdedepth"
+            logger.info("--backbone resnet with BDEdepth's %s and no --decoder: BDEdepth's decoder (--decoder "
+                        "bdedepth), as its recipe trains; pass --decoder monodepth2 for Monodepth2's",
+                        " ".join(bdedepth_flags))
+        else:
+            opts.decoder = "monodepth2"
+
+
 def validate_options(opts: argparse.Namespace) -> argparse.Namespace:
     """Check cross-flag rules and value ranges once; raise ValueError naming the flag and the fix."""
+    _apply_reference_flags(opts)
     for name in ("height", "width"):
         value = getattr(opts, name)
         if value <= 0 or value % SIZE_MULTIPLE:

@@ -1,8 +1,9 @@
 """Load depth models from our checkpoints and from the released Monodepth2 / BDEdepth weights.
 
-``to_checkpoint_payload(path)`` (behind `model.load_model` and ``--pretrained_path``; the
+``read_weights(path)`` (behind `model.load_model`, ``--pretrained_path`` and the model zoo; it also
+says which format it found) and ``to_checkpoint_payload(path)`` (the payload alone; the
 command ``python convert_weights.py --input models/mono_640x192 --output mono_640x192.pth`` writes
-it as a checkpoint) accepts, with no architecture flags:
+it as a checkpoint) accept, with no architecture flags:
 
 - a checkpoint written by this toolkit (it carries a ``model_spec``);
 - a released Monodepth2 folder: ``encoder.pth`` (a ResnetEncoder state dict plus the ``height``,
@@ -279,27 +280,42 @@ def convert_bdedepth(payload: dict, source: str, min_depth: float = 0.1, max_dep
     return converted
 
 
-def to_checkpoint_payload(path: str | Path, image_shape: tuple[int, int] | None = None) -> dict:
-    """Any supported weights as our payload: ours, a Monodepth2 or SQLdepth folder, a BDEdepth file,
-    a PackNet-SfM ``.ckpt`` / ``.pth.tar`` or its extracted state dict (`packnet_weights`), a FeatDepth
-    mmcv file (`featdepth_weights`).
+# What `read_weights` found, in words (log lines and errors).
+WEIGHT_FORMATS = {"ours": "checkpoint", "monodepth2": "Monodepth2 model folder", "sqldepth": "SQLdepth model folder",
+                  "bdedepth": "BDEdepth file", "packnet": "PackNet-SfM checkpoint", "featdepth": "FeatDepth checkpoint"}
+
+
+def read_weights(path: str | Path, image_shape: tuple[int, int] | None = None,
+                 depth_range: tuple[float | None, float | None] = (None, None)) -> tuple[dict, str]:
+    """Any supported weights as our payload, and which format they were (a key of `WEIGHT_FORMATS`):
+    ours, a Monodepth2 or SQLdepth folder, a BDEdepth file, a PackNet-SfM ``.ckpt`` / ``.pth.tar`` or
+    its extracted state dict (`packnet_weights`), a FeatDepth mmcv file (`featdepth_weights`).
 
     Args:
         image_shape: (H, W) for PackNet and FeatDepth files, which do not record it (PackNet's
             config may; FeatDepth's default is 320 x 1024).
+        depth_range: (min, max) depth for released Monodepth2/BDEdepth/SQLdepth files, which do not
+            store theirs (None: the reference defaults); formats that record a range keep it.
     """
     from featdepth_weights import convert_featdepth_checkpoint, featdepth_state_dict
     from packnet_weights import convert_packnet_checkpoint, has_packnet_suffix, load_packnet_file, packnet_state_dict
 
     path = Path(path)
     if path.is_dir():
-        return load_released_folder(path)
+        payload = load_released_folder(path, depth_range=depth_range)
+        return payload, "sqldepth" if payload["model_spec"]["decoder"] == "sql" else "monodepth2"
     # PackNet's own files hold a pickled config: they get the restricted second read.
     payload = load_packnet_file(path) if has_packnet_suffix(path) else load_checkpoint(path)
     if "model_spec" in payload:
-        return payload
+        return payload, "ours"
     if packnet_state_dict(payload) is not None:
-        return convert_packnet_checkpoint(payload, str(path), image_shape)[0]
+        return convert_packnet_checkpoint(payload, str(path), image_shape)[0], "packnet"
     if featdepth_state_dict(payload) is not None:
-        return convert_featdepth_checkpoint(payload, str(path), image_shape)[0]
-    return convert_bdedepth(payload, str(path))
+        return convert_featdepth_checkpoint(payload, str(path), image_shape)[0], "featdepth"
+    return convert_bdedepth(payload, str(path), *(DEFAULT_DEPTH_RANGE if None in depth_range else depth_range)), \
+        "bdedepth"
+
+
+def to_checkpoint_payload(path: str | Path, image_shape: tuple[int, int] | None = None) -> dict:
+    """`read_weights`'s payload alone."""
+    return read_weights(path, image_shape)[0]

@@ -1,6 +1,11 @@
 """Predict depth for one image or a folder of images from a checkpoint.
 
     python test_simple.py --image_path assets/test_image.jpg --pretrained_path RUN/models/model19.pth
+    python test_simple.py --image_path assets/test_image.jpg --model_name mono+stereo_640x192 --pred_metric_depth
+
+The weights are any that `weights.resolve_weights` reads: a checkpoint, a released folder or file, or
+a released model's name (``--model_name``, fetched once into the cache); BDEdepth's ``--backbone
+--num_layers --height --width`` are checked against them.
 
 Writes ``<name>_disp.jpeg`` (magma colour map, normalised from the map's minimum to its 95th
 percentile, at the input's size) and, with ``--save_npy``, ``<name>_disp.npy`` (the scaled
@@ -57,6 +62,7 @@ from kitti_utils import KITTI_DEPTH_PNG_SCALE, KITTI_NORMALIZED_K, STEREO_SCALE_
 from layers import upsample_disp
 from utils import (atomic_output, check_output_folders, colorize_disparity, positive_int, read_rgb, resize_area,
                    select_device)
+from weights import add_weights_arguments, load_requested_model
 
 logger = logging.getLogger(__name__)
 
@@ -90,10 +96,9 @@ class SkippedInputsError(RuntimeError):
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, unit: str = "images") -> None:
-    """The weights, batch, device and skipping flags shared by test_simple.py and test_video.py."""
-    parser.add_argument("--pretrained_path", required=True,
-                        help="checkpoint written by train.py, a released BDEdepth .pth, a released "
-                             "Monodepth2 or SQLdepth folder, or a PackNet-SfM .ckpt")
+    """The weights (`weights.add_weights_arguments`), batch, device and skipping flags shared by
+    test_simple.py and test_video.py."""
+    add_weights_arguments(parser)
     parser.add_argument("--batch_size", type=positive_int, default=8, help=f"{unit} per forward pass (>= 1)")
     parser.add_argument("--skip_unreadable", action="store_true",
                         help=f"leave out {unit} that cannot be read (missing, truncated, not an image) and "
@@ -105,7 +110,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, unit: str = "images") -
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Monocular depth for images.")
-    parser.add_argument("--image_path", required=True, help="an image file or a folder of images")
+    parser.add_argument("--image_path", "--image", required=True, help="an image file or a folder of images")
     parser.add_argument("--ext", default="png", help="image extension to look for in a folder")
     parser.add_argument("--output_dir", default=None,
                         help="where to write the results (default: beside each image)")
@@ -140,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="resize inputs to H x W instead of the checkpoint's size (multiples of "
                              f"{NETWORK_INPUT_MULTIPLE}, at least {NETWORK_MIN_SIDE})")
     add_model_arguments(parser)
+    # The Monodepth2 fork's spelling: --model pretrained/mono_640x192 (a folder or a released name).
+    parser.add_argument("--model", dest="pretrained_path", help=argparse.SUPPRESS)
     return parser
 
 
@@ -491,12 +498,11 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
             scale flags; a monocular model asked for metres without a scale; an unusable ``--gt_depth``.
     """
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    opts = parse_args_with_config(build_parser(), argv)
+    parser = build_parser()
+    opts = parse_args_with_config(parser, argv)
     scale_choice = metric_scale_choice(opts)
-    from model import load_model
-
     device = select_device(opts.device)
-    model = load_model(opts.pretrained_path, device)
+    model = load_requested_model(opts, parser, device)
     spec = model.spec
     metric_scale = spec.metric_depth_scale
     if opts.pred_metric_depth and metric_scale is None:

@@ -28,6 +28,7 @@ from config_files import parse_args_with_config
 from test_simple import (SkippedInputsError, add_model_arguments, check_failures, check_finite_predictions,
                          list_images, predict, to_network_input)
 from utils import atomic_output, check_output_folders, colorize_disparity, read_rgb, select_device
+from weights import load_requested_model
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +88,8 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
             --skip_unreadable) or none could.
     """
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    opts = parse_args_with_config(build_parser(), argv)
+    parser = build_parser()
+    opts = parse_args_with_config(parser, argv)
     folder = Path(opts.image_path)
     if not folder.is_dir():
         raise NotADirectoryError(f"--image_path {folder} must be a folder of frames")
@@ -96,10 +98,8 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     paths = sorted(list_images(folder, opts.ext), key=numeric_order_key)
     output_dir = Path(opts.output_dir) if opts.output_dir else folder
     check_output_folders([output_dir])  # before predicting: the video is written only at the end
-    from model import load_model
-
     device = select_device(opts.device)
-    model = load_model(opts.pretrained_path, device)
+    model = load_requested_model(opts, parser, device)
     spec = model.spec
     frames, failures = [], []
     for start in range(0, len(paths), opts.batch_size):

@@ -138,6 +138,7 @@ class Trainer:
         # Nothing in the run folder changes until every check that can be made before training
         # has passed: a failing configuration with --overwrite leaves the previous run intact.
         self.run_dir = self.on_main_rank(self.check_run_folder)
+        self.initial_weights = self.read_initial_weights()
         self.build_models()
         self.build_optimizer()
         self.build_dataloaders()
@@ -171,15 +172,62 @@ class Trainer:
         self.forced_changes = check_resume_options(run_dir, vars(opts), opts.force_resume) if opts.resume else []
         return run_dir
 
+    def read_initial_weights(self) -> tuple[dict, str, Path] | None:
+        """(payload, format, path) of --pretrained_path, or None. A released model's name is fetched by
+        rank 0 alone (the others then find it in the cache)."""
+        opts = self.opts
+        if not opts.pretrained_path:
+            if opts.models_to_load:
+                raise ValueError("--models_to_load chooses the networks --pretrained_path initialises: give "
+                                 "--pretrained_path (or --load_weights_folder) too")
+            return None
+        from released_weights import read_weights
+        from weights import resolve_weights
+
+        path = Path(self.on_main_rank(lambda: str(resolve_weights(opts.pretrained_path, opts.cache_dir))))
+        payload, kind = read_weights(path)
+        return payload, kind, path
+
+    def imagenet_networks(self) -> set[str]:
+        """The networks whose encoders start from ImageNet weights: none with --weights_init scratch, and
+        none that --pretrained_path initialises (its encoder is loaded, so no download)."""
+        if self.opts.weights_init != "pretrained":
+            return set()
+        loaded = set(self.opts.models_to_load or ["encoder", "pose_encoder"]) if self.initial_weights else set()
+        return {network for network, encoder in (("depth", "encoder"), ("pose", "pose_encoder"))
+                if encoder not in loaded}
+
     def load_pretrained_weights(self) -> bool:
         """Load --pretrained_path into the networks before the run folder is touched, so a missing
-        or mismatching file fails while the previous run is intact (a resume overrides them)."""
-        if not self.opts.pretrained_path:
-            return False
-        # Our checkpoints, released Monodepth2 folders and BDEdepth files alike.
-        from released_weights import to_checkpoint_payload
+        or mismatching file fails while the previous run is intact (a resume overrides them).
 
-        self.model.load_state_dicts(to_checkpoint_payload(self.opts.pretrained_path), self.opts.pretrained_path)
+        Raises:
+            ValueError: --models_to_load names a network this configuration lacks, the file lacks a
+                network to load, or its architecture differs (naming the flags that match it).
+        """
+        if self.initial_weights is None:
+            return False
+        from checkpoints import spec_from_checkpoint
+        from released_weights import WEIGHT_FORMATS
+        from weights import check_weights_fit
+
+        payload, kind, path = self.initial_weights
+        self.initial_weights = None  # the tensors are copied into the networks; free them
+        modules = list(self.model.checkpoint_modules())
+        names = list(self.opts.models_to_load or modules)
+        unknown = [name for name in names if name not in modules]
+        if unknown:
+            raise ValueError(f"--models_to_load {' '.join(unknown)}: this configuration's networks are "
+                             f"{' '.join(modules)}")
+        missing = [name for name in names if name not in payload]
+        if missing:
+            held = [name for name in modules if name in payload]
+            raise ValueError(f"{path} ({WEIGHT_FORMATS[kind]}) has no {', '.join(missing)} weights: pass "
+                             f"--models_to_load {' '.join(held)} to take only its networks (the others then start "
+                             "as --weights_init says)")
+        check_weights_fit(spec_from_checkpoint(payload, path), self.model.spec, names, path)
+        self.model.load_state_dicts({name: payload[name] for name in names}, str(path), strict_names=False)
+        self.initial_weights_description = f"{', '.join(names)} from the {WEIGHT_FORMATS[kind]} {path}"
         return True
 
     def claim_run_folder(self) -> None:
@@ -205,7 +253,7 @@ class Trainer:
                                "opt.json holds the same options", self.run_dir / CONFIG_FILE)
 
     def build_models(self) -> None:
-        self.model = build_training_model(self.opts).to(self.device)
+        self.model = build_training_model(self.opts, pretrained=self.imagenet_networks()).to(self.device)
         finite_check = self.opts.finite_check
         if finite_check == "auto":
             finite_check = "deferred" if self.device.type == "cuda" else "every_step"
@@ -349,7 +397,7 @@ class Trainer:
             logger.info("Resumed from %s at epoch %d, batch %d, step %d", path, self.epoch,
                         self.batch_in_epoch, self.step)
         elif self.from_pretrained:
-            logger.info("Initial weights from %s", self.opts.pretrained_path)
+            logger.info("Initial weights: %s", self.initial_weights_description)
         elif self.opts.resume:
             logger.info("No checkpoint to resume, train from epoch 0.")
         if self.forced_changes:

@@ -37,6 +37,11 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def image_extension(text: str) -> str:
+    """argparse ``type=`` of ``--ext``: ``png``, ``.PNG`` -> ``.png``."""
+    return "." + text.strip().lstrip(".").lower()
+
+
 def readlines(path: str | os.PathLike) -> list[str]:
     """Return the lines of a text file without line endings (carriage returns dropped too)."""
     with open(path, encoding="utf-8") as f:

@@ -1,9 +1,13 @@
-"""Shared fixtures: the device under test, TF32 off, the repository on sys.path, real-data paths."""
+"""Shared fixtures: the device under test, TF32 off, the repository on sys.path, real-data paths, a
+local HTTP server (for the files the toolkit downloads)."""
 
 from __future__ import annotations
 
+import http.server
 import os
 import sys
+import threading
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -59,3 +63,21 @@ def unwritable_probes(monkeypatch):
         return real_write_bytes(self, data)
 
     monkeypatch.setattr(Path, "write_bytes", read_only)
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture()
+def http_server(tmp_path):
+    """Serve the folder tmp_path/www on 127.0.0.1; yields (its base URL ending in "/", the folder)."""
+    root = tmp_path / "www"
+    root.mkdir()
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(QuietHandler, directory=str(root)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/", root
+    httpd.shutdown()
+    httpd.server_close()

@@ -160,3 +160,53 @@ def test_training_starts_from_a_released_monodepth2_folder(synthetic_kitti, tmp_
     assert torch.equal(modules["depth"].state_dict()["convs.dispconv_0.conv.weight"],
                        released["depth"]["decoder.10.conv.weight"])
     assert torch.equal(modules["pose"].state_dict()["pose2.weight"], released["pose"]["net.3.weight"])
+
+
+def test_fine_tuning_from_released_weights_fetches_no_imagenet_weights(synthetic_kitti, tmp_path, monkeypatch, caplog):
+    import logging
+
+    import networks.resnet_encoder
+    from options import parse_train_options
+    from tests.unit.test_released_weights import write_md2_folder
+    from trainer import Trainer
+
+    def offline(num_layers):
+        raise RuntimeError(f"ImageNet ResNet-{num_layers} download attempted")
+
+    monkeypatch.setattr(networks.resnet_encoder, "load_imagenet_state_dict", offline)
+    caplog.set_level(logging.INFO)
+    folder = write_md2_folder(tmp_path / "mono_640x192", use_stereo=False)
+    trainer = Trainer(parse_train_options(train_args(synthetic_kitti, tmp_path, "--no_eval", "--weights_init",
+                                                     "pretrained", "--load_weights_folder", str(folder))))
+    trainer.close()
+    loaded = f"Initial weights: encoder, depth, pose_encoder, pose from the Monodepth2 model folder {folder}"
+    assert loaded in caplog.text
+    # Monodepth2's --models_to_load: the pose network is not taken from the folder (and starts from scratch).
+    trainer = Trainer(parse_train_options(train_args(synthetic_kitti, tmp_path, "--no_eval", "--overwrite",
+                                                     "--pretrained_path", str(folder), "--models_to_load", "encoder",
+                                                     "depth")))
+    trainer.close()
+    released = torch.load(folder / "pose.pth", weights_only=True)["net.3.weight"]
+    assert not torch.equal(trainer.model.checkpoint_modules()["pose"].state_dict()["pose2.weight"], released)
+    # ...and with ImageNet weights for what it does not load, that network alone asks for them.
+    with pytest.raises(RuntimeError, match="ImageNet ResNet-18 download attempted"):
+        Trainer(parse_train_options(train_args(synthetic_kitti, tmp_path, "--no_eval", "--overwrite", "--weights_init",
+                                               "pretrained", "--pretrained_path", str(folder), "--models_to_load",
+                                               "encoder", "depth")))
+
+
+def test_released_weights_of_another_architecture_name_the_flags_that_fit(synthetic_kitti, tmp_path):
+    from options import parse_train_options
+    from tests.unit.test_released_weights import write_md2_folder
+    from trainer import Trainer
+
+    folder = write_md2_folder(tmp_path / "mono_640x192", use_stereo=False)
+    with pytest.raises(ValueError, match=r"mono_640x192 holds a --num_layers 18 --num_scales 4 network, this run asks "
+                                         r"for --num_layers 34 --num_scales 1: pass --num_layers 18 --num_scales 4"):
+        Trainer(parse_train_options(train_args(synthetic_kitti, tmp_path, "--no_eval", "--num_layers", "34",
+                                               "--num_scales", "1", "--load_weights_folder", str(folder))))
+    with pytest.raises(ValueError, match=r"has no pose_encoder, pose weights: pass --models_to_load encoder depth"):
+        for name in ("pose.pth", "pose_encoder.pth"):
+            (folder / name).unlink()
+        Trainer(parse_train_options(train_args(synthetic_kitti, tmp_path, "--no_eval", "--load_weights_folder",
+                                               str(folder))))

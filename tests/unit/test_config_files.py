@@ -124,11 +124,11 @@ def test_a_required_flag_given_in_the_file_satisfies_argparse(tmp_path, capsys):
     assert (opts.image_path, opts.pretrained_path, opts.batch_size) == ("frames", "model.pth", 3)
     opts = parse_args_with_config(build_parser(), ["--config", str(path), "--image_path", "other"])
     assert opts.image_path == "other"
-    message = usage_error(capsys, parse_args_with_config, build_parser(), ["--image_path", "x"])
-    assert "--pretrained_path" in message  # still required without the file
-    unset = write(tmp_path, "image_path: frames\npretrained_path: null\n", "unset.yaml")
+    message = usage_error(capsys, parse_args_with_config, build_parser(), ["--pretrained_path", "x"])
+    assert "--image_path" in message  # still required without the file
+    unset = write(tmp_path, "image_path: null\npretrained_path: model.pth\n", "unset.yaml")
     message = usage_error(capsys, parse_args_with_config, build_parser(), ["--config", str(unset)])
-    assert "the following arguments are required: --pretrained_path" in message  # null gives no value
+    assert "the following arguments are required: --image_path" in message  # null gives no value
 
 
 def test_a_file_read_back_from_config_yaml_text_repeats_every_option(tmp_path):

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
-import threading
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -19,22 +16,12 @@ EIGEN_TEXT = "2011_09_26/2011_09_26_drive_0002_sync 0000000069 l\r\n2011_09_26/2
 EIGEN_CLEAN = EIGEN_TEXT.replace("\r", "").encode()
 
 
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture()
-def server(tmp_path):
-    """Serve tmp_path/www on 127.0.0.1; yields (base URL of its splits/ folder, that folder)."""
-    root = tmp_path / "www" / "splits"
-    root.mkdir(parents=True)
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(QuietHandler, directory=str(root.parent)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/splits/", root
-    httpd.shutdown()
-    httpd.server_close()
+def server(http_server):
+    """(base URL of the served splits/ folder, that folder)."""
+    base, www = http_server
+    (www / "splits").mkdir()
+    return base + "splits/", www / "splits"
 
 
 def publish(root: Path, key: str, data: bytes) -> None:
