@@ -50,7 +50,7 @@ STATE_DIRS = (RESUME_DIR, WEIGHTS_DIR)
 ARITHMETIC_OPTIONS = (
     # data
     "dataset", "split", "height", "width", "frame_ids", "use_stereo", "img_ext", "color_jitter",
-    "jitter_per_frame", "flip", "intrinsics",
+    "jitter_per_frame", "flip", "intrinsics", "odom_camera",
     # networks
     "backbone", "num_layers", "pose_num_layers", "decoder", "pose_model_type", "pose_model_input", "num_scales",
     "min_depth", "max_depth", "sync_bn", "mixed_precision",

@@ -20,14 +20,22 @@ def _write_rgb(path: Path, rgb: np.ndarray) -> None:
     assert cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)), path
 
 
+def _write_grey(path: Path, rgb: np.ndarray) -> None:
+    """One-channel PNG, as KITTI's grey cameras and EuRoC's are stored."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)), path
+
+
 def write_odometry(root: Path, sequence: int, num_frames: int, width: int = 192, height: int = 64,
-                   seed: int = 5) -> np.ndarray:
-    """``sequences/<SS>/image_{2,3}/<frame:06d>.png`` and ``poses/<SS>.txt``; returns N x 4 x 4 poses."""
+                   seed: int = 5, cameras=(2, 3)) -> np.ndarray:
+    """``sequences/<SS>/image_{c}/<frame:06d>.png`` for each camera c (0 and 1 grey, 2 and 3 colour) and
+    ``poses/<SS>.txt``; returns N x 4 x 4 poses."""
     scene = build_drive_scene(seed, sequence, num_frames)
     for frame in range(num_frames):
-        for cam in (2, 3):
+        for cam in cameras:
             rgb, _ = render_camera(scene, frame, cam, width, height)
-            _write_rgb(root / "sequences" / f"{sequence:02d}" / f"image_{cam}" / f"{frame:06d}.png", rgb)
+            write = _write_grey if cam in (0, 1) else _write_rgb
+            write(root / "sequences" / f"{sequence:02d}" / f"image_{cam}" / f"{frame:06d}.png", rgb)
     poses = np.stack([scene.rig_to_world(frame) for frame in range(num_frames)])
     (root / "poses").mkdir(parents=True, exist_ok=True)
     (root / "poses" / f"{sequence:02d}.txt").write_text(

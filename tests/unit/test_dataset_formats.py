@@ -72,6 +72,31 @@ def test_odometry_layout_and_bad_lines(odom_root):
         KITTIOdomDataset(odom_root, ["9 5 l"], HEIGHT, WIDTH, [0, 1], 1)
 
 
+def test_odometry_grey_pair_is_featdepths_convention(tmp_path):
+    write_odometry(tmp_path, 9, num_frames=3, cameras=(0, 1))
+    dataset = KITTIOdomDataset(tmp_path, ["9 1 l", "9 1 r"], HEIGHT, WIDTH, [0, -1, "s"], 1, camera="grey")
+    folder = tmp_path / "sequences" / "09"
+    grey = cv2.imread(str(folder / "image_1" / "000001.png"), cv2.IMREAD_UNCHANGED)
+    assert grey.ndim == 2  # stored with one channel, read as RGB with three equal ones
+    np.testing.assert_array_equal(rgb_of(dataset[1]), area_resize(np.repeat(grey[:, :, None], 3, axis=2)))
+    np.testing.assert_array_equal(rgb_of(dataset[0], "s"), rgb_of(dataset[1]))  # l's stereo partner is image_1
+    np.testing.assert_array_equal(rgb_of(dataset[1], -1), area_resize(read_rgb(folder / "image_1" / "000000.png")))
+    with pytest.raises(FileNotFoundError, match=r"image_2/000001.png.*pass --odom_camera grey"):
+        KITTIOdomDataset(tmp_path, ["9 1 l"], HEIGHT, WIDTH, [0], 1)
+
+
+def test_odom_camera_flag_reaches_the_odometry_dataset_only():
+    import argparse
+
+    from datasets import dataset_options
+    from options import parse_train_options
+
+    assert dataset_options(argparse.Namespace(dataset="kitti_odom", odom_camera="grey")) == {"camera": "grey"}
+    assert dataset_options(argparse.Namespace(dataset="kitti", odom_camera="color")) == {}
+    with pytest.raises(SystemExit):
+        parse_train_options(["--dataset", "kitti", "--odom_camera", "grey"])
+
+
 def test_pose_file_round_trip_and_errors(odom_root, tmp_path):
     poses = evaluate_pose.load_poses_file(odom_root / "poses" / "09.txt")
     assert poses.shape == (6, 4, 4)
