@@ -202,7 +202,7 @@ class Trainer:
         train_file = split_dir / "train_files.txt"
         if train_file.is_file():
             lines = readlines(train_file)
-        elif opts.dataset == "image_folder":  # no split: every frame of --data_path with its context
+        elif getattr(dataset_class, "every_frame_without_split", False):  # every frame of --data_path with its context
             lines, train_file = None, Path(opts.data_path)
         else:
             raise FileNotFoundError(f"--split {opts.split}: {train_file} not found")

@@ -8,6 +8,7 @@ from __future__ import annotations
 from datasets.cityscapes_dataset import CityscapesDataset
 from datasets.custom_dataset import CustomDataset
 from datasets.ddad_dataset import DDADDataset
+from datasets.euroc_dataset import EuRoCDataset
 from datasets.image_folder_dataset import ImageFolderDataset
 from datasets.kitti_dataset import KITTIDepthDataset, KITTIOdomDataset, KITTIRAWDataset
 from datasets.mono_dataset import MonoDataset, SplitItem
@@ -22,6 +23,7 @@ DATASETS = {
     "custom": CustomDataset,
     "image_folder": ImageFolderDataset,
     "ddad": DDADDataset,
+    "euroc": EuRoCDataset,
 }
 
 
@@ -43,6 +45,6 @@ def dataset_options(opts) -> dict:
     return options
 
 
-__all__ = ["DATASETS", "CityscapesDataset", "CustomDataset", "DDADDataset", "ImageFolderDataset",
+__all__ = ["DATASETS", "CityscapesDataset", "CustomDataset", "DDADDataset", "EuRoCDataset", "ImageFolderDataset",
            "KITTIDepthDataset", "KITTIOdomDataset", "KITTIRAWDataset", "MonoDataset", "NYUDataset", "SplitItem",
            "dataset_options"]

@@ -222,3 +222,26 @@ def write_ddad(root: Path, num_samples: int = 5, cameras=("CAMERA_01", "CAMERA_0
              "scene_splits": {"0": {"filenames": [train]}, "1": {"filenames": [val]}}}
     (root / "ddad.json").write_text(json.dumps(index))
     return {"train": train, "val": val}
+
+
+EUROC_FIRST_TIMESTAMP_NS = 1403636579763555584  # MH_01_easy's first frame; cameras run at 20 Hz
+EUROC_PERIOD_NS = 50_000_000
+
+
+def write_euroc(root: Path, num_frames: int, asl_layout: bool = True, size=(752, 480), cameras=("cam0", "cam1"),
+                seed: int = 12) -> list[str]:
+    """One EuRoC sequence: ``[mav0/]cam{0,1}/data/<timestamp ns>.png``, grey, ``size`` (EuRoC's 752 x 480).
+
+    The synthetic rig's colour pair (cameras 2 and 3) is rendered small and resized up (speed), then
+    stored grey as EuRoC's cameras are. Returns the file names in time order.
+    """
+    scene = build_drive_scene(seed, 1, num_frames)
+    names = [f"{EUROC_FIRST_TIMESTAMP_NS + i * EUROC_PERIOD_NS}.png" for i in range(num_frames)]
+    base = root / "mav0" if asl_layout else root
+    for frame, name in enumerate(names):
+        for camera, rig_camera in zip(("cam0", "cam1"), (2, 3)):
+            if camera in cameras:
+                rgb, _ = render_camera(scene, frame, rig_camera, 94, 60)
+                rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_LINEAR)
+                _write_grey(base / camera / "data" / name, rgb)
+    return names
