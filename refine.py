@@ -153,14 +153,13 @@ def refinement_trainer_class():
 def main(argv: Sequence[str] | None = None) -> dict:
     """Refine; return the report also written to ``<run>/refinement.json``."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    from config_files import parse_args_with_config
+
     parser = build_parser()
     args = list(sys.argv[1:] if argv is None else argv)
-    if {"-h", "--help"} & set(args):
-        parser.parse_args(["--help"])  # prints the help and exits
-    # The checkpoint first: its architecture and its run's losses become the defaults of the full parse.
-    first_pass = argparse.ArgumentParser(add_help=False)
-    first_pass.add_argument("--pretrained_path")
-    source = first_pass.parse_known_args(args)[0].pretrained_path
+    # The checkpoint first (from the command line or --config, which this pass reads and checks): its
+    # architecture and its run's losses become the defaults of the full parse.
+    source = parse_args_with_config(build_parser(), args).pretrained_path
     if not source:
         parser.error("--pretrained_path is required: the checkpoint to refine")
     if not Path(source).exists():
