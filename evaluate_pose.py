@@ -213,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     ext.add_argument("--png", dest="img_ext", action="store_const", const=".png")
     ext.add_argument("--ext", dest="img_ext", type=image_extension, help="image extension (BDEdepth's spelling)")
     parser.set_defaults(img_ext=".png")
+    parser.add_argument("--odom_camera", default="color", choices=["color", "grey"],
+                        help="color: image_2 (Monodepth2); grey: image_0, FeatDepth's convention (use what the "
+                             "model was trained on)")
     parser.add_argument("--batch_size", type=positive_int, default=16, help="frame pairs per forward pass (>= 1)")
     parser.add_argument("--num_workers", type=non_negative_int, default=4,
                         help="data-loader worker processes (0: load in the main process)")
@@ -244,7 +247,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         sequence = ODOM_SPLITS[split]
         split_file = eval_split_file("odom", getattr(opts, "odom_split", None), f"test_files_{sequence:02d}.txt")
         dataset = KITTIOdomDataset(opts.data_path, readlines(split_file), spec.height, spec.width, [0, 1],
-                                   num_scales=1, is_train=False, img_ext=opts.img_ext, split_name=str(split_file))
+                                   num_scales=1, is_train=False, img_ext=opts.img_ext, split_name=str(split_file),
+                                   camera=opts.odom_camera)
         loader = DataLoader(dataset, batch_size=opts.batch_size, shuffle=False, num_workers=opts.num_workers)
         gt_global = load_poses_file(odometry_pose_path(opts.data_path, sequence))
         pred_local = predict_local_transforms(pose_net, loader, device)

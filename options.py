@@ -107,6 +107,9 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--intrinsics", nargs="+", default=None, metavar="FX_FY_CX_CY_OR_FILE",
                        help="--dataset image_folder: 'fx fy cx cy' (normalised, or pixels of the native frames) or "
                             "a file holding them (default: intrinsics.txt in the folder, else KITTI's K)")
+    group.add_argument("--odom_camera", type=str, default="color", choices=["color", "grey"],
+                       help="--dataset kitti_odom: the stereo pair read as sides l/r: color (image_2/image_3, "
+                            "Monodepth2) or grey (image_0/image_1, FeatDepth's odometry convention)")
     group.add_argument("--color_jitter", action=argparse.BooleanOptionalAction, default=True,
                        help="colour augmentation of training samples (see --color_jitter_probability)")
     group.add_argument("--color_jitter_probability", type=float, default=0.5,
@@ -552,6 +555,9 @@ def validate_options(opts: argparse.Namespace) -> argparse.Namespace:
             raise ValueError(f"--{name} must be positive (got {getattr(opts, name)})")
     if opts.num_workers < 0:
         raise ValueError(f"--num_workers must be >= 0 (got {opts.num_workers}); 0 loads in the main process")
+    if getattr(opts, "odom_camera", "color") != "color" and opts.dataset != "kitti_odom":
+        raise ValueError(f"--odom_camera {opts.odom_camera} chooses the KITTI odometry camera pair: it applies to "
+                         f"--dataset kitti_odom only (got --dataset {opts.dataset}); drop it")
     if opts.resume and opts.overwrite:
         raise ValueError("--resume and --overwrite contradict each other: choose one")
     if getattr(opts, "force_resume", False) and not opts.resume:

@@ -50,7 +50,8 @@ STATE_DIRS = (RESUME_DIR, WEIGHTS_DIR)
 ARITHMETIC_OPTIONS = (
     # data
     "dataset", "split", "height", "width", "frame_ids", "use_stereo", "img_ext", "color_jitter",
-    "jitter_per_frame", "flip", "intrinsics", "stereo_baseline",
+    "jitter_per_frame", "flip", "intrinsics", "stereo_baseline", "odom_camera", "color_jitter_probability",
+    "color_jitter_hue", "flip_mode",
     # the method (depth, or FeatDepth's auto-encoder stage)
     "method",
     # networks

@@ -274,21 +274,28 @@ class Trainer:
     def build_optimizer(self) -> None:
         self.optimizer = make_optimizer(self.opts, self.model, self.speed.optimizer_kwargs())
 
+    def training_lines(self) -> tuple[list[str] | None, str]:
+        """The split lines to train on and where they come from (for messages).
+
+        --split's train_files.txt; for a dataset that lists its own frames (image_folder, euroc)
+        and a --split folder without one, None: every frame of --data_path with its context.
+        Refinement (refine.py) trains on a test list instead.
+        """
+        opts = self.opts
+        train_file = resolve_split_dir(opts.split) / "train_files.txt"
+        if train_file.is_file():
+            return readlines(train_file), str(train_file)
+        if getattr(DATASETS[opts.dataset], "every_frame_without_split", False):
+            return None, str(opts.data_path)
+        raise FileNotFoundError(f"--split {opts.split}: {train_file} not found")
+
     def build_dataloaders(self) -> None:
         opts = self.opts
-        dataset_class = DATASETS[opts.dataset]
-        split_dir = resolve_split_dir(opts.split)
-        train_file = split_dir / "train_files.txt"
-        if train_file.is_file():
-            lines = readlines(train_file)
-        elif opts.dataset == "image_folder":  # no split: every frame of --data_path with its context
-            lines, train_file = None, Path(opts.data_path)
-        else:
-            raise FileNotFoundError(f"--split {opts.split}: {train_file} not found")
-        self.train_dataset = dataset_class(
+        lines, source = self.training_lines()
+        self.train_dataset = DATASETS[opts.dataset](
             opts.data_path, lines, opts.height, opts.width, self.frame_ids,
             opts.num_scales, is_train=True, img_ext=opts.img_ext, color_jitter=opts.color_jitter,
-            flip=opts.flip, jitter_per_frame=opts.jitter_per_frame, split_name=str(train_file),
+            flip=opts.flip, jitter_per_frame=opts.jitter_per_frame, split_name=source,
             color_jitter_probability=opts.color_jitter_probability, color_jitter_hue=opts.color_jitter_hue,
             flip_in_depth_net=opts.flip_mode == "depth_net", **bde_dataset_options(opts), **dataset_options(opts))
         if getattr(opts, "frame_cache", None):
@@ -299,9 +306,17 @@ class Trainer:
         self.steps_per_epoch = samples_per_process // opts.batch_size
         if self.steps_per_epoch == 0:
             raise ValueError(f"--batch_size {opts.batch_size} is larger than the {samples_per_process} "
-                             f"training samples per process ({len(self.train_dataset)} in {train_file} "
+                             f"training samples per process ({len(self.train_dataset)} in {source} "
                              f"over {self.dist.world_size} processes): lower --batch_size")
-        self.total_steps = self.steps_per_epoch * opts.num_epochs
+        # A step budget (refine.py's --num_steps) replaces --num_epochs: the run stops after that
+        # many optimiser steps, inside an epoch if need be.
+        self.step_budget = getattr(opts, "num_steps", None) or None
+        if self.step_budget:
+            self.num_epochs = -(-self.step_budget // self.steps_per_epoch)
+            self.total_steps = self.step_budget
+        else:
+            self.num_epochs = opts.num_epochs
+            self.total_steps = self.steps_per_epoch * opts.num_epochs
         self.build_scheduler()
         self.eval_sets = []
         # Evaluation runs on rank 0 alone; the others wait for it in their next collective.
@@ -314,7 +329,7 @@ class Trainer:
                                   max_depth=opts.max_depth)
             self.eval_sets = build_training_eval_sets(opts.dataset, opts.eval_data_path or opts.data_path,
                                                       opts.eval_split, options)
-        logger.info("Using split: %s", split_dir)
+        logger.info("Training on: %s", source)
         logger.info("There are %d training items and %d test items", len(self.train_dataset),
                     sum(len(eval_set.gt_depths) for eval_set in self.eval_sets))
 
@@ -452,14 +467,18 @@ class Trainer:
         """Train to the last epoch; return the final evaluation metrics (empty without --eval)."""
         metrics = {}
         try:
-            for epoch in range(self.epoch, self.opts.num_epochs):
+            for epoch in range(self.epoch, self.num_epochs):
+                if self.budget_spent():
+                    break
                 self.epoch = epoch
                 self.train_epoch(epoch, self.batch_in_epoch)
-                self.batch_in_epoch = 0
-                if self.opts.lr_sche_type == "step":
-                    self.scheduler.step()
+                resume_at = (epoch, self.batch_in_epoch)  # a step budget may end the run inside the epoch
+                if self.batch_in_epoch >= self.steps_per_epoch:
+                    resume_at, self.batch_in_epoch = (epoch + 1, 0), 0
+                    if self.opts.lr_sche_type == "step":
+                        self.scheduler.step()
                 metrics = self.validate(epoch)
-                self.save_epoch(epoch, metrics)
+                self.save_epoch(epoch, metrics, resume_at)
         finally:
             self.close()
         return metrics
@@ -504,7 +523,13 @@ class Trainer:
                     self.save_resume_checkpoint(epoch, self.batch_in_epoch)
                 if progress is not None:
                     progress.update(1)
+            if self.budget_spent():
+                break
         return steps
+
+    def budget_spent(self) -> bool:
+        """Whether a step budget (--num_steps) is set and reached."""
+        return self.step_budget is not None and self.step >= self.step_budget
 
     def train_step(self, batch: dict):
         timer = self.timer
@@ -567,7 +592,7 @@ class Trainer:
                                                                   self.opts.warmup_ratio)
         remaining = (self.total_steps - self.step) * batch_time if self.step > 1 else 0.0
         logger.info("epoch: %2d/%d | batch: %4d/%d | data time: %.4f | batch time: %.3f | loss: %.4f | "
-                    "lr: %.2e | time left: %s", self.epoch, self.opts.num_epochs - 1, self.batch_in_epoch - 1,
+                    "lr: %.2e | time left: %s", self.epoch, self.num_epochs - 1, self.batch_in_epoch - 1,
                     self.steps_per_epoch, data_time, batch_time, scalars["loss"], lr, format_hms(remaining))
         for name, value in scalars.items():
             self.writer.add_scalar(name, value, self.step)
@@ -630,11 +655,12 @@ class Trainer:
         save_checkpoint(resume_checkpoint_path(self.run_dir, self.step), payload)
         prune_resume_checkpoints(self.run_dir, self.opts.keep_last)
 
-    def save_epoch(self, epoch: int, metrics: dict) -> None:
-        """The epoch's weights snapshot (what evaluation reads) and a resume checkpoint."""
+    def save_epoch(self, epoch: int, metrics: dict, resume_at: tuple[int, int] | None = None) -> None:
+        """The epoch's weights snapshot (what evaluation reads) and a resume checkpoint at ``resume_at``
+        ((epoch, batch); default the start of the next epoch)."""
         self.flush_finite_checks()
         if self.dist.is_main:
             payload = self.weights_payload()
             payload.update(epoch=epoch, metrics=metrics)
             save_checkpoint(self.run_dir / "models" / f"model{epoch}.pth", payload)
-        self.save_resume_checkpoint(epoch + 1, 0)
+        self.save_resume_checkpoint(*(resume_at or (epoch + 1, 0)))

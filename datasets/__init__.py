@@ -8,6 +8,7 @@ from __future__ import annotations
 from datasets.cityscapes_dataset import CityscapesDataset
 from datasets.custom_dataset import CustomDataset
 from datasets.ddad_dataset import DDADDataset
+from datasets.euroc_dataset import EuRoCDataset
 from datasets.image_folder_dataset import ImageFolderDataset
 from datasets.kitti_dataset import KITTIDepthDataset, KITTIOdomDataset, KITTIRAWDataset
 from datasets.mono_dataset import MonoDataset, SplitItem
@@ -22,6 +23,7 @@ DATASETS = {
     "custom": CustomDataset,
     "image_folder": ImageFolderDataset,
     "ddad": DDADDataset,
+    "euroc": EuRoCDataset,
 }
 
 
@@ -29,17 +31,20 @@ def dataset_options(opts) -> dict:
     """Keyword arguments of ``DATASETS[opts.dataset]`` from its own flags (``{}`` for most).
 
     ``--intrinsics`` reaches `ImageFolderDataset` as one string (numbers or a file path);
+    ``--odom_camera`` reaches `KITTIOdomDataset` as ``camera``;
     ``--velocity_weight`` > 0 asks KITTI raw or DDAD for the camera's travel between frames
     (``translation_norms``).
     """
     options = {}
     if opts.dataset == "image_folder" and getattr(opts, "intrinsics", None):
         options["intrinsics"] = " ".join(opts.intrinsics)
+    if opts.dataset == "kitti_odom":
+        options["camera"] = getattr(opts, "odom_camera", "color")
     if getattr(opts, "velocity_weight", 0.0) > 0:
         options["translation_norms"] = True
     return options
 
 
-__all__ = ["DATASETS", "CityscapesDataset", "CustomDataset", "DDADDataset", "ImageFolderDataset",
+__all__ = ["DATASETS", "CityscapesDataset", "CustomDataset", "DDADDataset", "EuRoCDataset", "ImageFolderDataset",
            "KITTIDepthDataset", "KITTIOdomDataset", "KITTIRAWDataset", "MonoDataset", "NYUDataset", "SplitItem",
            "dataset_options"]

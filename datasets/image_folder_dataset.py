@@ -91,6 +91,9 @@ class ImageFolderDataset(CustomDataset):
         num_dropped: how many frames were left out because a context frame is missing.
     """
 
+    # The Trainer passes filenames=None when the --split folder has no train_files.txt.
+    every_frame_without_split = True
+
     def __init__(self, data_path, filenames: Sequence[str] | None, *args, intrinsics: str | None = None,
                  **kwargs):
         self.intrinsics_override = intrinsics

@@ -111,13 +111,31 @@ class KITTIRAWDataset(MonoDataset):
         return np.asarray(KITTI_NORMALIZED_K, dtype=np.float32)
 
 
+# --odom_camera: the odometry image folders of the left and right camera of each pair. Monodepth2
+# reads the colour pair image_2/image_3; FeatDepth's odometry loader maps l/r to the greyscale
+# pair image_0/image_1 (methods spec 4). Both pairs are rectified to the same intrinsics and have
+# the same 0.54 m baseline, so K and stereo_T do not change.
+ODOM_CAMERA_PAIRS = {"color": (2, 3), "grey": (0, 1)}
+
+
 class KITTIOdomDataset(KITTIRAWDataset):
     """KITTI odometry: ``<data_path>/sequences/<SS>/image_{2,3}/<frame:06d>.png``.
 
     Split lines are ``<sequence> <frame> <side>`` with the sequence as an integer (``9 120 l``,
     as in Monodepth2's ``splits/odom``). The normalised intrinsics are KITTI raw's; the
     ground-truth poses for `evaluate_pose.py` live in ``<data_path>/poses/<SS>.txt``.
+
+    Args:
+        camera: "color" reads sides l/r from ``image_2``/``image_3`` (Monodepth2), "grey" from
+            ``image_0``/``image_1`` (FeatDepth's convention; the grey frames are expanded to RGB).
+        Other arguments: as `KITTIRAWDataset`.
     """
+
+    def __init__(self, *args, camera: str = "color", **kwargs):
+        if camera not in ODOM_CAMERA_PAIRS:
+            raise ValueError(f"--odom_camera must be one of {sorted(ODOM_CAMERA_PAIRS)} (got {camera!r})")
+        self.camera_pair = ODOM_CAMERA_PAIRS[camera]
+        super().__init__(*args, **kwargs)
 
     def parse_line(self, line: str, line_number: int) -> SplitItem:
         item = super().parse_line(line, line_number)
@@ -131,9 +149,17 @@ class KITTIOdomDataset(KITTIRAWDataset):
         return item
 
     def image_path(self, folder: str, frame_index: int, side: str | None) -> Path:
-        camera = SIDE_TO_CAMERA[side]
+        camera = self.camera_pair[0 if SIDE_TO_CAMERA[side] == SIDE_TO_CAMERA["l"] else 1]
         return (self.data_path / "sequences" / f"{int(folder):02d}" / f"image_{camera}"
                 / f"{frame_index:06d}{self.img_ext}")
+
+    def _missing_image_message(self, item: SplitItem, path: Path) -> str:
+        message = super()._missing_image_message(item, path)
+        for name, pair in ODOM_CAMERA_PAIRS.items():
+            other = path.parent.parent / f"image_{pair[self.camera_pair.index(int(path.parent.name[-1]))]}"
+            if pair != self.camera_pair and (other / path.name).is_file():
+                message += f"; the {name} pair has this frame ({other / path.name}): pass --odom_camera {name}"
+        return message
 
 
 def odometry_pose_path(data_path: str | Path, sequence: int) -> Path:

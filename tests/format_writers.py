@@ -20,14 +20,22 @@ def _write_rgb(path: Path, rgb: np.ndarray) -> None:
     assert cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)), path
 
 
+def _write_grey(path: Path, rgb: np.ndarray) -> None:
+    """One-channel PNG, as KITTI's grey cameras and EuRoC's are stored."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)), path
+
+
 def write_odometry(root: Path, sequence: int, num_frames: int, width: int = 192, height: int = 64,
-                   seed: int = 5) -> np.ndarray:
-    """``sequences/<SS>/image_{2,3}/<frame:06d>.png`` and ``poses/<SS>.txt``; returns N x 4 x 4 poses."""
+                   seed: int = 5, cameras=(2, 3)) -> np.ndarray:
+    """``sequences/<SS>/image_{c}/<frame:06d>.png`` for each camera c (0 and 1 grey, 2 and 3 colour) and
+    ``poses/<SS>.txt``; returns N x 4 x 4 poses."""
     scene = build_drive_scene(seed, sequence, num_frames)
     for frame in range(num_frames):
-        for cam in (2, 3):
+        for cam in cameras:
             rgb, _ = render_camera(scene, frame, cam, width, height)
-            _write_rgb(root / "sequences" / f"{sequence:02d}" / f"image_{cam}" / f"{frame:06d}.png", rgb)
+            write = _write_grey if cam in (0, 1) else _write_rgb
+            write(root / "sequences" / f"{sequence:02d}" / f"image_{cam}" / f"{frame:06d}.png", rgb)
     poses = np.stack([scene.rig_to_world(frame) for frame in range(num_frames)])
     (root / "poses").mkdir(parents=True, exist_ok=True)
     (root / "poses" / f"{sequence:02d}.txt").write_text(
@@ -214,3 +222,26 @@ def write_ddad(root: Path, num_samples: int = 5, cameras=("CAMERA_01", "CAMERA_0
              "scene_splits": {"0": {"filenames": [train]}, "1": {"filenames": [val]}}}
     (root / "ddad.json").write_text(json.dumps(index))
     return {"train": train, "val": val}
+
+
+EUROC_FIRST_TIMESTAMP_NS = 1403636579763555584  # MH_01_easy's first frame; cameras run at 20 Hz
+EUROC_PERIOD_NS = 50_000_000
+
+
+def write_euroc(root: Path, num_frames: int, asl_layout: bool = True, size=(752, 480), cameras=("cam0", "cam1"),
+                seed: int = 12) -> list[str]:
+    """One EuRoC sequence: ``[mav0/]cam{0,1}/data/<timestamp ns>.png``, grey, ``size`` (EuRoC's 752 x 480).
+
+    The synthetic rig's colour pair (cameras 2 and 3) is rendered small and resized up (speed), then
+    stored grey as EuRoC's cameras are. Returns the file names in time order.
+    """
+    scene = build_drive_scene(seed, 1, num_frames)
+    names = [f"{EUROC_FIRST_TIMESTAMP_NS + i * EUROC_PERIOD_NS}.png" for i in range(num_frames)]
+    base = root / "mav0" if asl_layout else root
+    for frame, name in enumerate(names):
+        for camera, rig_camera in zip(("cam0", "cam1"), (2, 3)):
+            if camera in cameras:
+                rgb, _ = render_camera(scene, frame, rig_camera, 94, 60)
+                rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_LINEAR)
+                _write_grey(base / camera / "data" / name, rgb)
+    return names

@@ -13,7 +13,7 @@ import torch
 import evaluate_pose
 import prepare_cityscapes
 import prepare_custom
-from datasets import (DATASETS, CityscapesDataset, CustomDataset, KITTIDepthDataset, KITTIOdomDataset,
+from datasets import (DATASETS, CityscapesDataset, CustomDataset, EuRoCDataset, KITTIDepthDataset, KITTIOdomDataset,
                       NYUDataset)
 from datasets.cityscapes_dataset import CityscapesTestSet, load_cityscapes_gt
 from datasets.custom_dataset import parse_intrinsics
@@ -22,7 +22,8 @@ from datasets.nyu_dataset import (NYU_CX, NYU_CY, NYU_DISTORTION, NYU_FX, NYU_FY
                                   nyu_camera_matrix)
 from evaluation import EVAL_PROTOCOLS, evaluate_predictions
 from tests.format_writers import (CITYSCAPES_INTRINSIC, KITTI_DEPTH_DRIVE, write_cityscapes_raw, write_custom,
-                                  write_kitti_depth, write_make3d, write_nyu_h5, write_nyu_raw, write_odometry)
+                                  write_euroc, write_kitti_depth, write_make3d, write_nyu_h5, write_nyu_raw,
+                                  write_odometry)
 
 HEIGHT, WIDTH = 32, 64
 
@@ -50,7 +51,7 @@ def sample_with_flip(dataset, index: int, flipped: bool) -> dict:
 
 def test_registry_names_every_dataset():
     assert set(DATASETS) == {"kitti", "kitti_odom", "kitti_depth", "nyuv2", "cityscapes", "custom", "image_folder",
-                             "ddad"}
+                             "ddad", "euroc"}
 
 
 # ------------------------------------------------------------------------------------ KITTI odometry
@@ -70,6 +71,31 @@ def test_odometry_layout_and_bad_lines(odom_root):
         KITTIOdomDataset(odom_root, ["2011_09_26/x 2 l"], HEIGHT, WIDTH, [0], 1)
     with pytest.raises(FileNotFoundError, match=r"line 1: image not found: .*sequences/09/image_2/000006.png"):
         KITTIOdomDataset(odom_root, ["9 5 l"], HEIGHT, WIDTH, [0, 1], 1)
+
+
+def test_odometry_grey_pair_is_featdepths_convention(tmp_path):
+    write_odometry(tmp_path, 9, num_frames=3, cameras=(0, 1))
+    dataset = KITTIOdomDataset(tmp_path, ["9 1 l", "9 1 r"], HEIGHT, WIDTH, [0, -1, "s"], 1, camera="grey")
+    folder = tmp_path / "sequences" / "09"
+    grey = cv2.imread(str(folder / "image_1" / "000001.png"), cv2.IMREAD_UNCHANGED)
+    assert grey.ndim == 2  # stored with one channel, read as RGB with three equal ones
+    np.testing.assert_array_equal(rgb_of(dataset[1]), area_resize(np.repeat(grey[:, :, None], 3, axis=2)))
+    np.testing.assert_array_equal(rgb_of(dataset[0], "s"), rgb_of(dataset[1]))  # l's stereo partner is image_1
+    np.testing.assert_array_equal(rgb_of(dataset[1], -1), area_resize(read_rgb(folder / "image_1" / "000000.png")))
+    with pytest.raises(FileNotFoundError, match=r"image_2/000001.png.*pass --odom_camera grey"):
+        KITTIOdomDataset(tmp_path, ["9 1 l"], HEIGHT, WIDTH, [0], 1)
+
+
+def test_odom_camera_flag_reaches_the_odometry_dataset_only():
+    import argparse
+
+    from datasets import dataset_options
+    from options import parse_train_options
+
+    assert dataset_options(argparse.Namespace(dataset="kitti_odom", odom_camera="grey")) == {"camera": "grey"}
+    assert dataset_options(argparse.Namespace(dataset="kitti", odom_camera="color")) == {}
+    with pytest.raises(SystemExit):
+        parse_train_options(["--dataset", "kitti", "--odom_camera", "grey"])
 
 
 def test_pose_file_round_trip_and_errors(odom_root, tmp_path):
@@ -379,3 +405,65 @@ def test_cityscapes_test_set_and_protocol(tmp_path):
     assert result.ratios[0] * 5.0 == pytest.approx(15.0)
     with pytest.raises(FileNotFoundError, match="001_depth.npy not found"):
         load_cityscapes_gt(split / "gt_depths", 2)
+
+
+# ------------------------------------------------------------------------------------------ EuRoC
+@pytest.fixture(scope="module")
+def euroc_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("euroc") / "MH_02_easy"
+    write_euroc(root, num_frames=5)
+    return root
+
+
+def test_euroc_every_frame_with_neighbours_stereo_partner_and_featdepth_camera(euroc_root):
+    dataset = EuRoCDataset(euroc_root, None, HEIGHT, WIDTH, [0, -1, 1, "s"], 1)
+    assert [item.frame_index for item in dataset.items] == [1, 2, 3] and dataset.num_dropped == 2
+    names = sorted(p.name for p in (euroc_root / "mav0" / "cam0" / "data").iterdir())
+    sample = dataset[0]
+    cameras = euroc_root / "mav0"
+    np.testing.assert_array_equal(rgb_of(sample, -1), area_resize(read_rgb(cameras / "cam0" / "data" / names[0])))
+    np.testing.assert_array_equal(rgb_of(sample, 1), area_resize(read_rgb(cameras / "cam0" / "data" / names[2])))
+    np.testing.assert_array_equal(rgb_of(sample, "s"), area_resize(read_rgb(cameras / "cam1" / "data" / names[1])))
+    K = sample[("K", 0)]
+    assert float(K[0, 0]) == pytest.approx(435.2047 / 752 * WIDTH) and float(K[1, 1]) == pytest.approx(
+        435.2047 / 480 * HEIGHT)
+    assert (float(K[0, 2]), float(K[1, 2])) == (WIDTH / 2, HEIGHT / 2)
+    assert float(sample["stereo_T"][0, 3]) == pytest.approx(-0.1)  # left camera, FeatDepth's 0.1 unit
+
+
+def test_euroc_reads_featdepths_layout_without_mav0_and_split_lines(tmp_path):
+    write_euroc(tmp_path, num_frames=3, asl_layout=False, cameras=("cam0",))
+    dataset = EuRoCDataset(tmp_path, ["1 l"], HEIGHT, WIDTH, [0, -1, 1], 1)
+    assert dataset.image_path(".", 2, "l").parent == tmp_path / "cam0" / "data"
+
+
+def test_euroc_refuses_bad_input_at_construction(tmp_path, euroc_root):
+    with pytest.raises(FileNotFoundError, match=r"mav0/cam0/data .*or .*/cam0/data"):
+        EuRoCDataset(tmp_path, None, HEIGHT, WIDTH, [0, -1, 1], 1)
+    with pytest.raises(FileNotFoundError, match=r"line 1: frame 0 needs frame -1 .* frames 0 to 4"):
+        EuRoCDataset(euroc_root, ["0 l"], HEIGHT, WIDTH, [0, -1, 1], 1)
+    with pytest.raises(ValueError, match=r"line 1: expected '<frame index> <side l\|r>'"):
+        EuRoCDataset(euroc_root, ["MH_02_easy 1 l"], HEIGHT, WIDTH, [0], 1)
+    mono_only = tmp_path / "mono_only"
+    write_euroc(mono_only, num_frames=3, cameras=("cam0",))
+    EuRoCDataset(mono_only, ["1 l"], HEIGHT, WIDTH, [0, -1, 1], 1)  # cam1 is only needed for stereo
+    with pytest.raises(FileNotFoundError, match=r"mav0/cam1/data/\d+\.png not found"):
+        EuRoCDataset(mono_only, ["1 l"], HEIGHT, WIDTH, [0, "s"], 1)
+    small = tmp_path / "small"
+    write_euroc(small, num_frames=3, size=(376, 240))
+    with pytest.raises(ValueError, match=r"is 376 x 240 pixels.*defined for 752 x 480"):
+        EuRoCDataset(small, None, HEIGHT, WIDTH, [0, -1, 1], 1)
+
+
+def test_train_takes_a_step_on_euroc(tmp_path, euroc_root):
+    import train
+    from checkpoints import load_checkpoint, resume_checkpoint_path
+
+    (tmp_path / "no_split").mkdir()  # no train_files.txt: every frame with its neighbours
+    train.main(["--dataset", "euroc", "--data_path", str(euroc_root), "--split", str(tmp_path / "no_split"),
+                "--use_stereo", "--log_dir", str(tmp_path / "runs"), "--exp_name", "euroc", "--weights_init",
+                "scratch", "--height", "64", "--width", "96", "--batch_size", "3", "--num_epochs", "1",
+                "--num_workers", "0", "--device", "cpu", "--no-progress_bar", "--no_eval", "--num_scales", "1"])
+    # Frames 1 to 3 of 5 have both neighbours: 3 samples, one step at batch size 3.
+    resume = load_checkpoint(resume_checkpoint_path(tmp_path / "runs" / "euroc", 1))
+    assert resume["model_spec"]["dataset"] == "euroc" and resume["model_spec"]["use_stereo"]
