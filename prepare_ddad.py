@@ -13,6 +13,7 @@ lines now (otherwise the first evaluation does it).
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -54,4 +55,6 @@ def main(argv: Sequence[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    from utils import run_main
+
+    sys.exit(run_main(main))
