@@ -28,12 +28,12 @@ DATASETS = {
 def dataset_options(opts) -> dict:
     """Keyword arguments of ``DATASETS[opts.dataset]`` from its own flags (``{}`` for most).
 
-    ``--intrinsics`` reaches `ImageFolderDataset` as one string (numbers or a file path);
+    ``--intrinsics`` reaches `CustomDataset` and `ImageFolderDataset` as one string (numbers or a file path);
     ``--velocity_weight`` > 0 asks KITTI raw or DDAD for the camera's travel between frames
     (``translation_norms``).
     """
     options = {}
-    if opts.dataset == "image_folder" and getattr(opts, "intrinsics", None):
+    if opts.dataset in ("custom", "image_folder") and getattr(opts, "intrinsics", None):
         options["intrinsics"] = " ".join(opts.intrinsics)
     if getattr(opts, "velocity_weight", 0.0) > 0:
         options["translation_norms"] = True
