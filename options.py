@@ -89,8 +89,9 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
     group.set_defaults(img_ext=".png")
     group.add_argument("--num_workers", type=int, default=12, help="data-loader worker processes")
     group.add_argument("--intrinsics", nargs="+", default=None, metavar="FX_FY_CX_CY_OR_FILE",
-                       help="--dataset image_folder: 'fx fy cx cy' (normalised, or pixels of the native frames) or "
-                            "a file holding them (default: intrinsics.txt in the folder, else KITTI's K)")
+                       help="--dataset custom or image_folder: 'fx fy cx cy' (normalised), 'fx fy cx cy W H' (pixels "
+                            "of a W x H image), or a file holding them (default: intrinsics.txt in the folder; "
+                            "image_folder: else KITTI's K, and pixels without a size are of the native frames)")
     group.add_argument("--color_jitter", action=argparse.BooleanOptionalAction, default=True,
                        help="colour augmentation with probability 0.5 per training sample")
     group.add_argument("--jitter_per_frame", action="store_true",
@@ -305,6 +306,10 @@ def add_eval_options(parser: argparse.ArgumentParser) -> None:
                        help="evaluate depth on --eval_split after every epoch")
     group.add_argument("--no_eval", dest="eval", action="store_false", help=argparse.SUPPRESS)
     group.add_argument("--eval_batch_size", type=int, default=16, help="batch size for evaluation")
+    group.add_argument("--val_batches", type=int, default=10,
+                       help="after every epoch, the training losses (no gradient, no augmentation) on this many "
+                            "batches of the split's val_files.txt, spread over the list, logged to "
+                            "tensorboard/val and the log; 0: off")
 
 
 class DefaultsHelpFormatter(argparse.HelpFormatter):
@@ -410,6 +415,8 @@ def validate_options(opts: argparse.Namespace) -> argparse.Namespace:
                  "keep_last"):
         if getattr(opts, name) <= 0:
             raise ValueError(f"--{name} must be positive (got {getattr(opts, name)})")
+    if getattr(opts, "val_batches", 0) < 0:
+        raise ValueError(f"--val_batches must be >= 0 (got {opts.val_batches}); 0 switches the validation loss off")
     if opts.num_workers < 0:
         raise ValueError(f"--num_workers must be >= 0 (got {opts.num_workers}); 0 loads in the main process")
     if opts.resume and opts.overwrite:

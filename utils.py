@@ -42,11 +42,12 @@ INTERRUPTED_STATUS = 130  # the shell's status for a process ended by Ctrl-C (12
 
 
 def run_main(main: Callable[[Sequence[str]], object], argv: Sequence[str] | None = None) -> int:
-    """Run a script's ``main(argv)`` and return its exit status: every script's ``__main__`` entry.
+    """Run a script's ``main(argv)`` and return its exit status; every script starts with
+    ``sys.exit(run_main(main))``.
 
     A user error (`USER_ERRORS`) prints ``<script>: error: <message>`` on stderr and returns 1;
-    ``--debug`` anywhere in ``argv`` (removed before ``main`` sees it) lets the exception and its
-    traceback through instead. Ctrl-C returns 130 with one line. Other exceptions are bugs and keep
+    ``--debug`` anywhere in ``argv`` (removed before ``main`` sees it) has the exception and its
+    traceback printed instead of the line. Ctrl-C returns 130 with one line. Other exceptions are bugs and keep
     their traceback. ``argv`` defaults to ``sys.argv[1:]``.
     """
     args = list(sys.argv[1:] if argv is None else argv)
