@@ -306,10 +306,10 @@ def add_eval_options(parser: argparse.ArgumentParser) -> None:
                        help="evaluate depth on --eval_split after every epoch")
     group.add_argument("--no_eval", dest="eval", action="store_false", help=argparse.SUPPRESS)
     group.add_argument("--eval_batch_size", type=int, default=16, help="batch size for evaluation")
-    group.add_argument("--val_batches", type=int, default=10,
+    group.add_argument("--val_batches", type=int, default=None,
                        help="after every epoch, the training losses (no gradient, no augmentation) on this many "
                             "batches of the split's val_files.txt, spread over the list, logged to "
-                            "tensorboard/val and the log; 0: off")
+                            "tensorboard/val and the log; 0: off; default: 10, at most a tenth of an epoch's steps")
 
 
 class DefaultsHelpFormatter(argparse.HelpFormatter):
@@ -415,7 +415,7 @@ def validate_options(opts: argparse.Namespace) -> argparse.Namespace:
                  "keep_last"):
         if getattr(opts, name) <= 0:
             raise ValueError(f"--{name} must be positive (got {getattr(opts, name)})")
-    if getattr(opts, "val_batches", 0) < 0:
+    if (getattr(opts, "val_batches", None) or 0) < 0:
         raise ValueError(f"--val_batches must be >= 0 (got {opts.val_batches}); 0 switches the validation loss off")
     if opts.num_workers < 0:
         raise ValueError(f"--num_workers must be >= 0 (got {opts.num_workers}); 0 loads in the main process")

@@ -42,6 +42,9 @@ MAX_LOGGED_IMAGES = 4
 # Steps over which samples/s and the time left are averaged.
 PACE_WINDOW = 50
 VAL_FILE = "val_files.txt"
+# --val_batches' default, and the share of an epoch's steps it may cost at most (forward passes only).
+DEFAULT_VAL_BATCHES = 10
+DEFAULT_VAL_SHARE = 0.1
 
 
 def bde_dataset_options(opts) -> dict:
@@ -263,7 +266,7 @@ class Trainer:
         """
         opts = self.opts
         val_file = split_dir / VAL_FILE
-        if opts.val_batches == 0:
+        if self.val_batches() == 0:
             return None
         if not val_file.is_file():
             logger.info("No %s in %s: no per-epoch validation loss", VAL_FILE, split_dir)
@@ -277,9 +280,15 @@ class Trainer:
             img_ext=opts.img_ext, color_jitter=False, flip=False, split_name=str(val_file),
             **bde_dataset_options(opts), **dataset_options(opts))
 
+    def val_batches(self) -> int:
+        """--val_batches, or by default 10 batches but at most a tenth of an epoch's steps (at least 1)."""
+        if self.opts.val_batches is not None:
+            return self.opts.val_batches
+        return min(DEFAULT_VAL_BATCHES, max(1, int(self.steps_per_epoch * DEFAULT_VAL_SHARE)))
+
     def val_indices(self) -> list[int]:
-        """The validation samples of every epoch: --val_batches batches spread evenly over the list."""
-        count = min(len(self.val_dataset), self.opts.val_batches * self.opts.batch_size)
+        """The validation samples of every epoch: `val_batches` batches spread evenly over the list."""
+        count = min(len(self.val_dataset), self.val_batches() * self.opts.batch_size)
         return sorted(set(np.linspace(0, len(self.val_dataset) - 1, count).round().astype(int).tolist()))
 
     def train_loader(self, epoch: int, start_batch: int = 0) -> DataLoader:
