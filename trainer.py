@@ -16,7 +16,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-
 import torch
 from torch.utils.data import DataLoader
 
@@ -537,7 +536,8 @@ class Trainer:
                     "loss: %.4f | lr: %.2e | time left: %s", self.epoch, self.opts.num_epochs - 1,
                     self.batch_in_epoch - 1, self.steps_per_epoch, samples_per_second, data_time, batch_time,
                     scalars["loss"], lr, format_hms(remaining) if samples_per_second else "-")
-        self.writer.add_scalar("samples_per_second", samples_per_second, self.step)
+        if samples_per_second:
+            self.writer.add_scalar("samples_per_second", samples_per_second, self.step)
         for name, value in scalars.items():
             self.writer.add_scalar(name, value, self.step)
         self.writer.add_scalar("lr", lr, self.step)

@@ -46,9 +46,9 @@ def run_main(main: Callable[[Sequence[str]], object], argv: Sequence[str] | None
     ``sys.exit(run_main(main))``.
 
     A user error (`USER_ERRORS`) prints ``<script>: error: <message>`` on stderr and returns 1;
-    ``--debug`` anywhere in ``argv`` (removed before ``main`` sees it) has the exception and its
-    traceback printed instead of the line. Ctrl-C returns 130 with one line. Other exceptions are bugs and keep
-    their traceback. ``argv`` defaults to ``sys.argv[1:]``.
+    ``--debug`` anywhere in ``argv`` (removed before ``main`` sees it) prints the exception with its
+    traceback instead. Ctrl-C returns 130 with one line. Other exceptions are bugs and keep their
+    traceback. ``argv`` defaults to ``sys.argv[1:]``.
     """
     args = list(sys.argv[1:] if argv is None else argv)
     debug = DEBUG_FLAG in args

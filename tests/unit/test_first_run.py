@@ -308,3 +308,39 @@ def test_custom_dataset_takes_pixel_intrinsics_with_the_size_from_the_command_li
     dataset = CustomDataset(tmp_path, ["ride 1"], 32, 64, [0, -1, 1], 1, intrinsics="640 640 320 240 1280 960")
     assert dataset[0][("K", 0)][0, 0] == pytest.approx(0.5 * 64) and dataset[0][("K", 0)][1, 2] == pytest.approx(
         0.25 * 32)
+
+
+def test_an_offline_split_list_is_one_line_naming_the_url_and_the_destination(tmp_path, monkeypatch, capsys):
+    import urllib.error
+
+    import split_lists
+    import train
+
+    def offline(url, timeout):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(split_lists, "_download", offline)
+    monkeypatch.setattr(split_lists, "SPLITS_DIR", tmp_path / "splits")
+    status = run_main(train.main, ["--data_path", str(tmp_path), "--split", "eigen_zhou", "--no_eval",
+                                   "--weights_init", "scratch", "--device", "cpu", "--log_dir", str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    assert status == 1 and "Traceback" not in err and err.count("\n") == 1
+    assert "could not download the split list eigen_zhou/train_files.txt" in err
+    assert f"save it as {tmp_path / 'splits' / 'eigen_zhou' / 'train_files.txt'}" in err
+
+
+@pytest.mark.slow
+def test_only_rank_0_prints_dataset_summaries(tmp_path, monkeypatch, caplog):
+    """Rank 1 builds no evaluation sets; it used to announce '... and 0 test items' anyway."""
+    import trainer as trainer_module
+    from distributed import DistributedContext
+    from options import parse_train_options
+
+    args = tiny_run_args(tmp_path)
+    monkeypatch.setattr(trainer_module, "context_from_environment",
+                        lambda local_rank: DistributedContext(rank=1, local_rank=0, world_size=1))
+    with caplog.at_level(logging.INFO):
+        rank1 = trainer_module.Trainer(parse_train_options(args))
+        rank1.close()
+    assert "There are" not in caplog.text and "Using split" not in caplog.text
+    assert rank1.val_dataset is None and rank1.writer is None
