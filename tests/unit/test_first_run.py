@@ -158,6 +158,12 @@ def test_readme_refers_only_to_what_a_reader_can_see():
         assert link in anchors, link
 
 
+def test_the_readme_says_how_to_use_the_environment_its_install_creates():
+    install = (REPO / "README.md").read_text().split("## Installation", 1)[1].split("\n## ", 1)[0]
+    assert "bash setup_env.sh" in install and "source .venv/bin/activate" in install
+    assert "--debug" in install  # where a user error's traceback is
+
+
 def test_the_launch_scripts_find_the_virtual_environment():
     for script in ("run_kitti.sh", "run_nyu.sh", "run_cityscapes.sh", "evaluate.sh", "demo.sh"):
         code = "\n".join(line for line in (REPO / script).read_text().splitlines()
