@@ -350,3 +350,20 @@ def test_only_rank_0_prints_dataset_summaries(tmp_path, monkeypatch, caplog):
         rank1.close()
     assert "There are" not in caplog.text and "Using split" not in caplog.text
     assert rank1.val_dataset is None and rank1.writer is None
+
+
+@pytest.mark.slow
+def test_validation_loss_covers_bdedepths_extra_views(tmp_path):
+    """The validation set is built with the training views, so every loss term (consistency too) is scored."""
+    from options import parse_train_options
+    from trainer import Trainer
+
+    trainer = Trainer(parse_train_options(tiny_run_args(tmp_path, "--val_batches", "1", "--use_local_crop",
+                                                        "--use_patch_reshuffle")))
+    try:
+        losses = trainer.validation_loss(0)
+        assert any("local" in name for name in losses) and any("reshuffle" in name for name in losses), losses
+        assert all(math.isfinite(value) for value in losses.values())
+        assert trainer.validation_loss(1) == losses  # the same crops and split points every epoch
+    finally:
+        trainer.close()
