@@ -76,4 +76,6 @@ def main(argv: Sequence[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    from utils import run_main
+
+    sys.exit(run_main(main))

@@ -7,6 +7,7 @@
 # while evaluating at 640). Stereo-trained models: add --eval_stereo.
 set -euo pipefail
 cd "$(dirname "$0")"
+PY=$(bash setup_env.sh)  # the project's environment, created on first use
 CKPT=${CKPT:-kitti_hrnet18_640x192.pth}
 DATA=()
 [[ -n "${KITTI:-}" ]] && DATA+=(--kitti_path "$KITTI" --eval_split "${EVAL_SPLIT:-eigen}")
@@ -17,4 +18,4 @@ if [[ ${#DATA[@]} -eq 0 ]]; then
   echo "evaluate.sh: set at least one of KITTI, MAKE3D, NYUV2, CITYSCAPES to a dataset root" >&2
   exit 2
 fi
-python evaluate_depth.py --pretrained_path "$CKPT" --batch_size 12 "${DATA[@]}" "$@"
+"$PY" evaluate_depth.py --pretrained_path "$CKPT" --batch_size 12 "${DATA[@]}" "$@"

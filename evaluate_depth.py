@@ -8,6 +8,11 @@ Monodepth2 folders and BDEdepth files are read through `model.load_model`), so n
 are needed. Datasets are evaluated in the reference's order (KITTI eigen, eigen_benchmark,
 Make3D, NYUv2, Cityscapes); one table is printed per set, and all the numbers go into one JSON.
 
+Your own ground truth: ``--image_path FRAMES --gt_folder DEPTHS`` scores the images of FRAMES
+that have a depth map of the same name in DEPTHS (`datasets.depth_folder`; .npy/.npz in metres or
+16-bit PNGs of metres x ``--gt_png_scale``), between ``--gt_min_depth`` and ``--gt_max_depth``,
+uncropped, scaled as every other table; a map without its image is an error naming it.
+
 ``--eval_convention packnet`` scores as PackNet-SfM does (`evaluation.EVAL_CONVENTIONS`) and prints
 one row per PackNet mode (``--packnet_modes``, default all four: plain, pp, gt, pp_gt), so its
 published table and ours can be compared side by side:
@@ -29,11 +34,12 @@ import numpy as np
 from checkpoints import ModelSpec
 from config_files import parse_args_with_config
 from datasets.benchmarks import EvalOptions, EvalSet
+from datasets.depth_folder import build_gt_folder_eval_sets, gt_folder_protocol
 from datasets.kitti_dataset import BENCHMARK_IMAGES, BENCHMARK_SPLIT, KittiBenchmarkImages, build_kitti_eval_sets
 from evaluation import (DATASET_ORDER, EVAL_CONVENTIONS, EVAL_DATASETS, PACKNET_MODES, Scaling, eval_set_predictions,
                         evaluate_model, evaluate_packnet_modes, evaluate_predictions, format_metrics_table,
                         format_modes_table, load_ext_disps, predict_inverse_depths, write_benchmark_predictions)
-from kitti_utils import STEREO_SCALE_FACTOR
+from kitti_utils import KITTI_DEPTH_PNG_SCALE, MAX_EVAL_DEPTH, MIN_EVAL_DEPTH, STEREO_SCALE_FACTOR
 from split_lists import split_file
 from utils import atomic_output, check_output_folders, image_extension, readlines, select_device, write_json
 from weights import add_weights_arguments, load_requested_model
@@ -83,6 +89,18 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--benchmark_path", default=None,
                       help=f"KITTI benchmark test images (default: <kitti_path>/{BENCHMARK_IMAGES})")
 
+    own = parser.add_argument_group("your own ground truth (--image_path with --gt_folder)")
+    own.add_argument("--gt_folder", default=None,
+                     help="folder of depth maps named after the images of --image_path (0005.npy or 0005_depth.png "
+                          "for 0005.jpg): .npy/.npz in metres, or 16-bit PNGs of metres x --gt_png_scale")
+    own.add_argument("--image_path", default=None, help="the folder of images --gt_folder's maps belong to")
+    own.add_argument("--gt_png_scale", type=float, default=KITTI_DEPTH_PNG_SCALE,
+                     help="a 16-bit PNG map holds metres times this (KITTI: 256; millimetres: 1000)")
+    own.add_argument("--gt_min_depth", type=float, default=MIN_EVAL_DEPTH,
+                     help="ground truth counts above this depth (metres)")
+    own.add_argument("--gt_max_depth", type=float, default=MAX_EVAL_DEPTH,
+                     help="ground truth counts below this depth (metres); predictions are clamped to it")
+
     scaling = parser.add_argument_group("scaling")
     scaling.add_argument("--eval_stereo", "--use_stereo", dest="eval_stereo", action="store_true",
                          default=None, help="stereo evaluation: no median scaling, depth x 5.4 "
@@ -120,8 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _check_dataset_flags(parser: argparse.ArgumentParser, opts: argparse.Namespace) -> list[str]:
     """The registry keys to evaluate, in the reference order; errors name the flag to fix."""
     given = [key for key in DATASET_ORDER if getattr(opts, f"{key}_path")]
-    if not given:
-        parser.error("give at least one of " + ", ".join(f"--{key}_path" for key in DATASET_ORDER))
+    if (opts.gt_folder is None) != (opts.image_path is None):
+        parser.error("--gt_folder (your depth maps) and --image_path (the images they belong to) go together")
+    if opts.gt_png_scale <= 0:
+        parser.error(f"--gt_png_scale must be positive (got {opts.gt_png_scale}); KITTI's PNGs use 256")
+    if not given and not opts.gt_folder:
+        parser.error("give at least one of " + ", ".join(f"--{key}_path" for key in DATASET_ORDER)
+                     + ", or --image_path with --gt_folder")
     missing = [key for key in given if key not in EVAL_DATASETS]
     if missing:
         parser.error("; ".join(f"--{key}_path needs the '{key}' entry of evaluation.EVAL_DATASETS, "
@@ -129,8 +152,11 @@ def _check_dataset_flags(parser: argparse.ArgumentParser, opts: argparse.Namespa
                      + f" (registered: {sorted(EVAL_DATASETS)})")
     if not opts.pretrained_path and not opts.model_name and not opts.ext_disp_to_eval:
         parser.error("give --pretrained_path or --model_name (or --ext_disp_to_eval with precomputed disparities)")
-    if opts.ext_disp_to_eval and given != ["kitti"]:
+    if opts.ext_disp_to_eval and (given != ["kitti"] or opts.gt_folder):
         parser.error("--ext_disp_to_eval evaluates one KITTI split: give --kitti_path only")
+    if opts.no_eval and not opts.save_pred_disps and BENCHMARK_SPLIT not in (opts.eval_split or []):
+        parser.error("--no_eval stops after predicting, so without --save_pred_disps nothing would be written: "
+                     "add --save_pred_disps or drop --no_eval")
     if opts.eval_eigen_to_benchmark and not opts.ext_disp_to_eval:
         parser.error("--eval_eigen_to_benchmark needs --ext_disp_to_eval (the 697 eigen predictions)")
     if opts.eval_convention == "packnet":
@@ -196,6 +222,11 @@ def build_eval_sets(opts: argparse.Namespace, datasets: list[str], spec: ModelSp
                 eval_sets += build_kitti_eval_sets(path, EvalOptions(**{**vars(options), "split": split}), external)
         else:
             eval_sets += EVAL_DATASETS[key](path, options)
+    if opts.gt_folder:
+        protocol = gt_folder_protocol(opts.gt_min_depth, opts.gt_max_depth)
+        options = EvalOptions(height=spec.height, width=spec.width, batch_size=opts.batch_size,
+                              num_workers=opts.num_workers, max_depth=spec.max_depth)
+        eval_sets += build_gt_folder_eval_sets(opts.image_path, opts.gt_folder, options, protocol, opts.gt_png_scale)
     for eval_set in eval_sets:
         eval_set.name = eval_set.key
     return eval_sets
@@ -319,4 +350,6 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from utils import run_main
+
+    sys.exit(run_main(main))

@@ -1,16 +1,21 @@
-"""Evaluate a checkpoint's pose network on KITTI odometry sequences 09 and 10.
+"""Evaluate a checkpoint's pose network on KITTI odometry sequences (09 and 10, or any with poses).
 
     python evaluate_pose.py --pretrained_path RUN/models/model19.pth --data_path kitti_odom --eval_split odom_9 odom_10
     python evaluate_pose.py --load_weights_folder models/mono_640x192 --data_path kitti_odom --eval_split odom_9
+
+``odom_<N>`` evaluates sequence N: its pairs come from ``test_files_<NN>.txt`` in ``--odom_split``
+when that list exists (Monodepth2's lists for 09 and 10 are fetched), otherwise from every frame
+pair of ``<data_path>/poses/<NN>.txt`` (lines ``N t l`` for t = 0 .. frames - 2).
 
 Monodepth2's protocol, kept number for number:
 - the pose network sees each pair (t, t+1) of the test list (frames 0 and 1 of every line) and
   gives T_{t+1<-t} = transformation_from_parameters(axisangle, translation), not inverted;
 - the ground-truth camera-to-world poses G_t (``<data_path>/poses/<SS>.txt``) give the local
   transforms inv(inv(G_{t-1}) G_t), the same T_{t<-t-1} convention;
-- for every t, the 5-frame snippet starting at t chains 4 local transforms from the identity
-  (``M <- M @ T`` for T in order, exactly as Monodepth2's ``dump_xyz``; near the end of the
-  sequence the snippets are shorter) and collects the translations;
+- for every t = 0 .. N-2 (N poses), the 5-frame snippet starting at t chains 4 local transforms from
+  the identity (``M <- M @ T`` for T in order, exactly as Monodepth2's ``dump_xyz``; near the end
+  of the sequence the snippets are shorter, the last one a single transform) and collects the
+  translations: N-1 snippets, one per frame pair, as Monodepth2's ``range(num_frames - 1)``;
 - ATE of a snippet: align the first positions, scale the prediction by
   sum(gt . pred) / sum(pred^2), then sqrt(sum ||s pred - gt||^2) / number of positions (metres);
 - the table reports the mean and standard deviation over snippets.
@@ -38,7 +43,35 @@ from weights import add_weights_arguments, check_requested_architecture, chosen_
 logger = logging.getLogger(__name__)
 
 TRACK_LENGTH = 5  # frames per ATE snippet (Monodepth2, after Zhou et al.)
-ODOM_SPLITS = {"odom_9": 9, "odom_10": 10}
+ODOM_SPLIT_PREFIX = "odom_"
+
+
+def odometry_sequence(split: str) -> int:
+    """``odom_<N>`` -> N (``odom_9``, ``odom_09`` and ``odom_10`` as Monodepth2 names them).
+
+    Raises:
+        ValueError: not of that form, naming the flag and the form.
+    """
+    number = split[len(ODOM_SPLIT_PREFIX):] if split.startswith(ODOM_SPLIT_PREFIX) else ""
+    if not number.isdigit():
+        raise ValueError(f"--eval_split {split}: expected odom_<sequence number>, e.g. odom_9 or odom_0")
+    return int(number)
+
+
+def sequence_test_lines(opts: argparse.Namespace, sequence: int, num_poses: int) -> tuple[list[str], str]:
+    """The frame pairs of one sequence, and where they come from (for messages).
+
+    ``test_files_<NN>.txt`` of ``--odom_split`` when it exists (fetched for Monodepth2's 09 and
+    10), else every pair of the ground-truth trajectory: ``<N> <t> l`` for t = 0 .. num_poses - 2.
+    """
+    from split_lists import SPLIT_FILES, split_file
+
+    name = f"test_files_{sequence:02d}.txt"
+    standard = opts.odom_split == "odom" and f"odom/{name}" in SPLIT_FILES
+    path = split_file(opts.odom_split, name)
+    if standard or path.is_file():
+        return readlines(path), str(path)
+    return [f"{sequence} {t} l" for t in range(num_poses - 1)], f"every frame pair of sequence {sequence:02d}"
 
 
 def load_poses_file(path: str | Path) -> np.ndarray:
@@ -97,7 +130,8 @@ def compute_ate(gt_xyz: np.ndarray, pred_xyz: np.ndarray) -> float:
 
 
 def snippet_ates(pred_local: np.ndarray, gt_local: np.ndarray, track_length: int = TRACK_LENGTH) -> np.ndarray:
-    """ATE of every snippet: one per local transform, as Monodepth2 (the last ones shorter).
+    """ATE of every snippet: one per local transform, as Monodepth2 (the last ones shorter, down to
+    one transform: Monodepth2 scores ``range(num_frames - 1)`` snippets of num_frames poses).
 
     Args:
         pred_local, gt_local: M x 4 x 4 T_{t+1<-t} for t = 0 .. M-1.
@@ -107,18 +141,18 @@ def snippet_ates(pred_local: np.ndarray, gt_local: np.ndarray, track_length: int
                          "test list must cover every frame pair of the sequence (N poses -> N-1 lines)")
     return np.array([compute_ate(snippet_positions(gt_local[i:i + track_length - 1]),
                                  snippet_positions(pred_local[i:i + track_length - 1]))
-                     for i in range(len(gt_local) - 1)])
+                     for i in range(len(gt_local))])
 
 
-def check_finite_ates(ates: np.ndarray, split_file: Path) -> None:
+def check_finite_ates(ates: np.ndarray, source: str) -> None:
     """Refuse non-finite errors (a diverged pose network), naming the first snippet that has one.
 
-    Snippet i starts at line i + 1 of ``split_file``.
+    Snippet i starts at line i + 1 of the pair list ``source``.
     """
     bad = np.flatnonzero(~np.isfinite(ates))
     if len(bad):
         raise ValueError(f"the trajectory error of {len(bad)} snippet(s) is not finite, first the one starting at "
-                         f"line {bad[0] + 1} of {split_file}: the pose network predicts non-finite transforms "
+                         f"line {bad[0] + 1} of {source}: the pose network predicts non-finite transforms "
                          "(a diverged checkpoint?); no metrics were written")
 
 
@@ -200,14 +234,15 @@ def predict_local_transforms(pose_net, loader, device: torch.device) -> np.ndarr
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Absolute trajectory error on KITTI odometry 09/10.")
+    parser = argparse.ArgumentParser(description="Absolute trajectory error on KITTI odometry sequences.")
     add_weights_arguments(parser)
     parser.add_argument("--data_path", required=True,
                         help="KITTI odometry root (sequences/<SS>/image_2, poses/<SS>.txt)")
-    parser.add_argument("--eval_split", nargs="+", default=["odom_9", "odom_10"], choices=sorted(ODOM_SPLITS),
-                        help="sequences to evaluate")
+    parser.add_argument("--eval_split", nargs="+", default=["odom_9", "odom_10"],
+                        help="sequences to evaluate, odom_<N> for any sequence N with <data_path>/poses/<NN>.txt")
     parser.add_argument("--odom_split", default="odom",
-                        help="folder (or name under splits/) with test_files_09.txt and test_files_10.txt")
+                        help="folder (or name under splits/) with test_files_<NN>.txt; a sequence without one is "
+                             "evaluated on every frame pair of its poses")
     ext = parser.add_mutually_exclusive_group()
     ext.add_argument("--jpg", dest="img_ext", action="store_const", const=".jpg")
     ext.add_argument("--png", dest="img_ext", action="store_const", const=".png")
@@ -231,29 +266,32 @@ def main(argv: Sequence[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     parser = build_parser()
     opts = parse_args_with_config(parser, argv)
+    try:
+        sequences = [odometry_sequence(split) for split in opts.eval_split]
+    except ValueError as err:
+        parser.error(str(err))
     from torch.utils.data import DataLoader
 
     from datasets import KITTIOdomDataset
-    from datasets.benchmarks import eval_split_file
     from datasets.kitti_dataset import odometry_pose_path
 
+    # Every sequence's poses are read before the network runs: a missing file fails at once.
+    gt_poses = {sequence: load_poses_file(odometry_pose_path(opts.data_path, sequence)) for sequence in sequences}
     device = select_device(opts.device)
     weights = resolve_weights(chosen_weights(opts, parser), opts.cache_dir)
     pose_net, spec = build_pose_network_from_checkpoint(
         weights, device, check=lambda found: check_requested_architecture(opts, found, weights))
     out_dir = Path(opts.eval_out_dir) if opts.eval_out_dir else weights if weights.is_dir() else weights.parent
     report = {"checkpoint": str(weights), "track_length": TRACK_LENGTH, "sequences": {}}
-    for split in opts.eval_split:
-        sequence = ODOM_SPLITS[split]
-        split_file = eval_split_file("odom", getattr(opts, "odom_split", None), f"test_files_{sequence:02d}.txt")
-        dataset = KITTIOdomDataset(opts.data_path, readlines(split_file), spec.height, spec.width, [0, 1],
-                                   num_scales=1, is_train=False, img_ext=opts.img_ext, split_name=str(split_file),
+    for sequence, gt_global in gt_poses.items():
+        lines, source = sequence_test_lines(opts, sequence, len(gt_global))
+        dataset = KITTIOdomDataset(opts.data_path, lines, spec.height, spec.width, [0, 1],
+                                   num_scales=1, is_train=False, img_ext=opts.img_ext, split_name=source,
                                    camera=opts.odom_camera)
         loader = DataLoader(dataset, batch_size=opts.batch_size, shuffle=False, num_workers=opts.num_workers)
-        gt_global = load_poses_file(odometry_pose_path(opts.data_path, sequence))
         pred_local = predict_local_transforms(pose_net, loader, device)
         ates = snippet_ates(pred_local, local_transforms(gt_global))
-        check_finite_ates(ates, split_file)
+        check_finite_ates(ates, source)
         with atomic_output(out_dir / f"poses_{sequence:02d}.npy", suffix=".npy") as tmp:
             np.save(tmp, pred_local)
         plot = plot_trajectory(gt_global[:, :3, 3] - gt_global[0, :3, 3],
@@ -270,4 +308,6 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from utils import run_main
+
+    sys.exit(run_main(main))

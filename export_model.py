@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from config_files import parse_args_with_config
-from utils import atomic_output, check_output_folders, positive_int
+from utils import UserError, atomic_output, check_output_folders, positive_int
 from weights import add_weights_arguments, chosen_weights, resolve_weights
 
 logger = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ DEFAULT_OPSET = 17
 VERIFY_RELATIVE_TOLERANCE = 1e-4
 
 
-class ExportError(RuntimeError):
+class ExportError(UserError, RuntimeError):
     """An export that cannot be done as asked (the message names the flag and the fix)."""
 
 
@@ -275,8 +275,6 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ExportError, OSError, ValueError) as err:
-        logger.error("error: %s", err)
-        sys.exit(1)
+    from utils import run_main
+
+    sys.exit(run_main(main))

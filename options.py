@@ -105,8 +105,9 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
     group.set_defaults(img_ext=".png")
     group.add_argument("--num_workers", type=int, default=12, help="data-loader worker processes")
     group.add_argument("--intrinsics", nargs="+", default=None, metavar="FX_FY_CX_CY_OR_FILE",
-                       help="--dataset image_folder: 'fx fy cx cy' (normalised, or pixels of the native frames) or "
-                            "a file holding them (default: intrinsics.txt in the folder, else KITTI's K)")
+                       help="--dataset custom or image_folder: 'fx fy cx cy' (normalised), 'fx fy cx cy W H' (pixels "
+                            "of a W x H image), or a file holding them (default: intrinsics.txt in the folder; "
+                            "image_folder: else KITTI's K, and pixels without a size are of the native frames)")
     group.add_argument("--odom_camera", type=str, default="color", choices=["color", "grey"],
                        help="--dataset kitti_odom: the stereo pair read as sides l/r: color (image_2/image_3, "
                             "Monodepth2) or grey (image_0/image_1, FeatDepth's odometry convention)")
@@ -383,6 +384,10 @@ def add_eval_options(parser: argparse.ArgumentParser) -> None:
                        help="evaluate depth on --eval_split after every epoch")
     group.add_argument("--no_eval", dest="eval", action="store_false", help=argparse.SUPPRESS)
     group.add_argument("--eval_batch_size", type=int, default=16, help="batch size for evaluation")
+    group.add_argument("--val_batches", type=int, default=None,
+                       help="after every epoch, the training losses (no gradient, no augmentation) on this many "
+                            "batches of the split's val_files.txt, spread over the list, logged to "
+                            "tensorboard/val and the log; 0: off; default: 10, at most a tenth of an epoch's steps")
 
 
 class DefaultsHelpFormatter(argparse.HelpFormatter):
@@ -553,6 +558,8 @@ def validate_options(opts: argparse.Namespace) -> argparse.Namespace:
                  "keep_last"):
         if getattr(opts, name) <= 0:
             raise ValueError(f"--{name} must be positive (got {getattr(opts, name)})")
+    if (getattr(opts, "val_batches", None) or 0) < 0:
+        raise ValueError(f"--val_batches must be >= 0 (got {opts.val_batches}); 0 switches the validation loss off")
     if opts.num_workers < 0:
         raise ValueError(f"--num_workers must be >= 0 (got {opts.num_workers}); 0 loads in the main process")
     if getattr(opts, "odom_camera", "color") != "color" and opts.dataset != "kitti_odom":

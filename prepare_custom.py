@@ -11,12 +11,14 @@ See the README's "Your own videos" section for the folder layouts and the intrin
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Sequence
 
 from config_files import parse_args_with_config
 from datasets.custom_dataset import write_custom_splits, write_split_files
 from datasets.image_folder_dataset import image_folder_split_lines
+from utils import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,7 +42,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     if opts.dataset == "image_folder":
         lines, dropped = image_folder_split_lines(opts.data_path, opts.frame_ids)
         if not lines:
-            raise SystemExit(f"{opts.data_path}: no frame has all its context frames {opts.frame_ids}")
+            raise UserError(f"{opts.data_path}: no frame has all its context frames {opts.frame_ids}: each video "
+                            "needs more frames than the span of --frame_ids")
         print(f"{dropped} frames left out: their context frames {opts.frame_ids} fall outside the sequence")
         num_train, num_val = write_split_files(lines, output, opts.val_fraction, opts.seed)
     else:
@@ -51,4 +54,6 @@ def main(argv: Sequence[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    from utils import run_main
+
+    sys.exit(run_main(main))

@@ -13,12 +13,13 @@ lines now (otherwise the first evaluation does it).
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Sequence
 
 from config_files import parse_args_with_config
 from datasets.ddad_dataset import DDAD_CAMERAS, DDAD_JSON, DEFAULT_DDAD_CAMERA, DDADDataset, ddad_split_lines
-from utils import atomic_output
+from utils import UserError, atomic_output
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +43,9 @@ def main(argv: Sequence[str] | None = None) -> Path:
     train, dropped = ddad_split_lines(opts.data_path, "train", opts.ddad_cameras, opts.frame_ids, opts.ddad_json)
     val, dropped_val = ddad_split_lines(opts.data_path, "val", opts.ddad_cameras, opts.frame_ids, opts.ddad_json)
     test, _ = ddad_split_lines(opts.data_path, "val", opts.ddad_cameras, [0], opts.ddad_json)
+    if not train and not val and not test:
+        raise UserError(f"{opts.data_path}: no sample of cameras {' '.join(opts.ddad_cameras)} in the train or val "
+                        "split of the dataset's json: check --ddad_cameras and --ddad_json")
     for name, lines in (("train_files.txt", train), ("val_files.txt", val), ("test_files.txt", test)):
         with atomic_output(output / name) as tmp:
             tmp.write_text("\n".join(lines) + "\n")
@@ -54,4 +58,6 @@ def main(argv: Sequence[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    from utils import run_main
+
+    sys.exit(run_main(main))

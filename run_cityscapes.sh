@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# BDEdepth's Cityscapes recipe (ResNet-18 + grid decoder, 512x192), launched with torchrun.
+# BDEdepth's Cityscapes recipe (ResNet-18 + grid decoder, 512x192), launched with torchrun (python -m torch.distributed.run).
 # Usage: bash run_cityscapes.sh [extra train.py flags]
 # Prepare the training triplets once (frames -1, 0, +1 stacked, bottom quarter cropped):
 #   python prepare_cityscapes.py --dataset_dir <raw root> --dump_root $CITYSCAPES_PRE \
@@ -12,11 +12,14 @@
 # earlier weights add  --pretrained_path path/to/model.pth
 set -euo pipefail
 cd "$(dirname "$0")"
+# The project's environment (created on first use); torchrun is its torch.distributed.run module, so no
+# activated environment or torchrun on the PATH is needed.
+PY=$(bash setup_env.sh)
 CITYSCAPES_PRE=${CITYSCAPES_PRE:-cityscapes_preprocessed}
 CITYSCAPES=${CITYSCAPES:-cityscapes}
 SPLIT=${SPLIT:-cityscapes}
 LOG=${LOG:-runs}
 # The recipe is configs/bdedepth_cityscapes_resnet18_512x192.yaml; flags given here override it.
-torchrun --nproc_per_node="${NUM_GPUS:-1}" train.py --config configs/bdedepth_cityscapes_resnet18_512x192.yaml \
+"$PY" -m torch.distributed.run --nproc_per_node="${NUM_GPUS:-1}" train.py --config configs/bdedepth_cityscapes_resnet18_512x192.yaml \
   --data_path "$CITYSCAPES_PRE" --split "$SPLIT" --eval_data_path "$CITYSCAPES" --log_dir "$LOG" --num_workers 12 \
   --resume "$@"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# KITTI raw recipes (ImageNet-pretrained encoders), launched with torchrun.
+# KITTI raw recipes (ImageNet-pretrained encoders), launched with torchrun (python -m torch.distributed.run).
 # Usage: bash run_kitti.sh {bde|bde_resnet|mono|stereo|mono_stereo|mono_1024x320|packnet} [extra train.py flags]
 #   bde            BDEdepth's recipe: HRNet-18 + grid decoder, 1 scale, resizing-cropping and
 #                  splitting-permuting, AdamW 1e-4 stepped at epoch 15, 10 images per GPU
@@ -19,10 +19,13 @@
 # earlier weights add  --pretrained_path path/to/model.pth
 set -euo pipefail
 cd "$(dirname "$0")"
+# The project's environment (created on first use); torchrun is its torch.distributed.run module, so no
+# activated environment or torchrun on the PATH is needed.
+PY=$(bash setup_env.sh)
 KITTI=${KITTI:-kitti_data}
 LOG=${LOG:-runs}
 MODE=${1:-mono}; shift || true
-TRAIN=(torchrun --nproc_per_node="${NUM_GPUS:-1}" train.py --data_path "$KITTI" --log_dir "$LOG" --num_workers 12)
+TRAIN=("$PY" -m torch.distributed.run --nproc_per_node="${NUM_GPUS:-1}" train.py --data_path "$KITTI" --log_dir "$LOG" --num_workers 12)
 case "$MODE" in
   bde)           "${TRAIN[@]}" --config configs/bdedepth_hrnet18_640x192.yaml --resume "$@" ;;
   bde_resnet)    "${TRAIN[@]}" --config configs/bdedepth_resnet18_640x192.yaml --resume "$@" ;;

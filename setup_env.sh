@@ -11,7 +11,7 @@ PYTHON_BIN=${PYTHON:-python3}
 if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON_BIN" -m venv "$VENV" >&2
 fi
-check='import torch, torchvision, numpy, cv2, PIL, matplotlib, tensorboardX, h5py, skimage, tqdm, scipy, yaml'
+check='import torch, torchvision, numpy, cv2, PIL, matplotlib, tensorboardX, h5py, tqdm, scipy, yaml'
 [ "$REQ" = requirements-dev.txt ] && check="$check, pytest, pytest_timeout"
 if ! "$VENV/bin/python" -c "$check" >/dev/null 2>&1; then
   echo "setup_env: installing $REQ into $VENV (first run: a few minutes)" >&2

@@ -58,10 +58,11 @@ import numpy as np
 import torch
 
 from config_files import parse_args_with_config
-from kitti_utils import KITTI_DEPTH_PNG_SCALE, KITTI_NORMALIZED_K, STEREO_SCALE_FACTOR, read_kitti_depth_png
+from datasets.depth_folder import image_stem, read_depth_map
+from kitti_utils import KITTI_DEPTH_PNG_SCALE, KITTI_NORMALIZED_K, STEREO_SCALE_FACTOR
 from layers import upsample_disp
-from utils import (atomic_output, check_output_folders, colorize_disparity, positive_int, read_rgb, resize_area,
-                   select_device)
+from utils import (UserError, atomic_output, check_output_folders, colorize_disparity, positive_int, read_rgb,
+                   resize_area, select_device)
 from weights import add_weights_arguments, load_requested_model
 
 logger = logging.getLogger(__name__)
@@ -84,14 +85,12 @@ DEPTH_SCALE_WORDS = ("auto", "stereo", "median")
 # KITTI's normalised intrinsics (fx / W, fy / H, cx / W, cy / H): --normalized_intrinsics' default.
 KITTI_NORMALIZED_INTRINSICS = (float(KITTI_NORMALIZED_K[0, 0]), float(KITTI_NORMALIZED_K[1, 1]),
                                float(KITTI_NORMALIZED_K[0, 2]), float(KITTI_NORMALIZED_K[1, 2]))
-# Ground-truth files named after their image with one of these endings still match it.
-GT_NAME_SUFFIXES = ("_depth", "_gt", "_groundtruth")
 # One point of a PLY cloud as written: x y z float32, red green blue uint8, little-endian, packed.
 PLY_VERTEX_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"),
                              ("blue", "u1")])
 
 
-class SkippedInputsError(RuntimeError):
+class SkippedInputsError(UserError, RuntimeError):
     """Some inputs could not be read (without --skip_unreadable), or none could: exit status 1."""
 
 
@@ -239,38 +238,6 @@ def resolve_depth_scale(choice: str | float, spec) -> float:
     return float(choice)
 
 
-def read_depth_map(path: Path, flag: str = "--gt_depth") -> np.ndarray:
-    """An H x W float64 depth map in metres (0 where there is none) from .npy, .npz or a KITTI 16-bit PNG.
-
-    An ``.npz`` holds it under ``depth`` or as its only array; singleton axes are dropped (1 x 1 x H x W).
-
-    Raises:
-        FileNotFoundError, ValueError: naming ``flag`` and the file.
-    """
-    if not path.is_file():
-        raise FileNotFoundError(f"{flag} {path} does not exist")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".png":
-            depth = read_kitti_depth_png(path)
-        elif suffix == ".npy":
-            depth = np.load(path, allow_pickle=False)
-        elif suffix == ".npz":
-            with np.load(path, allow_pickle=False) as archive:
-                names = list(archive.keys())
-                if "depth" not in names and len(names) != 1:
-                    raise ValueError(f"holds {names}: store the depth under 'depth' or alone")
-                depth = archive["depth" if "depth" in names else names[0]]
-        else:
-            raise ValueError("is not .npy, .npz or a 16-bit .png")
-    except (ValueError, OSError) as err:
-        raise ValueError(f"{flag} {path}: {err}") from err
-    depth = np.squeeze(np.asarray(depth, dtype=np.float64))
-    if depth.ndim != 2:
-        raise ValueError(f"{flag} {path}: expected an H x W depth map, got shape {depth.shape}")
-    return depth
-
-
 def median_scale(predicted_depth: np.ndarray, gt_depth: np.ndarray, flag: str = "--gt_depth") -> float:
     """median(ground truth) / median(prediction) over the pixels with a finite positive ground truth.
 
@@ -297,11 +264,7 @@ def gt_depth_image(gt_path: Path, image_path: Path, images: Sequence[Path]) -> P
     """
     if image_path.is_file():
         return image_path
-    stem = gt_path.stem
-    for suffix in GT_NAME_SUFFIXES:
-        if stem.endswith(suffix):
-            stem = stem[: -len(suffix)]
-            break
+    stem = image_stem(gt_path)
     matches = [path for path in images if path.stem in (stem, gt_path.stem)]
     if not matches:
         raise ValueError(f"--gt_depth {gt_path}: no image named {stem}.* in --image_path {image_path}; name the file "
@@ -581,8 +544,6 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (SkippedInputsError, OSError, ValueError) as err:
-        logger.error("error: %s", err)
-        sys.exit(1)
+    from utils import run_main
+
+    sys.exit(run_main(main))

@@ -132,8 +132,6 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (SkippedInputsError, OSError, ValueError) as err:
-        logger.error("error: %s", err)
-        sys.exit(1)
+    from utils import run_main
+
+    sys.exit(run_main(main))

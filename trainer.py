@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 import warnings
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -31,12 +33,18 @@ from run_folder import (CONFIG_FILE, OPTIONS_FILE, check_resume_options, check_r
                         remove_stale_temporaries)
 from speed import NO_TIMER, PhaseTimer, SpeedSettings
 from split_lists import resolve_split_dir
-from utils import (capture_rng_state, format_hms, readlines, restore_rng_state, seed_everything,
+from utils import (StepClock, capture_rng_state, format_hms, readlines, restore_rng_state, seed_everything,
                    seed_worker, select_device, write_json)
 
 logger = logging.getLogger(__name__)
 
 MAX_LOGGED_IMAGES = 4
+# Steps over which samples/s and the time left are averaged.
+PACE_WINDOW = 50
+VAL_FILE = "val_files.txt"
+# --val_batches' default, and the share of an epoch's steps it may cost at most (forward passes only).
+DEFAULT_VAL_BATCHES = 10
+DEFAULT_VAL_SHARE = 0.1
 
 
 def bde_dataset_options(opts) -> dict:
@@ -119,6 +127,13 @@ class Trainer:
         self.opts = opts
         self.dist = context_from_environment(opts.local_rank)
         self.device = setup_process_group(self.dist, select_device(opts.device), opts.dist_timeout)
+        # Rank 0 tells the story (dataset summaries, progress); the other ranks print warnings and errors
+        # only, so a rank without the evaluation sets does not announce "0 test items".
+        self._root_level_before = logging.getLogger().level
+        if not self.dist.is_main:
+            logging.getLogger().setLevel(logging.WARNING)
+        self.clock = StepClock(PACE_WINDOW)
+        self.writer, self.val_writer, self._file_handler = None, None, None
         if opts.sync_bn and self.device.type != "cuda":
             raise ValueError("--sync_bn needs CUDA devices (PyTorch's SyncBatchNorm has no CPU "
                              "implementation): drop --sync_bn or train on GPUs")
@@ -318,6 +333,7 @@ class Trainer:
             self.num_epochs = opts.num_epochs
             self.total_steps = self.steps_per_epoch * opts.num_epochs
         self.build_scheduler()
+        self.val_dataset = self.build_val_dataset(resolve_split_dir(opts.split)) if self.dist.is_main else None
         self.eval_sets = []
         # Evaluation runs on rank 0 alone; the others wait for it in their next collective.
         if opts.eval and self.dist.is_main:
@@ -329,9 +345,45 @@ class Trainer:
                                   max_depth=opts.max_depth)
             self.eval_sets = build_training_eval_sets(opts.dataset, opts.eval_data_path or opts.data_path,
                                                       opts.eval_split, options)
-        logger.info("Training on: %s", source)
-        logger.info("There are %d training items and %d test items", len(self.train_dataset),
-                    sum(len(eval_set.gt_depths) for eval_set in self.eval_sets))
+        if self.dist.is_main:
+            logger.info("Training on: %s", source)
+            logger.info("There are %d training items, %d validation items (%s) and %d test items",
+                        len(self.train_dataset), len(self.val_dataset) if self.val_dataset else 0,
+                        f"{len(self.val_indices())} an epoch" if self.val_dataset else "no validation loss",
+                        sum(len(eval_set.gt_depths) for eval_set in self.eval_sets))
+
+    def build_val_dataset(self, split_dir: Path):
+        """The split's val_files.txt for the per-epoch validation loss (None when off or absent).
+
+        Built like the training set (the same views, so every loss term can be computed) but
+        without flips or colour jitter; a broken list fails here, before training starts.
+        """
+        opts = self.opts
+        val_file = split_dir / VAL_FILE
+        if self.val_batches() == 0:
+            return None
+        if not val_file.is_file():
+            logger.info("No %s in %s: no per-epoch validation loss", VAL_FILE, split_dir)
+            return None
+        lines = [line for line in readlines(val_file) if line.strip()]
+        if not lines:
+            logger.info("%s is empty: no per-epoch validation loss", val_file)
+            return None
+        return DATASETS[opts.dataset](
+            opts.data_path, lines, opts.height, opts.width, self.frame_ids, opts.num_scales, is_train=True,
+            img_ext=opts.img_ext, color_jitter=False, flip=False, split_name=str(val_file),
+            **bde_dataset_options(opts), **dataset_options(opts))
+
+    def val_batches(self) -> int:
+        """--val_batches, or by default 10 batches but at most a tenth of an epoch's steps (at least 1)."""
+        if self.opts.val_batches is not None:
+            return self.opts.val_batches
+        return min(DEFAULT_VAL_BATCHES, max(1, int(self.steps_per_epoch * DEFAULT_VAL_SHARE)))
+
+    def val_indices(self) -> list[int]:
+        """The validation samples of every epoch: `val_batches` batches spread evenly over the list."""
+        count = min(len(self.val_dataset), self.val_batches() * self.opts.batch_size)
+        return sorted(set(np.linspace(0, len(self.val_dataset) - 1, count).round().astype(int).tolist()))
 
     def train_loader(self, epoch: int, start_batch: int = 0) -> DataLoader:
         """The epoch's loader for this rank, starting at batch ``start_batch``.
@@ -362,12 +414,13 @@ class Trainer:
 
     def build_loggers(self) -> None:
         """Rank 0 writes the text log and tensorboard events; the other ranks write nothing."""
-        self.writer, self._file_handler = None, None
         if not self.dist.is_main:
             return
         from tensorboardX import SummaryWriter
 
         self.writer = SummaryWriter(str(self.run_dir / "tensorboard" / "train"))
+        # The validation losses under the training losses' names, so TensorBoard draws both curves together.
+        self.val_writer = SummaryWriter(str(self.run_dir / "tensorboard" / "val"))
         handler = logging.FileHandler(self.run_dir / "logger.log", mode="a")
         handler.setFormatter(logging.Formatter("%(asctime)s - %(levelname)s - %(message)s",
                                                "%Y-%m-%d %H:%M:%S"))
@@ -483,18 +536,29 @@ class Trainer:
             self.close()
         return metrics
 
+    def show_progress_bar(self) -> bool:
+        """A bar on an interactive terminal only: in a log file its carriage-return redraws would run
+        into the log lines, which already give the progress every --log_frequency steps."""
+        return self.opts.progress_bar and self.dist.is_main and sys.stderr.isatty()
+
     def train_epoch(self, epoch: int, start_batch: int) -> None:
         self.set_train()
         loader = self.train_loader(epoch, start_batch)
-        progress = None
-        if self.opts.progress_bar and self.dist.is_main:
-            from tqdm import tqdm
+        if not self.show_progress_bar():
+            self.run_epoch_steps(epoch, loader, start_batch, None)
+            return
+        from tqdm import tqdm
+        from tqdm.contrib.logging import logging_redirect_tqdm
 
-            progress = tqdm(total=self.steps_per_epoch, initial=start_batch, desc=f"epoch {epoch}",
-                            dynamic_ncols=True, leave=False)
+        # Log lines are written above the bar (tqdm.write) while it is shown, never into it.
+        with logging_redirect_tqdm(), tqdm(total=self.steps_per_epoch, initial=start_batch, desc=f"epoch {epoch}",
+                                           dynamic_ncols=True, leave=False) as progress:
+            self.run_epoch_steps(epoch, loader, start_batch, progress)
+
+    def run_epoch_steps(self, epoch: int, loader: DataLoader, start_batch: int, progress) -> None:
+        """The optimiser steps of one epoch from batch ``start_batch``; ``progress`` is a tqdm bar or None."""
+        self.clock.restart()
         self.run_steps(epoch, enumerate(loader, start=start_batch), progress)
-        if progress is not None:
-            progress.close()
 
     def run_steps(self, epoch: int, numbered_batches: Iterator, progress=None, max_steps: int | None = None) -> int:
         """Train on ``(batch_idx, batch)`` pairs until they run out (or ``max_steps``); log and
@@ -523,6 +587,7 @@ class Trainer:
                     self.save_resume_checkpoint(epoch, self.batch_in_epoch)
                 if progress is not None:
                     progress.update(1)
+            self.clock.tick()
             if self.budget_spent():
                 break
         return steps
@@ -590,10 +655,15 @@ class Trainer:
             return
         lr = self.optimizer.param_groups[0]["lr"] * warmup_factor(self.step, self.opts.warmup_steps,
                                                                   self.opts.warmup_ratio)
-        remaining = (self.total_steps - self.step) * batch_time if self.step > 1 else 0.0
-        logger.info("epoch: %2d/%d | batch: %4d/%d | data time: %.4f | batch time: %.3f | loss: %.4f | "
-                    "lr: %.2e | time left: %s", self.epoch, self.num_epochs - 1, self.batch_in_epoch - 1,
-                    self.steps_per_epoch, data_time, batch_time, scalars["loss"], lr, format_hms(remaining))
+        # The pace of the last PACE_WINDOW steps (not of this batch alone), over every process's samples.
+        samples_per_second = self.clock.samples_per_second(self.opts.batch_size * self.dist.world_size)
+        remaining = self.clock.time_left(self.total_steps - self.step)
+        logger.info("epoch: %2d/%d | batch: %4d/%d | samples/s: %.1f | data time: %.4f | batch time: %.3f | "
+                    "loss: %.4f | lr: %.2e | time left: %s", self.epoch, self.num_epochs - 1,
+                    self.batch_in_epoch - 1, self.steps_per_epoch, samples_per_second, data_time, batch_time,
+                    scalars["loss"], lr, format_hms(remaining) if samples_per_second else "-")
+        if samples_per_second:
+            self.writer.add_scalar("samples_per_second", samples_per_second, self.step)
         for name, value in scalars.items():
             self.writer.add_scalar(name, value, self.step)
         self.writer.add_scalar("lr", lr, self.step)
@@ -603,18 +673,24 @@ class Trainer:
                 self.writer.add_image(f"{name}/{j}", image.numpy(), self.step)
 
     def close(self) -> None:
+        if self.val_writer is not None:
+            self.val_writer.close()
         if self.writer is not None:
             self.writer.close()
             root = logging.getLogger()
             root.removeHandler(self._file_handler)
             root.setLevel(self._previous_log_level)
             self._file_handler.close()
+        if not self.dist.is_main:
+            logging.getLogger().setLevel(self._root_level_before)
         cleanup_process_group()
 
     # ------------------------------------------------------------------------------ evaluation
     def validate(self, epoch: int) -> dict:
-        """Depth metrics of the dataset's benchmark with the shared evaluation code, scaled as
-        `ModelSpec.metric_depth_scale` says (as evaluate_depth.py does); the first table's metrics."""
+        """The validation loss (`validation_loss`), then the depth metrics of the dataset's benchmark with
+        the shared evaluation code, scaled as `ModelSpec.metric_depth_scale` says (as evaluate_depth.py
+        does); returns the first table's metrics."""
+        self.validation_loss(epoch)
         if not self.eval_sets:
             return {}
         from evaluation import Scaling, evaluate_model, format_metrics_table
@@ -633,6 +709,42 @@ class Trainer:
             results.append(result.metrics)
         self.set_train()
         return results[0]
+
+    def validation_loss(self, epoch: int) -> dict:
+        """The training losses on the same --val_batches batches of val_files.txt every epoch (rank 0).
+
+        Networks in eval mode, no gradient; the random streams are restored afterwards, so training
+        continues exactly as it would without validation. Logged under the training losses' names to
+        tensorboard/val and to the log. Returns the mean of each loss over the batches ({} when off).
+        """
+        if self.val_dataset is None:
+            return {}
+        keys = [(index, sample_seed(self.run_seed, 0, index)) for index in self.val_indices()]
+        generator = torch.Generator()
+        generator.manual_seed(epoch_seed(self.run_seed, 0))
+        loader = DataLoader(self.val_dataset, batch_size=self.opts.batch_size, sampler=keys,
+                            num_workers=min(self.opts.num_workers, 4), worker_init_fn=seed_worker,
+                            generator=generator)
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        totals: dict[str, float] = {}
+        samples = 0
+        self.model.eval()
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            for batch in loader:
+                inputs = self.model.prepare_inputs(batch, self.device)
+                losses = self.model.losses(inputs, self.model(inputs))
+                size = inputs[("color", 0, 0)].shape[0]
+                for name, value in losses.items():
+                    totals[name] = totals.get(name, 0.0) + float(value) * size
+                samples += size
+        self.set_train()
+        # The total first, then each term.
+        means = {name: totals[name] / samples for name in sorted(totals, key=lambda name: name != "loss")}
+        for name, value in means.items():
+            self.val_writer.add_scalar(name, value, self.step)
+        logger.info("Validation loss at epoch %d (%d samples of %s): %s", epoch, samples,
+                    self.val_dataset.split_name, " | ".join(f"{name}: {value:.4f}" for name, value in means.items()))
+        return means
 
     # ------------------------------------------------------------------------------ checkpoints
     def weights_payload(self) -> dict:

@@ -8,9 +8,13 @@ import errno
 import math
 import os
 import random
+import sys
 import tempfile
+import time
+import traceback
+from collections import deque
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -19,6 +23,54 @@ import torch
 from run_folder import ATOMIC_TEMPORARY_MARKER, check_writable
 
 REPO_ROOT = Path(__file__).resolve().parent
+
+
+class UserError(Exception):
+    """A mistake the user can fix (a flag, a file, nothing to process); the message says how.
+
+    Scripts raise it, or a ValueError / OSError naming the flag or file, and `run_main` prints it
+    as one clean line instead of a traceback.
+    """
+
+
+# What `run_main` reports as a message, not a traceback: errors whose text names the flag, the file
+# and the fix. FloatingPointError is a run stopped by non-finite values (its text says what to
+# change); ModuleNotFoundError an optional package that is not installed.
+USER_ERRORS = (UserError, ValueError, OSError, FloatingPointError, ModuleNotFoundError)
+DEBUG_FLAG = "--debug"
+INTERRUPTED_STATUS = 130  # the shell's status for a process ended by Ctrl-C (128 + SIGINT)
+
+
+def run_main(main: Callable[[Sequence[str]], object], argv: Sequence[str] | None = None) -> int:
+    """Run a script's ``main(argv)`` and return its exit status; every script starts with
+    ``sys.exit(run_main(main))``.
+
+    A user error (`USER_ERRORS`) prints ``<script>: error: <message>`` on stderr and returns 1;
+    ``--debug`` anywhere in ``argv`` (removed before ``main`` sees it) prints the exception with its
+    traceback instead. Ctrl-C returns 130 with one line. Other exceptions are bugs and keep their
+    traceback. ``argv`` defaults to ``sys.argv[1:]``.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = DEBUG_FLAG in args
+    args = [arg for arg in args if arg != DEBUG_FLAG]
+    script = Path(sys.argv[0]).name or "python"
+    try:
+        main(args)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"{script}: interrupted", file=sys.stderr)
+        return INTERRUPTED_STATUS
+    except USER_ERRORS as err:
+        if debug:
+            traceback.print_exc()
+            return 1
+        message = str(err) or type(err).__name__
+        if isinstance(err, OSError) and err.filename and str(err.filename) not in message:
+            message = f"{message}: {err.filename}"
+        print(f"{script}: error: {message} ({DEBUG_FLAG} shows the traceback)", file=sys.stderr)
+        return 1
+    return 0
 
 
 def positive_int(text: str) -> int:
@@ -340,3 +392,40 @@ def format_hms(seconds: float) -> str:
     """Format seconds as ``HHhMMmSSs`` (the reference's progress-line style)."""
     seconds = int(max(seconds, 0))
     return f"{seconds // 3600:02d}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
+
+
+class StepClock:
+    """Seconds per optimiser step, samples/s and time left, from the mean of the last ``window`` steps.
+
+    The duration of a step is the wall-clock time between two `tick` calls (loading, forward,
+    backward, logging: everything the run waits for), so one slow or fast batch moves the
+    estimate by 1/window of its difference instead of replacing it. `restart` forgets the time
+    since the last tick (an epoch's evaluation is not a step), keeping the window.
+    """
+
+    def __init__(self, window: int = 50, clock: Callable[[], float] = time.perf_counter):
+        self.durations: deque[float] = deque(maxlen=window)
+        self.clock = clock
+        self.last: float | None = None
+
+    def restart(self) -> None:
+        self.last = self.clock()
+
+    def tick(self) -> None:
+        now = self.clock()
+        if self.last is not None:
+            self.durations.append(now - self.last)
+        self.last = now
+
+    def seconds_per_step(self) -> float | None:
+        """The window's mean step duration, or None before the first complete step."""
+        return sum(self.durations) / len(self.durations) if self.durations else None
+
+    def samples_per_second(self, samples_per_step: int) -> float:
+        seconds = self.seconds_per_step()
+        return samples_per_step / seconds if seconds else 0.0
+
+    def time_left(self, steps_left: int) -> float:
+        """Seconds for ``steps_left`` more steps at the window's mean pace (0 before any step)."""
+        seconds = self.seconds_per_step()
+        return max(steps_left, 0) * seconds if seconds else 0.0

@@ -30,13 +30,13 @@ DATASETS = {
 def dataset_options(opts) -> dict:
     """Keyword arguments of ``DATASETS[opts.dataset]`` from its own flags (``{}`` for most).
 
-    ``--intrinsics`` reaches `ImageFolderDataset` as one string (numbers or a file path);
+    ``--intrinsics`` reaches `CustomDataset` and `ImageFolderDataset` as one string (numbers or a file path);
     ``--odom_camera`` reaches `KITTIOdomDataset` as ``camera``;
     ``--velocity_weight`` > 0 asks KITTI raw or DDAD for the camera's travel between frames
     (``translation_norms``).
     """
     options = {}
-    if opts.dataset == "image_folder" and getattr(opts, "intrinsics", None):
+    if opts.dataset in ("custom", "image_folder") and getattr(opts, "intrinsics", None):
         options["intrinsics"] = " ".join(opts.intrinsics)
     if opts.dataset == "kitti_odom":
         options["camera"] = getattr(opts, "odom_camera", "color")

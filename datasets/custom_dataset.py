@@ -2,7 +2,8 @@
 
 Layout::
 
-    <data_path>/intrinsics.txt            normalised fx fy cx cy (or a 3 x 3 normalised K)
+    <data_path>/intrinsics.txt            normalised fx fy cx cy (or a 3 x 3 normalised K), or pixels
+                                          followed by the image size they refer to: fx fy cx cy W H
     <data_path>/<sequence>/000000.jpg     frames of one video, in time order by the number in the name
     <data_path>/<sequence>/intrinsics.txt optional: overrides the root file for that sequence
 
@@ -11,8 +12,11 @@ sequence's frames in number order (0-based); `write_custom_splits` (or ``python
 prepare_custom.py``) writes train/val lists with every frame whose neighbours exist.
 
 Intrinsics are normalised: fx and cx divided by the image width, fy and cy by its height, so the
-same numbers hold at any resolution the frames are resized to. They are checked when the dataset
-is built, and the errors say how to fix a file written in pixels.
+same numbers hold at any resolution the frames are resized to. Pixel values are accepted with the
+image size they were calibrated at (``fx fy cx cy W H``, or a 3 x 3 K then ``W H``) and normalised
+by it; frames of another aspect ratio than that size are refused (cropped frames need their own
+calibration). ``--intrinsics`` on the command line overrides the files. They are checked when the
+dataset is built, and the errors say how to fix a file written in pixels without its size.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import Sequence
 import numpy as np
 
 from datasets.mono_dataset import MonoDataset, SplitItem
-from utils import atomic_output
+from utils import atomic_output, read_rgb
 
 INTRINSICS_FILE = "intrinsics.txt"
 FRAME_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -34,14 +38,23 @@ FRAME_EXTENSIONS = (".png", ".jpg", ".jpeg")
 MAX_NORMALIZED_FOCAL = 10.0
 
 
-def parse_intrinsics(text: str, source: str, image_size: tuple[int, int] | None = None) -> np.ndarray:
-    """Parse and validate a normalised intrinsics file.
+# Calibrated and actual frames may differ this much in aspect ratio (rounding of odd sizes).
+ASPECT_TOLERANCE = 0.01
+
+
+def parse_intrinsics(text: str, source: str, image_size: tuple[int, int] | None = None,
+                     pixels_at_native_size: bool = False) -> np.ndarray:
+    """Parse and validate intrinsics: normalised, or pixels with the image size they refer to.
 
     Args:
-        text: ``fx fy cx cy`` or the 9 entries of a 3 x 3 K (row-major), whitespace or commas.
+        text: ``fx fy cx cy`` or the 9 entries of a 3 x 3 K (row-major), whitespace or commas;
+            either may be followed by ``W H``, the image size in pixels the values refer to
+            (then they are pixels, divided by that size).
         source: the file's name, for error messages.
-        image_size: ``(width, height)`` of the frames in pixels. When given, values that look
-            like pixels (any above ``MAX_NORMALIZED_FOCAL``) are divided by it instead of refused.
+        image_size: ``(width, height)`` of the frames in pixels, when known: a calibration size of
+            another aspect ratio is refused.
+        pixels_at_native_size: values without a size that look like pixels (any above
+            ``MAX_NORMALIZED_FOCAL``) are divided by ``image_size`` instead of refused.
 
     Returns:
         4 x 4 float32 K with row 0 divided by the width and row 1 by the height.
@@ -54,6 +67,9 @@ def parse_intrinsics(text: str, source: str, image_size: tuple[int, int] | None 
         values = [float(t) for t in tokens]
     except ValueError:
         raise ValueError(f"{source}: expected numbers 'fx fy cx cy' (normalised), got {text.strip()!r}") from None
+    calibration_size = None
+    if len(values) in (6, 11):
+        calibration_size, values = values[-2:], values[:-2]
     if len(values) == 4:
         fx, fy, cx, cy = values
     elif len(values) == 9:
@@ -63,16 +79,30 @@ def parse_intrinsics(text: str, source: str, image_size: tuple[int, int] | None 
                              "(no skew), row by row")
         fx, fy, cx, cy = k[0, 0], k[1, 1], k[0, 2], k[1, 2]
     else:
-        raise ValueError(f"{source}: expected 4 numbers 'fx fy cx cy' or 9 (a 3 x 3 K), got {len(values)}")
+        raise ValueError(f"{source}: expected 4 numbers 'fx fy cx cy' or 9 (a 3 x 3 K), each optionally followed "
+                         f"by the image size 'W H' of pixel values, got {len(values)}")
     if not all(np.isfinite([fx, fy, cx, cy])) or fx <= 0 or fy <= 0:
         raise ValueError(f"{source}: focal lengths must be positive and finite (got fx={fx}, fy={fy})")
-    if max(fx, fy, cx, cy) > MAX_NORMALIZED_FOCAL and image_size is not None:
+    if calibration_size is not None:
+        width, height = calibration_size
+        if not (width >= 1 and height >= 1 and float(width).is_integer() and float(height).is_integer()):
+            raise ValueError(f"{source}: the image size after the intrinsics must be two whole numbers of pixels "
+                             f"'W H' (got {width:g} {height:g})")
+        if image_size is not None:
+            frame_aspect, calibration_aspect = image_size[0] / image_size[1], width / height
+            if abs(calibration_aspect / frame_aspect - 1) > ASPECT_TOLERANCE:
+                raise ValueError(f"{source}: the intrinsics refer to {width:g} x {height:g} pixels but the frames are "
+                                 f"{image_size[0]} x {image_size[1]}, another aspect ratio (cropped frames, or W and "
+                                 "H swapped?): give the intrinsics of the frames as they are")
+        fx, cx, fy, cy = fx / width, cx / width, fy / height, cy / height
+    elif max(fx, fy, cx, cy) > MAX_NORMALIZED_FOCAL and pixels_at_native_size and image_size is not None:
         width, height = image_size
         fx, cx, fy, cy = fx / width, cx / width, fy / height, cy / height
     elif max(fx, fy, cx, cy) > MAX_NORMALIZED_FOCAL:
         raise ValueError(f"{source}: fx={fx:g}, fy={fy:g}, cx={cx:g}, cy={cy:g} look like pixels; "
-                         "the file takes normalised intrinsics: divide fx and cx by the image width "
-                         "and fy and cy by the image height (e.g. fx 721.5 at width 1242 -> 0.581)")
+                         "add the image size they refer to, 'fx fy cx cy W H' (e.g. 721.5 721.5 609.6 172.9 "
+                         "1242 375), or give normalised intrinsics: fx and cx divided by the image width, fy and cy "
+                         "by the height (e.g. fx 721.5 at width 1242 -> 0.581)")
     if not (0.0 < cx < 1.0 and 0.0 < cy < 1.0):
         raise ValueError(f"{source}: the principal point (cx={cx:g}, cy={cy:g}) lies outside the image: "
                          "normalised cx and cy must be between 0 and 1 (usually near 0.5); if they "
@@ -122,9 +152,15 @@ class CustomDataset(MonoDataset):
     """Folders of video frames with normalised intrinsics; see the module docstring for the layout.
 
     ``img_ext`` is ignored: frames may be .png, .jpg or .jpeg. Stereo (``"s"``) is not supported.
+    ``intrinsics`` (``--intrinsics``): ``"fx fy cx cy [W H]"`` or the path of a file holding them,
+    used for every sequence instead of the intrinsics files.
     """
 
-    def __init__(self, data_path, filenames: Sequence[str], *args, **kwargs):
+    # Pixel values without a size are read as pixels of the frames themselves (image_folder does).
+    pixels_at_native_size = False
+
+    def __init__(self, data_path, filenames: Sequence[str], *args, intrinsics: str | None = None, **kwargs):
+        self.intrinsics_override = intrinsics
         self._frames: dict[str, list[Path]] = {}
         self._intrinsics: dict[str, np.ndarray] = {}
         self._root = Path(data_path)
@@ -155,13 +191,40 @@ class CustomDataset(MonoDataset):
         return own if own.is_file() else shared if shared.is_file() else None
 
     def sequence_intrinsics(self, folder: str, path: Path) -> np.ndarray:
-        """4 x 4 normalised K of the sequence ``folder`` (at ``path``), from its intrinsics file."""
-        source = self.intrinsics_file(path)
-        if source is None:
+        """4 x 4 normalised K of the sequence ``folder`` (at ``path``): --intrinsics, else its intrinsics file."""
+        given = self.given_intrinsics(path)
+        if given is None:
             raise FileNotFoundError(f"no intrinsics for sequence {folder}: write normalised "
-                                    f"'fx fy cx cy' to {self._root / INTRINSICS_FILE} (all sequences) "
-                                    f"or {path / INTRINSICS_FILE}")
-        return parse_intrinsics(source.read_text(), str(source))
+                                    f"'fx fy cx cy' (or pixels and the image size: 'fx fy cx cy W H') to "
+                                    f"{self._root / INTRINSICS_FILE} (all sequences) or {path / INTRINSICS_FILE}, "
+                                    "or pass --intrinsics")
+        return self.parse_sequence_intrinsics(path, *given)
+
+    def given_intrinsics(self, path: Path) -> tuple[str, str] | None:
+        """(text, where it comes from) of --intrinsics, else of the sequence's or the root's file; None if none."""
+        if self.intrinsics_override is not None:
+            return self._override_text()
+        file = self.intrinsics_file(path)
+        return (file.read_text(), str(file)) if file is not None else None
+
+    def parse_sequence_intrinsics(self, path: Path, text: str, source: str) -> np.ndarray:
+        """`parse_intrinsics` with the size of the sequence's first frame (its aspect ratio is checked)."""
+        height, width = read_rgb(self.list_sequence_frames(path)[0]).shape[:2]
+        return parse_intrinsics(text, source, image_size=(width, height),
+                                pixels_at_native_size=self.pixels_at_native_size)
+
+    def _override_text(self) -> tuple[str, str]:
+        value = str(self.intrinsics_override).strip()
+        if Path(value).expanduser().is_file():
+            return Path(value).expanduser().read_text(), f"--intrinsics file {value}"
+        if len(value.split()) == 1:
+            try:
+                float(value)
+            except ValueError:
+                raise FileNotFoundError(f"--intrinsics {value}: no such file; give 'fx fy cx cy' (normalised), "
+                                        "'fx fy cx cy W H' (pixels of a W x H image) or an existing intrinsics "
+                                        "file") from None
+        return value, "--intrinsics"
 
     def parse_line(self, line: str, line_number: int) -> SplitItem:
         tokens = line.split()

@@ -32,10 +32,9 @@ from typing import Sequence
 
 import numpy as np
 
-from datasets.custom_dataset import FRAME_EXTENSIONS, CustomDataset, frame_number, numbered_frames, parse_intrinsics
+from datasets.custom_dataset import FRAME_EXTENSIONS, CustomDataset, frame_number, numbered_frames
 from datasets.mono_dataset import SplitItem
 from kitti_utils import KITTI_NORMALIZED_K
-from utils import read_rgb
 
 logger = logging.getLogger(__name__)
 
@@ -93,46 +92,28 @@ class ImageFolderDataset(CustomDataset):
 
     # The Trainer passes filenames=None when the --split folder has no train_files.txt.
     every_frame_without_split = True
+    pixels_at_native_size = True
 
     def __init__(self, data_path, filenames: Sequence[str] | None, *args, intrinsics: str | None = None,
                  **kwargs):
-        self.intrinsics_override = intrinsics
         self.num_dropped = 0
         self._numbers: dict[str, dict[int, int]] = {}
         if filenames is None:
             filenames = all_frame_lines(data_path) if Path(data_path).is_dir() else []
             kwargs.setdefault("split_name", f"every frame of --data_path {data_path}")
-        super().__init__(data_path, filenames, *args, **kwargs)
+        super().__init__(data_path, filenames, *args, intrinsics=intrinsics, **kwargs)
 
     # ----------------------------------------------------------------------------- CustomDataset hooks
     def list_sequence_frames(self, path: Path) -> list[Path]:
         return [frame for _, frame in numbered_frames(path)]
 
     def sequence_intrinsics(self, folder: str, path: Path) -> np.ndarray:
-        file = self.intrinsics_file(path)
-        if self.intrinsics_override is not None:
-            text, source = self._override_text()
-        elif file is not None:
-            text, source = file.read_text(), str(file)
-        else:
+        given = self.given_intrinsics(path)
+        if given is None:
             logger.info("image_folder: no --intrinsics and no intrinsics.txt for sequence %s: using KITTI's normalised K "
                         "(fx 0.58 W, fy 1.92 H, centred principal point)", folder)
             return np.asarray(KITTI_NORMALIZED_K, dtype=np.float32).copy()
-        first = self.list_sequence_frames(path)[0]
-        height, width = read_rgb(first).shape[:2]
-        return parse_intrinsics(text, source, image_size=(width, height))
-
-    def _override_text(self) -> tuple[str, str]:
-        value = str(self.intrinsics_override).strip()
-        if Path(value).expanduser().is_file():
-            return Path(value).expanduser().read_text(), f"--intrinsics file {value}"
-        if len(value.split()) == 1:
-            try:
-                float(value)
-            except ValueError:
-                raise FileNotFoundError(f"--intrinsics {value}: no such file; give 'fx fy cx cy' "
-                                        "(normalised or in pixels) or an existing intrinsics file") from None
-        return value, "--intrinsics"
+        return self.parse_sequence_intrinsics(path, *given)
 
     # ----------------------------------------------------------------------------- split lines
     def parse_line(self, line: str, line_number: int) -> SplitItem:

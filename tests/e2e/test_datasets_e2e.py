@@ -59,7 +59,7 @@ def test_kitti_odom_trains_and_evaluate_pose_reports_ate(tmp_path):
                                  "odom_9", "--odom_split", str(split), "--num_workers", "0", "--device", "cpu",
                                  "--eval_out_dir", str(out)])
     result = report["sequences"]["09"]
-    assert result["num_snippets"] == 6
+    assert result["num_snippets"] == 7  # one per frame pair, the last a single transform (Monodepth2)
     predicted = np.load(out / "poses_09.npy")
     assert predicted.shape == (7, 4, 4)
     expected = evaluate_pose.snippet_ates(predicted, evaluate_pose.local_transforms(poses))

@@ -120,7 +120,7 @@ def straight_line(step: np.ndarray, count: int) -> np.ndarray:
 
 def test_ate_closed_form():
     gt = straight_line(np.array([0.0, 0.0, 1.0]), 4)
-    assert evaluate_pose.snippet_ates(gt, gt).tolist() == [0.0, 0.0, 0.0]
+    assert evaluate_pose.snippet_ates(gt, gt).tolist() == [0.0, 0.0, 0.0, 0.0]  # one per transform
     scaled = gt.copy()
     scaled[:, :3, 3] *= 0.37
     assert np.allclose(evaluate_pose.snippet_ates(scaled, gt), 0.0)
@@ -205,7 +205,7 @@ def test_custom_frames_intrinsics_and_flip(tmp_path):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("721.5 721.5 609.6 172.9", "look like pixels; .*divide fx and cx by the image width"),
+    ("721.5 721.5 609.6 172.9", "look like pixels; add the image size they refer to, .fx fy cx cy W H."),
     ("0.58 1.92 1.3 0.5", r"principal point \(cx=1.3, cy=0.5\) lies outside the image"),
     ("0.58 1.92 0.5", "expected 4 numbers 'fx fy cx cy' or 9"),
     ("0.58 -1.92 0.5 0.5", "focal lengths must be positive"),
