@@ -33,7 +33,8 @@ def test_training_with_both_augmentations(synthetic_kitti, tmp_path, monkeypatch
     train.main(["--data_path", str(synthetic_kitti), "--split", str(split), "--log_dir", str(tmp_path / "runs"),
                 "--exp_name", "bde", "--weights_init", "scratch", "--height", "64", "--width", "192",
                 "--batch_size", "2", "--num_epochs", "1", "--num_workers", "0", "--num_scales", "2",
-                "--device", "cpu", "--no-progress_bar", "--no_eval", "--use_local_crop", "--use_patch_reshuffle"])
+                "--device", "cpu", "--no-progress_bar", "--no_eval", "--use_local_crop", "--use_patch_reshuffle",
+                "--val_batches", "0"])  # the two training steps only (tests/unit/test_first_run.py covers validation)
 
     assert len(recorded) == 2
     terms = ["photometric", "smoothness", "photometric_local", "smoothness_local", "photometric_reshuffle",
