@@ -1,5 +1,5 @@
 """FeatDepth's two stages through train.py on the synthetic drives: the auto-encoder learns to rebuild frames
-(and resumes exactly where it stopped), then depth trains with its frozen encoder's feature-metric loss (FeatDepth's recipe, at 64 x 96)."""
+(and resumes exactly where it stopped), then depth trains with its frozen encoder's feature-metric loss and FeatDepth's losses (at 64 x 96)."""
 
 from __future__ import annotations
 
@@ -71,14 +71,15 @@ def test_featdepth_stage1_learns_and_resumes_then_stage2_trains_with_the_frozen_
     stage2 = common_args(synthetic_kitti, tmp_path, "depth", 64, 96) + [
         "--eval_split", str(synthetic_kitti / "splits" / "synthetic_test"), "--num_epochs", "1",
         "--feature_metric_weight", "1e-3", "--feature_net_path", str(stage1_weights),
-        # FeatDepth's recipe in miniature: its decoder and losses, mono+stereo at its baseline, resized pose inputs
-        "--num_layers", "50", "--decoder", "featdepth", "--pose_num_layers", "18", "--loss_preset", "featdepth",
-        "--use_stereo", "--no-automask", "--stereo_baseline", "0.015", "--pose_input_size", "96", "128"]
+        # FeatDepth's losses, mono+stereo at its baseline and resized pose inputs, on a ResNet-18 Monodepth2
+        # network (its ResNet-50 decoder is pinned by the unit tests; here it tripled the test's time)
+        "--loss_preset", "featdepth", "--use_stereo", "--no-automask", "--stereo_baseline", "0.015",
+        "--pose_input_size", "32", "64"]
     metrics = train.main(stage2)
     assert metrics and all(torch.isfinite(torch.tensor(value)) for value in metrics.values())
     depth_payload = load_checkpoint(tmp_path / "runs" / "depth" / "models" / "model0.pth")
     spec = ModelSpec.from_dict(depth_payload["model_spec"])
-    assert (spec.decoder, spec.pose_input_size) == ("featdepth", [96, 128])
+    assert spec.pose_input_size == [32, 64] and spec.use_stereo
     assert spec.metric_depth_scale == pytest.approx(36.0)  # what the evaluation above scaled by
     encoder = {k[len("encoder."):]: v for k, v in load_checkpoint(stage1_weights)["feature_net"].items()
                if k.startswith("encoder.")}
