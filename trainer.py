@@ -140,7 +140,7 @@ class Trainer:
         self.frame_ids = training_frame_ids(opts)
         self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
         self.forced_changes: list[str] = []
-        # bench/train_throughput.py swaps in an enabled PhaseTimer to profile the step.
+        # bench/step_profile.py swaps in an enabled PhaseTimer to profile the step (speed.PhaseTimer).
         self.timer: PhaseTimer = NO_TIMER
 
         if opts.seed > 0:

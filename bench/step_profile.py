@@ -200,6 +200,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                     run.step(timed=step >= args.warmup)
                     if step == args.warmup - 1:
                         run.timer.reset()
+                print(f"step {step + 1}/{args.warmup + args.steps} of every run done", flush=True)
             columns = {f"{run.recipe} {run.variant}": run.column() for run in runs}
             speeds = {f"{run.recipe} {run.variant}": run.trainer.speed.describe() for run in runs}
         finally:
