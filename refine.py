@@ -238,4 +238,6 @@ def check_refinement_options(parser: argparse.ArgumentParser, opts: argparse.Nam
 
 
 if __name__ == "__main__":
-    main()
+    from utils import run_main
+
+    sys.exit(run_main(main))

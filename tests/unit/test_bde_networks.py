@@ -384,8 +384,8 @@ def test_resnet_context_branch_clones_the_imagenet_stem(monkeypatch):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--backbone", "hrnet"], "--backbone hrnet does not go with --decoder monodepth2: use "
-                              "--decoder bdedepth"),
+    (["--backbone", "hrnet", "--decoder", "monodepth2"], "--backbone hrnet does not go with --decoder monodepth2: "
+                                                         "use --decoder bdedepth"),
     (["--backbone", "hrnet", "--decoder", "bdedepth", "--num_layers", "34"],
      "--backbone hrnet is HRNet-W18: use --num_layers 18 (got 34"),
 ])

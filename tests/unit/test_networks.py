@@ -350,14 +350,14 @@ def test_pose_decoder_checks_the_number_of_feature_lists():
 
 def test_unknown_registry_names_list_the_choices():
     assert sorted(networks.DEPTH_ENCODERS) == ["hrnet", "resnet"]
-    assert sorted(networks.DEPTH_DECODERS) == ["bdedepth", "monodepth2"]
+    assert sorted(networks.DEPTH_DECODERS) == ["bdedepth", "featdepth", "monodepth2"]
     assert sorted(networks.DEPTH_NETWORKS) == ["packnet", "packnet_slim"]
     with pytest.raises(
         ValueError, match=r"--backbone must be one of \['convnext_large', 'efficientnet_b5', 'hrnet', 'packnet', "
                           r"'packnet_slim', 'resnet'\] \(got 'vgg'\)"
     ):
         build_depth_network(backbone="vgg")
-    with pytest.raises(ValueError, match=r"--decoder must be one of \['bdedepth', 'monodepth2', 'packnet', 'sql'\]"):
+    with pytest.raises(ValueError, match=r"--decoder must be one of \['bdedepth', 'featdepth', 'monodepth2', 'packnet', 'sql'\]"):
         build_depth_network(decoder="bde")
     with pytest.raises(
         ValueError, match=r"--pose_model_type must be one of \['packnet', 'posecnn', 'separate_resnet'\]"
