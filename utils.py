@@ -355,13 +355,9 @@ def seed_worker(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
-    # The workers already run in parallel, one sample each: a thread pool inside every worker
-    # (OpenCV's decode/resize, PyTorch's ops; PyTorch already sets 1 in workers) would only
-    # oversubscribe the cores the training process computes on.
-    torch.set_num_threads(1)
-    import cv2
-
-    cv2.setNumThreads(1)
+    # PyTorch already runs its workers on one intra-op thread. OpenCV's thread count is left
+    # alone: cv2.setNumThreads in a forked worker deadlocked the loader (the learning test hung
+    # with both workers waiting on a futex), so the loader's threads are not tuned here.
 
 
 def colorize_disparity(disp: np.ndarray, cmap: str = "magma", vmax_percentile: float = 95.0) -> np.ndarray:
