@@ -50,7 +50,10 @@ logger = logging.getLogger(__name__)
 # FeatDepth's cfg_kitti_fm_refine (methods spec 2.5, 2.7): resumed at epoch 40, trained to 60 with
 # the learning rate halved at 50; 2 images per GPU, Adam lr 1e-4, no weight decay, clip 35, seed 1024.
 FEATDEPTH_REFINE = dict(num_epochs=20, decay_step=[10], decay_rate=0.5, lr_sche_type="step", learning_rate=1e-4,
-                        optimizer="adam", weight_decay=0.0, batch_size=2, clip_grad=35.0, seed=1024)
+                        optimizer="adam", weight_decay=0.0, batch_size=2, clip_grad=35.0, seed=1024,
+                        # refinement trains on the test frames themselves: --split's validation list
+                        # has nothing to say about them
+                        val_batches=0)
 
 # The datasets whose test lists refinement can train on: frames with neighbours and an evaluation.
 REFINE_DATASETS = ("kitti",)

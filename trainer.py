@@ -333,7 +333,7 @@ class Trainer:
             self.num_epochs = opts.num_epochs
             self.total_steps = self.steps_per_epoch * opts.num_epochs
         self.build_scheduler()
-        self.val_dataset = self.build_val_dataset(resolve_split_dir(opts.split)) if self.dist.is_main else None
+        self.val_dataset = self.build_val_dataset() if self.dist.is_main else None
         self.eval_sets = []
         # Evaluation runs on rank 0 alone; the others wait for it in their next collective.
         if opts.eval and self.dist.is_main:
@@ -352,16 +352,17 @@ class Trainer:
                         f"{len(self.val_indices())} an epoch" if self.val_dataset else "no validation loss",
                         sum(len(eval_set.gt_depths) for eval_set in self.eval_sets))
 
-    def build_val_dataset(self, split_dir: Path):
+    def build_val_dataset(self):
         """The split's val_files.txt for the per-epoch validation loss (None when off or absent).
 
         Built like the training set (the same views, so every loss term can be computed) but
         without flips or colour jitter; a broken list fails here, before training starts.
         """
         opts = self.opts
-        val_file = split_dir / VAL_FILE
         if self.val_batches() == 0:
             return None
+        split_dir = resolve_split_dir(opts.split)
+        val_file = split_dir / VAL_FILE
         if not val_file.is_file():
             logger.info("No %s in %s: no per-epoch validation loss", VAL_FILE, split_dir)
             return None

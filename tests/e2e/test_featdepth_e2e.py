@@ -42,6 +42,7 @@ def reconstruction_error(model: AutoencoderTraining, root: Path, split: Path) ->
         return float(reconstruction_loss(list(reconstructions.values()), image))
 
 
+@pytest.mark.heavy
 @pytest.mark.slow
 def test_featdepth_stage1_learns_and_resumes_then_stage2_trains_with_the_frozen_encoder(synthetic_kitti, tmp_path):
     stage1 = common_args(synthetic_kitti, tmp_path, "autoencoder", 96, 128) + [

@@ -10,6 +10,8 @@ no median scaling, as evaluate_depth.py scores it).
 
 from __future__ import annotations
 
+import pytest
+
 import json
 
 import train
@@ -25,6 +27,8 @@ def files_of(folder):
     return {path: path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
+@pytest.mark.heavy
+@pytest.mark.slow
 def test_refinement_lowers_abs_rel_on_the_test_drive_and_never_touches_the_source_run(synthetic_kitti, tmp_path):
     split = tmp_path / "train_split"
     split.mkdir()

@@ -37,6 +37,7 @@ def test_the_trainers_default_timer_measures_nothing():
     assert NO_TIMER.seconds == {} and not NO_TIMER.enabled
 
 
+@pytest.mark.heavy
 @pytest.mark.slow
 def test_step_profile_phases_add_up_to_the_step_and_the_floor_is_measured(tmp_path):
     sys.path.insert(0, str(REPO / "bench"))
@@ -56,6 +57,7 @@ def test_step_profile_phases_add_up_to_the_step_and_the_floor_is_measured(tmp_pa
         assert column["networks' floor (fwd+bwd)"] > 0
 
 
+@pytest.mark.heavy
 @pytest.mark.slow
 def test_gpu_check_runs_every_step_on_the_cpu_at_tiny_sizes(tmp_path):
     env = {**os.environ, "GPU_CHECK_TINY": "1", "GPU_CHECK_OUT": str(tmp_path), "PYTHON": sys.executable}
