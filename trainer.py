@@ -85,7 +85,7 @@ def warmup_factor(step: int, warmup_steps: int, start_ratio: float) -> float:
     ``start_ratio`` at the first step, rising linearly to 1 after ``warmup_steps`` steps (FeatDepth:
     500 steps from 1/3); 1 from then on, and always with ``warmup_steps == 0``.
     """
-    if step > warmup_steps:
+    if warmup_steps <= 0 or step > warmup_steps:
         return 1.0
     return 1.0 - (1.0 - (step - 1) / warmup_steps) * (1.0 - start_ratio)
 
