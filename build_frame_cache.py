@@ -48,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> Path:
     """Build the cache; return its folder."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    from utils import configure_logging
+
+    configure_logging()
     parser = build_parser()
     opts = parse_args_with_config(parser, argv)
     from datasets import DATASETS

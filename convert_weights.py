@@ -32,8 +32,9 @@ def main(argv: Sequence[str] | None = None) -> Path:
     from networks.sqldepth import SQLDEPTH_VARIANTS
     from packnet_weights import convert_packnet_checkpoint, has_packnet_suffix, load_packnet_file, packnet_state_dict
     from released_weights import DEFAULT_DEPTH_RANGE, convert_bdedepth, load_released_folder
+    from utils import configure_logging
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    configure_logging("stderr")
     parser = argparse.ArgumentParser(description="Convert Monodepth2/SQLdepth/BDEdepth weights to our checkpoint.")
     parser.add_argument("--input", required=True,
                         help="a Monodepth2 or SQLdepth model folder, a BDEdepth .pth, a PackNet-SfM .ckpt or a "

@@ -41,7 +41,7 @@ from evaluation import (DATASET_ORDER, EVAL_CONVENTIONS, EVAL_DATASETS, PACKNET_
                         format_modes_table, load_ext_disps, predict_inverse_depths, write_benchmark_predictions)
 from kitti_utils import KITTI_DEPTH_PNG_SCALE, MAX_EVAL_DEPTH, MIN_EVAL_DEPTH, STEREO_SCALE_FACTOR
 from split_lists import split_file
-from utils import atomic_output, check_output_folders, image_extension, readlines, select_device, write_json
+from utils import atomic_output, configure_logging, check_output_folders, image_extension, readlines, select_device, write_json
 from weights import add_weights_arguments, load_requested_model
 
 logger = logging.getLogger(__name__)
@@ -253,7 +253,7 @@ def _packnet_entry(eval_set: EvalSet, mode: str, result) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     """Evaluate; return the report that is also written as JSON."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    configure_logging()
     parser = build_parser()
     opts = parse_args_with_config(parser, argv)
     datasets = _check_dataset_flags(parser, opts)

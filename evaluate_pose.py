@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from config_files import parse_args_with_config
-from utils import atomic_output, image_extension, non_negative_int, positive_int, readlines, select_device, write_json
+from utils import atomic_output, configure_logging, image_extension, non_negative_int, positive_int, readlines, select_device, write_json
 from weights import add_weights_arguments, check_requested_architecture, chosen_weights, resolve_weights
 
 logger = logging.getLogger(__name__)
@@ -263,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     """Evaluate; return the report also written to ``pose_metrics.json``."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    configure_logging()
     parser = build_parser()
     opts = parse_args_with_config(parser, argv)
     try:

@@ -30,7 +30,7 @@ from config_files import parse_args_with_config
 from ground_truth import save_gt_depths
 from kitti_utils import generate_depth_map, read_kitti_depth_png
 from split_lists import resolve_split_dir
-from utils import readlines
+from utils import configure_logging, readlines
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> Path:
     args = parse_args_with_config(build_parser(), argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    configure_logging("stderr")
     split_dir = resolve_split_dir(args.split)
     split_file = split_dir / "test_files.txt"
     if not split_file.is_file():

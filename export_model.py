@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from config_files import parse_args_with_config
-from utils import UserError, atomic_output, check_output_folders, positive_int
+from utils import UserError, atomic_output, configure_logging, check_output_folders, positive_int
 from weights import add_weights_arguments, chosen_weights, resolve_weights
 
 logger = logging.getLogger(__name__)
@@ -228,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
         ValueError: the weights are not readable, or ``--height/--width`` do not fit the network.
         ExportError: ``--format onnx`` without the ``onnx`` package.
     """
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    configure_logging()
     parser = build_parser()
     opts = parse_args_with_config(parser, argv)
     formats = list(dict.fromkeys(opts.format))  # "--format onnx onnx" exports once

@@ -58,7 +58,7 @@ import numpy as np
 
 from config_files import parse_args_with_config
 from kitti_utils import KITTI_FULL_RES, KITTI_NORMALIZED_K
-from utils import atomic_output
+from utils import atomic_output, configure_logging
 
 logger = logging.getLogger(__name__)
 
@@ -1337,7 +1337,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> Path:
     args = parse_args_with_config(build_parser(), argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    configure_logging("stderr")
     return generate_dataset(args.output_dir, num_drives=args.num_drives,
                             frames_per_drive=args.frames_per_drive, width=args.width, height=args.height,
                             seed=args.seed, num_workers=args.num_workers, test_stride=args.test_stride,

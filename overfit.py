@@ -91,9 +91,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     from model import SelfSupervisedDepth, raise_if_not_finite
     from options import parse_train_options, training_frame_ids
     from trainer import make_optimizer, optimizer_step
-    from utils import check_output_folders, seed_everything, select_device, write_json
+    from utils import check_output_folders, configure_logging, seed_everything, select_device, write_json
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    configure_logging()
     parser = build_parser()
     opts = parse_train_options(argv, parser)
     for name in ("samples", "max_steps", "log_every"):

@@ -155,9 +155,10 @@ def refinement_trainer_class():
 
 def main(argv: Sequence[str] | None = None) -> dict:
     """Refine; return the report also written to ``<run>/refinement.json``."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     from config_files import parse_args_with_config
+    from utils import configure_logging
 
+    configure_logging()
     parser = build_parser()
     args = list(sys.argv[1:] if argv is None else argv)
     # The checkpoint first (from the command line or --config, which this pass reads and checks): its

@@ -61,7 +61,7 @@ from config_files import parse_args_with_config
 from datasets.depth_folder import image_stem, read_depth_map
 from kitti_utils import KITTI_DEPTH_PNG_SCALE, KITTI_NORMALIZED_K, STEREO_SCALE_FACTOR
 from layers import upsample_disp
-from utils import (UserError, atomic_output, check_output_folders, colorize_disparity, positive_int, read_rgb,
+from utils import (UserError, atomic_output, configure_logging, check_output_folders, colorize_disparity, positive_int, read_rgb,
                    resize_area, select_device)
 from weights import add_weights_arguments, load_requested_model
 
@@ -460,7 +460,7 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
         ValueError: the network predicts non-finite values (a diverged checkpoint); contradictory
             scale flags; a monocular model asked for metres without a scale; an unusable ``--gt_depth``.
     """
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    configure_logging()
     parser = build_parser()
     opts = parse_args_with_config(parser, argv)
     scale_choice = metric_scale_choice(opts)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from typing import Sequence
 
@@ -11,7 +10,9 @@ from options import parse_train_options
 
 def main(argv: Sequence[str] | None = None) -> dict:
     """Parse options, train, and return the last evaluation's metrics."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    from utils import configure_logging
+
+    configure_logging()
     opts = parse_train_options(argv)
     from trainer import Trainer
 

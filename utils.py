@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import logging
 import math
 import os
 import random
@@ -31,6 +32,41 @@ class UserError(Exception):
     Scripts raise it, or a ValueError / OSError naming the flag or file, and `run_main` prints it
     as one clean line instead of a traceback.
     """
+
+
+class _CurrentStreamHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stdout`` (or ``sys.stderr``) is when a record is emitted.
+
+    A plain StreamHandler keeps the stream it was built with; when a script's ``main`` runs
+    in-process (tests, notebooks) that stream may be a capture that is closed by the next call.
+    """
+
+    def __init__(self, stream_name: str):
+        super().__init__()
+        self._stream_name = stream_name
+
+    @property
+    def stream(self):
+        return getattr(sys, self._stream_name)
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass  # set by StreamHandler.__init__; the live stream is always looked up instead
+
+
+def configure_logging(stream_name: str = "stdout") -> None:
+    """Scripts' log setup: INFO messages, bare text, on the current ``sys.<stream_name>``.
+
+    Like ``logging.basicConfig`` it does nothing when the root logger already has handlers (the
+    caller configured logging: pytest, an application embedding us).
+    """
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    handler = _CurrentStreamHandler(stream_name)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
 
 
 # What `run_main` reports as a message, not a traceback: errors whose text names the flag, the file

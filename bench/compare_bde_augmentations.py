@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -30,6 +29,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from config_files import parse_args_with_config  # noqa: E402
+from utils import configure_logging  # noqa: E402
 
 BDE_FLAGS = ("--use_local_crop", "--use_patch_reshuffle")
 # abs_rel (lower is better) and a1 (higher is better) decide the verdict; the others are shown.
@@ -101,7 +101,7 @@ def run(name: str, root: Path, split: Path, args, flags: Sequence[str]) -> dict:
 def main(argv: Sequence[str] | None = None) -> dict:
     """Run both trainings and return ``{"baseline": metrics, "bde": metrics, "ok": bool}``."""
     args = parse_args_with_config(build_parser(), argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    configure_logging()
     Path(args.work_dir).mkdir(parents=True, exist_ok=True)
     root = synthetic_dataset(args)
     split = training_split(root, args)

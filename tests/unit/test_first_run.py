@@ -223,10 +223,12 @@ def test_validation_loss_is_the_training_loss_on_fixed_val_samples_without_side_
 
 
 @pytest.mark.slow
-def test_a_logged_run_has_val_losses_pace_and_no_progress_bar_redraws(tmp_path, capsys):
+def test_a_logged_run_has_val_losses_pace_and_no_progress_bar_redraws(tmp_path, capsys, monkeypatch):
     import train
 
-    logging.getLogger().handlers.clear()  # train.main's basicConfig then logs to the captured stdout
+    # Without pytest's handlers train.main configures its own, which logs to the captured stdout;
+    # pytest's come back after the test.
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])
     train.main(tiny_run_args(tmp_path, "--num_epochs", "2", "--val_batches", "2"))
     captured = capsys.readouterr()
     log = (tmp_path / "runs" / "tiny" / "logger.log").read_text()

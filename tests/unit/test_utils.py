@@ -107,3 +107,26 @@ def test_an_unwritable_output_folder_names_the_flag_that_chose_it(tmp_path, unwr
     with pytest.raises(PermissionError, match=f"the folder {tmp_path / 'out'} is not writable .*--output_dir"):
         check_output_folders([tmp_path / "out"])
     assert (tmp_path / "out").is_dir()  # created, then found read-only
+
+
+def test_script_logging_follows_the_current_stdout_after_a_capture_is_closed(monkeypatch):
+    """A handler built while stdout was a (later closed) capture keeps writing to the live stdout."""
+    import io
+    import logging
+
+    from utils import configure_logging
+
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])
+    monkeypatch.setattr(root, "level", root.level)
+    first = io.StringIO()
+    monkeypatch.setattr("sys.stdout", first)
+    configure_logging()
+    logging.getLogger("a.script").info("into the first capture")
+    first.close()
+    second = io.StringIO()
+    monkeypatch.setattr("sys.stdout", second)
+    configure_logging()  # already configured: no second handler
+    logging.getLogger("a.script").info("into the second")
+    assert len(root.handlers) == 1
+    assert second.getvalue() == "into the second\n"
