@@ -69,11 +69,13 @@ def score(model, loader, gt_depths) -> dict[str, dict[str, float]]:
 
     preds = predict_inverse_depths(model, loader, torch.device("cpu"))
     domain = model.prediction_domain
-    return {"median": evaluate_predictions(preds, gt_depths, domain=domain).metrics,
+    scaled = evaluate_predictions(preds, gt_depths, domain=domain)
+    # The median ratio ground truth / prediction: 1 for a metric network.
+    return {"median": {**scaled.metrics, "ratio": scaled.ratio_statistics()[0]},
             "unscaled": evaluate_predictions(preds, gt_depths, median_scaling=False, domain=domain).metrics}
 
 
-def run_method(name: str, data: Path, out: Path, epochs: int, seed: int) -> dict:
+def run_method(name: str, data: Path, out: Path, epochs: int, seed: int, extra: list[str]) -> dict:
     import train
     from checkpoints import ModelSpec
     from datasets.kitti_dataset import build_kitti_eval_loader, load_kitti_gt
@@ -88,7 +90,7 @@ def run_method(name: str, data: Path, out: Path, epochs: int, seed: int) -> dict
             "--height", str(HEIGHT), "--width", str(WIDTH), "--batch_size", "8", "--num_epochs", str(epochs),
             "--optimizer", "adam", "--learning_rate", "3e-4", "--decay_step", str(epochs), "--num_workers", "2",
             "--device", "cpu", "--seed", str(seed), "--no-progress_bar", "--log_frequency", "100",
-            *METHODS[name]]
+            *METHODS[name], *extra]
     gt_depths = load_kitti_gt(eval_split)
     loader = build_kitti_eval_loader(data, eval_split, HEIGHT, WIDTH, batch_size=8, num_workers=0)
     seed_everything(seed)  # the Trainer seeds the same way before building its networks
@@ -100,8 +102,11 @@ def run_method(name: str, data: Path, out: Path, epochs: int, seed: int) -> dict
     train.main(args)
     result["train_seconds"] = time.perf_counter() - start
     per_epoch = [score(load_model(str(out / name / "models" / f"model{e}.pth")), loader, gt_depths)
-                 for e in range(max(0, epochs - 2), epochs)]
-    result["trained"] = {mode: {k: float(np.mean([m[mode][k] for m in per_epoch])) for k in SCORES}
+                 for e in range(epochs)]
+    result["per_epoch"] = [{mode: {k: m[mode][k] for k in (*SCORES, "ratio") if k in m[mode]} for mode in m}
+                           for m in per_epoch]
+    result["trained"] = {mode: {k: float(np.mean([m[mode][k] for m in per_epoch[-2:]]))
+                                for k in (*SCORES, "ratio") if k in per_epoch[-1][mode]}
                          for mode in ("median", "unscaled")}
     return result
 
@@ -113,20 +118,24 @@ def main(argv=None) -> dict:
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--work_dir", default="bench_out")
     parser.add_argument("--json", default=None)
+    parser.add_argument("extra", nargs="*", help="train.py flags for every run, after --")
     args = parser.parse_args(argv)
     work = Path(args.work_dir)
     data = synthetic_drives(work)
-    results = {name: run_method(name, data, work / "method_learning", args.epochs, args.seed)
+    results = {name: run_method(name, data, work / "method_learning", args.epochs, args.seed, args.extra)
                for name in args.methods}
     rows = []
     for name, result in results.items():
-        for who in ("untrained", "constant", "trained"):
-            for scaling, metrics in result[who].items():
+        models = [("untrained", result["untrained"]), ("constant", result["constant"]),
+                  *((f"epoch {e}", scores) for e, scores in enumerate(result["per_epoch"])),
+                  ("trained (last two)", result["trained"])]
+        for who, scores in models:
+            for scaling, metrics in scores.items():
                 rows.append({"method": name, "model": who, "scaling": scaling, **metrics,
-                             "train s": result["train_seconds"] if who == "trained" else None})
+                             "train s": result["train_seconds"] if who.startswith("trained") else None})
     title = f"Learning from scratch on the synthetic drives ({HEIGHT}x{WIDTH}, {args.epochs} epochs, " \
             f"mean of the last two)"
-    return report(title, rows, ["method", "model", "scaling", *SCORES, "train s"], args, {"results": results})
+    return report(title, rows, ["method", "model", "scaling", *SCORES, "ratio", "train s"], args, {"results": results})
 
 
 if __name__ == "__main__":
