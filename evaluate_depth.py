@@ -41,7 +41,8 @@ from evaluation import (DATASET_ORDER, EVAL_CONVENTIONS, EVAL_DATASETS, PACKNET_
                         format_modes_table, load_ext_disps, predict_inverse_depths, write_benchmark_predictions)
 from kitti_utils import KITTI_DEPTH_PNG_SCALE, MAX_EVAL_DEPTH, MIN_EVAL_DEPTH, STEREO_SCALE_FACTOR
 from split_lists import split_file
-from utils import atomic_output, configure_logging, check_output_folders, image_extension, readlines, select_device, write_json
+from utils import (atomic_output, check_output_folders, configure_logging, image_extension, readlines, select_device,
+                   write_json)
 from weights import add_weights_arguments, load_requested_model
 
 logger = logging.getLogger(__name__)

@@ -37,7 +37,8 @@ import numpy as np
 import torch
 
 from config_files import parse_args_with_config
-from utils import atomic_output, configure_logging, image_extension, non_negative_int, positive_int, readlines, select_device, write_json
+from utils import (atomic_output, configure_logging, image_extension, non_negative_int, positive_int, readlines,
+                   select_device, write_json)
 from weights import add_weights_arguments, check_requested_architecture, chosen_weights, resolve_weights
 
 logger = logging.getLogger(__name__)

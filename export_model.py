@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from config_files import parse_args_with_config
-from utils import UserError, atomic_output, configure_logging, check_output_folders, positive_int
+from utils import UserError, atomic_output, check_output_folders, configure_logging, positive_int
 from weights import add_weights_arguments, chosen_weights, resolve_weights
 
 logger = logging.getLogger(__name__)

@@ -61,8 +61,8 @@ from config_files import parse_args_with_config
 from datasets.depth_folder import image_stem, read_depth_map
 from kitti_utils import KITTI_DEPTH_PNG_SCALE, KITTI_NORMALIZED_K, STEREO_SCALE_FACTOR
 from layers import upsample_disp
-from utils import (UserError, atomic_output, configure_logging, check_output_folders, colorize_disparity, positive_int, read_rgb,
-                   resize_area, select_device)
+from utils import (UserError, atomic_output, check_output_folders, colorize_disparity, configure_logging, positive_int,
+                   read_rgb, resize_area, select_device)
 from weights import add_weights_arguments, load_requested_model
 
 logger = logging.getLogger(__name__)

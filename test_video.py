@@ -27,7 +27,7 @@ import numpy as np
 from config_files import parse_args_with_config
 from test_simple import (SkippedInputsError, add_model_arguments, check_failures, check_finite_predictions,
                          list_images, predict, to_network_input)
-from utils import atomic_output, configure_logging, check_output_folders, colorize_disparity, read_rgb, select_device
+from utils import atomic_output, check_output_folders, configure_logging, colorize_disparity, read_rgb, select_device
 from weights import load_requested_model
 
 logger = logging.getLogger(__name__)
