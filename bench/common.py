@@ -7,6 +7,7 @@ reused, so repeated runs measure, not render.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -33,6 +34,21 @@ def add_common_options(parser, frames_per_drive: int = 16) -> None:
     parser.add_argument("--synthetic_size", type=int, nargs=2, default=[KITTI_WIDTH, KITTI_HEIGHT],
                         metavar=("WIDTH", "HEIGHT"),
                         help="size of the generated frames (default KITTI's; small for a quick CI run)")
+
+
+def parse_variant(text: str) -> tuple[str, list[str]]:
+    """``NAME=FLAGS`` (train.py flags separated by spaces; FLAGS may be empty) -> (NAME, [flags])."""
+    name, _, flags = text.partition("=")
+    if not name:
+        raise argparse.ArgumentTypeError(f"--variant {text!r}: expected NAME=FLAGS, e.g. fast=--fast")
+    return name, flags.split()
+
+
+def add_variant_option(parser) -> None:
+    """--variant NAME=FLAGS, repeatable; ``args.variants`` is None when none is given."""
+    parser.add_argument("--variant", dest="variants", action="append", type=parse_variant, default=None,
+                        metavar="NAME=FLAGS", help="a train.py configuration to compare (repeatable; "
+                                                   "default: one variant, 'default', with no extra flag)")
 
 
 def synthetic_dataset(args, velodyne: bool = False, gt: bool = False) -> Path:
@@ -132,3 +148,22 @@ def peak_memory_mb(device) -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports kB
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    """``python bench/common.py [--work_dir ... --synthetic_size W H ...]``: print the data folder the
+    bench scripts use for these flags, generating it first if needed (progress goes to stderr, so
+    ``ROOT=$(python bench/common.py ...)`` captures the path alone)."""
+    import contextlib
+
+    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    add_common_options(parser)
+    args = parser.parse_args(argv)
+    with contextlib.redirect_stdout(sys.stderr):
+        root = synthetic_dataset(args)
+    print(root)
+    return root
+
+
+if __name__ == "__main__":  # the generator's worker pool re-imports this module: keep the guard
+    main()

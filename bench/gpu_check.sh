@@ -39,37 +39,27 @@ else
 fi
 
 step() { echo; echo "=== $1"; }
-train() {  # train NAME [train.py flags...]
-  local name=$1; shift
-  step "training throughput: $name"
-  "$PY" bench/train_throughput.py --device "$DEVICE" "${DATA[@]}" "${SIZE[@]}" "${TRAIN[@]}" \
-      --json "$OUT/train_$name.json" -- "$@"
-}
 
 start=$(date +%s)
 "$PY" -c "import torch; print('torch', torch.__version__, '| CUDA:', torch.cuda.is_available() and torch.cuda.get_device_name(0))"
-train defaults
-train bf16_off --mixed_precision none
-train finite_check_every_step --finite_check every_step
-train finite_check_deferred --finite_check deferred
 
-# The training split of the generated data (bench/common.py names the folder after its flags).
-ROOT=$("$PY" - "${DATA[@]}" <<'EOF'
-import sys
-sys.path.insert(0, "bench")
-import argparse
-from common import add_common_options, synthetic_dataset
-parser = argparse.ArgumentParser()
-add_common_options(parser)
-print(synthetic_dataset(parser.parse_args(sys.argv[1:])))
-EOF
-)
+# The generated data (bench/common.py names its folder after the flags and generates it on the
+# first call; a script file, not stdin, because the generator's worker pool re-imports it), and
+# the frame cache of its training split at the measured size.
+ROOT=$("$PY" bench/common.py "${DATA[@]}")
 CACHE="$OUT/frame_cache_$(basename "$ROOT")_${SIZE[3]}x${SIZE[1]}"
 if [ ! -f "$CACHE/index.json" ]; then
   "$PY" build_frame_cache.py --data_path "$ROOT" --split "$ROOT/splits/synthetic" "${SIZE[@]}" \
       --output "$CACHE" --no-progress_bar
 fi
-train frame_cache --frame_cache "$CACHE"
+
+# Steps 1-4 in one process: one start-up, and each configuration builds its own Trainer and loader.
+step "training throughput: defaults, bf16 off, per-step and deferred non-finite check, frame cache"
+"$PY" bench/train_throughput.py --device "$DEVICE" "${DATA[@]}" "${SIZE[@]}" "${TRAIN[@]}" \
+    --variant defaults= --variant bf16_off=--mixed_precision=none \
+    --variant finite_check_every_step=--finite_check=every_step \
+    --variant finite_check_deferred=--finite_check=deferred \
+    --variant "frame_cache=--frame_cache=$CACHE" --json "$OUT/train.json"
 
 step "training throughput: --compile (at most ${COMPILE_TIMEOUT}s)"
 if [ "$COMPILE_TIMEOUT" -gt 0 ]; then

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import add_common_options, format_table, machine, synthetic_dataset  # noqa: E402
+from common import add_common_options, add_variant_option, format_table, machine, synthetic_dataset  # noqa: E402
 from config_files import parse_args_with_config  # noqa: E402
 from train_throughput import RECIPE_NAMES, RECIPES  # noqa: E402
 
@@ -48,20 +48,11 @@ PHASES = ("waiting for data", "batch preparation", "depth network", "pose networ
 LOG_FREQUENCY, SAVE_FREQUENCY = 250, 500  # train.py's defaults: what logging and checkpoints amortise over
 
 
-def parse_variant(text: str) -> tuple[str, list[str]]:
-    name, _, flags = text.partition("=")
-    if not name:
-        raise argparse.ArgumentTypeError(f"--variant {text!r}: expected NAME=FLAGS, e.g. fast=--fast")
-    return name, flags.split()
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common_options(parser)
     parser.add_argument("--recipes", nargs="+", default=["md2", "bde"], choices=sorted(RECIPES))
-    parser.add_argument("--variant", dest="variants", action="append", type=parse_variant, default=None,
-                        metavar="NAME=FLAGS", help="a train.py configuration to compare (repeatable; "
-                                                   "default: one variant, 'default', with no extra flag)")
+    add_variant_option(parser)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--height", type=int, default=96)
     parser.add_argument("--width", type=int, default=320)

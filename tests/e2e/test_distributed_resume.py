@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import random
@@ -131,6 +132,14 @@ def test_only_unreadable_checkpoints_is_a_clear_error(synthetic_kitti, tmp_path)
 # ----------------------------------------------------------------------------------- torchrun
 
 
+def load_worker():
+    """ddp_worker.py as a module, to run the one-process side in this process."""
+    spec = importlib.util.spec_from_file_location("ddp_worker", WORKER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def run_torchrun(out_dir: Path, args: list[str], env_extra: dict | None = None, timeout: float = 400) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     process = torchrun(out_dir, args, env_extra=env_extra, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -139,31 +148,30 @@ def run_torchrun(out_dir: Path, args: list[str], env_extra: dict | None = None, 
     assert process.returncode == 0, output[-4000:]
 
 
-def test_two_processes_stay_in_sync_and_match_one_process_with_twice_the_batch(synthetic_kitti, tmp_path):
+def test_two_processes_stay_in_sync_and_match_one_process_with_twice_the_batch(synthetic_kitti, tmp_path,
+                                                                               monkeypatch):
     # SGD: Adam divides by the root of tiny second moments and would magnify rounding noise.
     common = ["--num_epochs", "1", "--optimizer", "sgd", "--learning_rate", "0.05"]
 
-    # BatchNorm in training mode: the ranks must hold identical parameters after every step.
-    two = tmp_path / "two"
-    run_torchrun(two, train_args(synthetic_kitti, tmp_path, "ddp", "--batch_size", "2", *common))
+    # BatchNorm runs on its running statistics (see ddp_worker.py), so two processes x batch 2 must equal
+    # one process x batch 4; each rank still sees its own samples, so identical parameters on both ranks
+    # show that the gradients were averaged at every step.
+    frozen = {"FREEZE_BATCHNORM": "1"}
+    two = tmp_path / "two_frozen"
+    run_torchrun(two, train_args(synthetic_kitti, tmp_path, "ddp_frozen", "--batch_size", "2", *common), frozen)
     rank0, rank1 = torch.load(two / "rank0.pth", weights_only=True), torch.load(two / "rank1.pth", weights_only=True)
     parameters = [k for k in rank0 if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
     assert all(torch.equal(rank0[k], rank1[k]) for k in parameters), "ranks drifted apart"
-    log = (tmp_path / "runs" / "ddp" / "logger.log").read_text()
+    log = (tmp_path / "runs" / "ddp_frozen" / "logger.log").read_text()
     assert "Distributed training: 2 processes, batch 2 per process (4 in all)" in log
-    assert newest_step(tmp_path / "runs" / "ddp") == TRAIN_LINES // 4  # 3 steps of 2 x 2 samples
+    assert newest_step(tmp_path / "runs" / "ddp_frozen") == TRAIN_LINES // 4  # 3 steps of 2 x 2 samples
 
-    # BatchNorm frozen to running statistics: two processes x batch 2 == one process x batch 4.
-    frozen = {"FREEZE_BATCHNORM": "1"}
-    run_torchrun(tmp_path / "two_frozen",
-                 train_args(synthetic_kitti, tmp_path, "ddp_frozen", "--batch_size", "2", *common), frozen)
     one = tmp_path / "one_frozen"
     one.mkdir()
-    env = dict(os.environ, FREEZE_BATCHNORM="1")
-    subprocess.run([sys.executable, str(WORKER), str(one),
-                    *train_args(synthetic_kitti, tmp_path, "single_frozen", "--batch_size", "4", *common)],
-                   cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL)
-    distributed = torch.load(tmp_path / "two_frozen" / "rank0.pth", weights_only=True)
+    monkeypatch.setenv("FREEZE_BATCHNORM", "1")
+    load_worker().main([str(one), *train_args(synthetic_kitti, tmp_path, "single_frozen", "--batch_size", "4",
+                                              *common)])
+    distributed = rank0
     single = torch.load(one / "rank0.pth", weights_only=True)
     initial_change = max_difference(single, {k: torch.zeros_like(v) for k, v in single.items()})
     difference = max_difference(distributed, single)

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -19,10 +16,9 @@ from checkpoints import CHECKPOINT_FORMAT, ModelSpec, save_checkpoint
 from kitti_utils import STEREO_SCALE_FACTOR
 from layers import disp_to_depth, upsample_disp
 from networks import build_depth_network
-from utils import colorize_disparity
+from utils import colorize_disparity, run_main
 
 HEIGHT, WIDTH = 64, 192
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -89,11 +85,6 @@ def truncate(path: Path) -> None:
     path.write_bytes(data[: len(data) * 6 // 10])
 
 
-def run_script(script: str, argv: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / script), *argv], cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
-
-
 @pytest.mark.parametrize("ext", ["png", "jpg"])
 def test_unreadable_inputs_fail_unless_skipping_is_allowed(checkpoint, tmp_path, ext):
     images = tmp_path / "images"
@@ -114,14 +105,13 @@ def test_unreadable_inputs_fail_unless_skipping_is_allowed(checkpoint, tmp_path,
         test_simple.main(argv + ["--skip_unreadable"])
 
 
-def test_scripts_exit_with_status_1_when_nothing_was_processed(checkpoint, tmp_path):
+def test_scripts_exit_with_status_1_when_nothing_was_processed(checkpoint, tmp_path, capsys):
+    # run_main is what each script's `sys.exit(run_main(main))` returns as the process's status.
     (tmp_path / "broken.png").write_bytes(b"not a png")
     argv = ["--image_path", str(tmp_path), "--pretrained_path", str(checkpoint), "--device", "cpu"]
-    for script in ("test_simple.py", "test_video.py"):
-        result = run_script(script, argv)
-        assert result.returncode == 1, (script, result.stderr)
-        unit = "image" if script == "test_simple.py" else "frame"
-        assert f"error: none of the 1 {unit}s could be read" in result.stdout + result.stderr
+    for script, unit in ((test_simple, "image"), (test_video, "frame")):
+        assert run_main(script.main, argv) == 1, script.__name__
+        assert f"error: none of the 1 {unit}s could be read" in capsys.readouterr().err
 
 
 def test_batch_size_below_one_is_refused(checkpoint, tmp_path, capsys):
