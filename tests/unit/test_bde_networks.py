@@ -333,6 +333,7 @@ def write_fake_hrnet_imagenet_file(folder, missing: str | None = None):
     return state, path
 
 
+@pytest.mark.slow
 def test_hrnet_imagenet_weights_load_through_torch_hub(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     source, path = write_fake_hrnet_imagenet_file(tmp_path)
@@ -349,6 +350,7 @@ def test_hrnet_imagenet_weights_load_through_torch_hub(tmp_path, monkeypatch):
     assert cached.is_file()  # the torch hub cache, where an offline user puts the file
 
 
+@pytest.mark.slow
 def test_hrnet_weights_with_a_wrong_hash_or_missing_keys_are_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     _, path = write_fake_hrnet_imagenet_file(tmp_path, missing="stage4.2.fuse_layers.3.0.2.1.bias")
@@ -420,6 +422,7 @@ def test_grid_decoder_without_context_feature_says_so():
 
 
 @pytest.mark.parametrize("backbone", ["resnet", "hrnet"])
+@pytest.mark.slow
 def test_model_spec_rebuilds_bde_networks_from_a_checkpoint(backbone, tmp_path):
     torch.manual_seed(0)
     spec = ModelSpec(backbone=backbone, num_layers=18, decoder="bdedepth", scales=[0])

@@ -257,6 +257,7 @@ def test_prepare_custom_writes_usable_splits(tmp_path):
 
 
 # ------------------------------------------------------------------------------------ NYUv2
+@pytest.mark.slow
 def test_nyu_training_frames_are_undistorted_and_cropped(tmp_path):
     lines = write_nyu_raw(tmp_path, "bedroom_0001", num_frames=10)
     dataset = NYUDataset(tmp_path, lines[:2], 64, 96, [0, -1, 1], 1, is_train=True, color_jitter=False)
@@ -272,6 +273,7 @@ def test_nyu_training_frames_are_undistorted_and_cropped(tmp_path):
     np.testing.assert_array_equal(rgb_of(flipped), rgb_of(sample)[:, ::-1])
 
 
+@pytest.mark.slow
 def test_nyu_bad_lines_are_refused(tmp_path):
     lines = write_nyu_raw(tmp_path, "bedroom_0001", num_frames=9)
     short = " ".join(lines[0].split()[:5])
@@ -455,6 +457,7 @@ def test_euroc_refuses_bad_input_at_construction(tmp_path, euroc_root):
         EuRoCDataset(small, None, HEIGHT, WIDTH, [0, -1, 1], 1)
 
 
+@pytest.mark.slow
 def test_train_takes_a_step_on_euroc(tmp_path, euroc_root):
     import train
     from checkpoints import load_checkpoint, resume_checkpoint_path

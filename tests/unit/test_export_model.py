@@ -41,6 +41,7 @@ def random_images(batch: int, height: int = HEIGHT, width: int = WIDTH, seed: in
     return torch.rand(batch, 3, height, width, generator=torch.Generator().manual_seed(seed))
 
 
+@pytest.mark.slow
 def test_onnx_with_a_dynamic_batch_matches_pytorch(checkpoint, tmp_path):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
@@ -56,6 +57,7 @@ def test_onnx_with_a_dynamic_batch_matches_pytorch(checkpoint, tmp_path):
     np.testing.assert_allclose(output, depth, rtol=RELATIVE_TOLERANCE)
 
 
+@pytest.mark.slow
 def test_onnx_with_a_fixed_batch_declares_it(checkpoint, tmp_path):
     pytest.importorskip("onnx")
     onnxruntime = pytest.importorskip("onnxruntime")
@@ -71,6 +73,7 @@ def test_onnx_with_a_fixed_batch_declares_it(checkpoint, tmp_path):
     np.testing.assert_allclose(export_model.run_onnx(path, images.numpy()), inverse_depth, rtol=RELATIVE_TOLERANCE)
 
 
+@pytest.mark.slow
 def test_torchscript_loads_back_and_matches_pytorch(checkpoint, tmp_path):
     [path] = export_model.main(["--pretrained_path", str(checkpoint), "--output_dir", str(tmp_path), "--format",
                                 "torchscript", "--no_verify"])
@@ -82,6 +85,7 @@ def test_torchscript_loads_back_and_matches_pytorch(checkpoint, tmp_path):
     np.testing.assert_allclose(output.numpy(), depth, rtol=RELATIVE_TOLERANCE)
 
 
+@pytest.mark.slow
 def test_verification_logs_the_difference_of_both_formats(checkpoint, tmp_path, caplog):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
@@ -129,6 +133,7 @@ def test_sizes_and_folders_are_checked_before_exporting(checkpoint, tmp_path, mo
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_the_exported_onnx_model_matches_pytorch_on_the_real_kitti_frame(checkpoint, realdata, tmp_path):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
@@ -157,6 +162,7 @@ def test_exporting_leaves_the_model_in_eval_mode(checkpoint, tmp_path):
     assert torch.equal(model.predict_depth(images), before)
 
 
+@pytest.mark.slow
 def test_a_sqldepth_shaped_network_exports_to_both_formats(tmp_path):
     """The depth-predicting network (output kind "depth": adaptive bins, a transformer encoder),
     with a small Self Query Layer so that it runs at 64 x 96."""

@@ -45,6 +45,7 @@ def gradient_norm(module: nn.Module) -> float:
 # the feature-metric term and its auto-encoder
 
 
+@pytest.mark.slow
 def test_the_frozen_extractor_gets_no_gradient_while_depth_and_pose_learn_from_the_feature_metric_loss(
         stage1_checkpoint):
     path, feature_net = stage1_checkpoint
@@ -68,6 +69,7 @@ def test_the_frozen_extractor_gets_no_gradient_while_depth_and_pose_learn_from_t
     assert ("feature_extractor" in model.state_dicts()) and "feature_net" not in model.networks
 
 
+@pytest.mark.slow
 def test_the_joint_auto_encoder_learns_from_the_feature_metric_loss_and_its_own_losses():
     torch.manual_seed(0)
     model = SelfSupervisedDepth.from_options(options("--feature_metric_weight", "1e-3", "--feature_net_joint",
@@ -272,6 +274,7 @@ def featdepth_file(tmp_path_factory):
     return path, state, (encoder, decoder, pose_encoder, pose.decoder, extractor)
 
 
+@pytest.mark.slow
 def test_a_featdepth_mono_fm_file_loads_tensor_by_tensor_and_predicts_as_its_networks(featdepth_file, caplog):
     path, state, (encoder, decoder, pose_encoder, pose_decoder, extractor) = featdepth_file
     with caplog.at_level("INFO"):
@@ -294,6 +297,7 @@ def test_a_featdepth_mono_fm_file_loads_tensor_by_tensor_and_predicts_as_its_net
     assert all(torch.equal(payload["feature_extractor"][k], v) for k, v in extractor.state_dict().items())
 
 
+@pytest.mark.slow
 def test_a_featdepth_file_with_a_stray_or_misshapen_tensor_is_refused_naming_it(featdepth_file, tmp_path):
     _, state, _ = featdepth_file
     stray = tmp_path / "stray.pth"
@@ -306,6 +310,7 @@ def test_a_featdepth_file_with_a_stray_or_misshapen_tensor_is_refused_naming_it(
         to_checkpoint_payload(misshapen)
 
 
+@pytest.mark.slow
 def test_a_featdepth_autoencoder_file_feeds_the_feature_metric_loss(tmp_path):
     torch.manual_seed(6)
     network = FeatureNet()

@@ -104,6 +104,7 @@ def losses_and_gradients(model, inputs, outputs, seed):
     (("--loss_preset", "packnet"), False),              # no tie noise, interleaved minimum
     (("--num_scales", "2", "--use_local_crop", "--use_patch_reshuffle"), True),  # the reshuffled view shares
 ])
+@pytest.mark.slow
 def test_shared_image_only_errors_give_the_same_losses_masks_and_gradients_bit_for_bit(
         tmp_path, monkeypatch, extra, bde):
     write_drive(tmp_path)

@@ -196,6 +196,7 @@ def toy_registered(monkeypatch):
     return term
 
 
+@pytest.mark.slow
 def test_a_term_with_its_own_network_trains_with_the_model(toy_registered):
     torch.manual_seed(0)
     model = SelfSupervisedDepth.from_options(options())

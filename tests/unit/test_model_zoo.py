@@ -93,6 +93,7 @@ def test_cache_folder_follows_the_environment(monkeypatch, tmp_path):
     assert model_zoo.default_cache_dir() == tmp_path / "xdg" / "monodepthkit" / "models"
 
 
+@pytest.mark.slow
 def test_first_use_downloads_verifies_and_converts_once(http_server, md2_release, tmp_path):
     folder, data = md2_release
     base, www = http_server
@@ -140,6 +141,7 @@ def test_offline_one_message_names_the_url_and_where_to_put_the_file(http_server
     assert leftovers(cache) == []
 
 
+@pytest.mark.slow
 def test_an_archive_put_by_hand_is_used_and_a_later_change_is_noticed(md2_release, tmp_path):
     folder, data = md2_release
     cache = tmp_path / "cache"
@@ -194,6 +196,7 @@ def test_every_tensor_is_checked_against_the_architecture(md2_release):
         model_zoo.check_architecture(ZOO["mono_640x192"], payload, "archive")
 
 
+@pytest.mark.slow
 def test_bdedepth_models_come_out_of_the_one_shared_folder_archive(http_server, tmp_path):
     base, www = http_server
     folder = tmp_path / "dropbox"

@@ -142,6 +142,7 @@ def fake_imagenet_state_dict(num_layers: int) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("num_layers, num_frames", [(18, 2), (50, 3)])
+@pytest.mark.slow
 def test_pretrained_weights_load_and_conv1_is_tiled_over_frames(
     monkeypatch, num_layers, num_frames
 ):

@@ -167,6 +167,7 @@ def test_pose_net_state_dict_uses_packnets_module_names():
     assert len(state) == 7 * 4 + 2
 
 
+@pytest.mark.slow
 def test_released_layout_round_trip_loads_strictly_and_predicts_the_same():
     """State dicts under spec 1.8's .ckpt prefixes: saved, reloaded, stripped, loaded strictly."""
     torch.manual_seed(0)
@@ -202,6 +203,7 @@ def test_released_layout_round_trip_loads_strictly_and_predicts_the_same():
 
 @pytest.mark.parametrize("factory, version", [(PackNet01, "1A"), (PackNet01, "1B"),
                                               (PackNetSlim01, "1A")])
+@pytest.mark.slow
 def test_outputs_four_inverse_depth_scales_in_0_to_2_in_train_and_eval(factory, version):
     torch.manual_seed(0)
     net = factory(version=version)
@@ -233,6 +235,7 @@ def record_outputs(net: torch.nn.Module, names: list[str]) -> dict[str, torch.Te
 
 
 @pytest.mark.parametrize("version", ["1A", "1B"])
+@pytest.mark.slow
 def test_decoder_fuses_unpacked_skip_and_upsampled_inverse_depth_in_that_order(version):
     torch.manual_seed(0)
     net = PackNet01(version=version).eval()

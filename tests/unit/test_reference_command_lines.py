@@ -63,6 +63,7 @@ def bdedepth_hrnet_file(tmp_path_factory) -> Path:
 
 # ---- Monodepth2 ---------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_monodepth2s_first_command_downloads_the_released_model(released_mono_640x192, tmp_path, caplog):
     caplog.set_level(logging.INFO)
     image = write_image(tmp_path / "img.png")
@@ -77,6 +78,7 @@ def test_monodepth2s_first_command_downloads_the_released_model(released_mono_64
          str(tmp_path / "direct")])[0])))
 
 
+@pytest.mark.slow
 def test_the_forks_spelling_takes_a_folder_or_a_released_name(released_mono_640x192, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     image = write_image(tmp_path / "IMG.png")
@@ -119,6 +121,7 @@ def test_load_weights_folder_works_in_every_script():
         assert opts.pretrained_path == "models/weights_19", script
 
 
+@pytest.mark.slow
 def test_evaluate_pose_reads_a_monodepth2_folder(tmp_path):
     (tmp_path / "models").mkdir()
     folder = write_md2_folder(tmp_path / "models" / "weights_19", use_stereo=False)

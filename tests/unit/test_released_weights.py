@@ -109,6 +109,7 @@ def test_monodepth2_pose_is_converted(md2_folder):
     pose_net.decoder.load_state_dict(payload["pose"])
 
 
+@pytest.mark.slow
 def test_converted_checkpoint_round_trips(md2_folder, tmp_path):
     out = convert_weights.main(["--input", str(md2_folder), "--output", str(tmp_path / "md2.pth")])
     assert load_checkpoint(out)["model_spec"]["width"] == 640

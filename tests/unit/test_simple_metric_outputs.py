@@ -141,6 +141,7 @@ def test_monocular_models_need_a_scale(mono_checkpoint, tmp_path):
     assert test_simple.depth_scale_argument("0.25") == 0.25 and test_simple.depth_scale_argument("stereo") == "stereo"
 
 
+@pytest.mark.slow
 def test_gt_depth_scales_by_the_median_ratio(mono_checkpoint, tmp_path):
     images = tmp_path / "images"
     images.mkdir()

@@ -123,6 +123,7 @@ def test_depth_networks_are_resized_and_flip_blended_as_depth():
     assert 1.0 / centre[1] == pytest.approx(1.6)
 
 
+@pytest.mark.slow
 def test_an_sql_checkpoint_loads_and_predicts_the_same_depth(sql_model, tmp_path):
     from checkpoints import CHECKPOINT_FORMAT
 
@@ -149,6 +150,7 @@ def write_released_sqldepth_folder(model: SelfSupervisedDepth, folder, use_stere
     torch.save(pose, folder / "pose.pth")
 
 
+@pytest.mark.slow
 def test_a_released_sqldepth_folder_loads_and_predicts_the_same_depth(sql_model, tmp_path, caplog):
     from released_weights import load_released_folder
 
@@ -178,6 +180,7 @@ def test_a_released_sqldepth_folder_loads_and_predicts_the_same_depth(sql_model,
         load_released_folder(folder, sql_variant="resnet50_640x192")
 
 
+@pytest.mark.slow
 def test_convert_weights_writes_an_sqldepth_checkpoint_with_its_range(sql_model, tmp_path):
     import convert_weights
 

@@ -125,6 +125,7 @@ def unsafe_loader_calls(source: str) -> list[str]:
     return found
 
 
+@pytest.mark.slow
 def test_no_loader_can_run_code_from_a_file():
     offenders = [f"{path.relative_to(REPO)}:{problem}" for path in SOURCES
                  for problem in unsafe_loader_calls(path.read_text())]

@@ -186,6 +186,7 @@ def test_calibration_files_have_the_real_keys_and_number_format(dataset, realdat
 
 
 # ------------------------------------------------------------------------------------- determinism
+@pytest.mark.slow
 def test_same_flags_give_identical_bytes_whatever_the_worker_count(dataset, tmp_path):
     again = synth.generate_dataset(tmp_path / "again", num_drives=DRIVES, frames_per_drive=FRAMES,
                                    width=WIDTH, height=HEIGHT, seed=SEED, num_workers=2)
@@ -420,6 +421,7 @@ def test_refuses_a_foreign_non_empty_folder_unless_overwrite(tmp_path):
     assert (tmp_path / "synthetic_info.json").is_file()
 
 
+@pytest.mark.slow
 def test_regenerating_replaces_the_previous_synthetic_dataset(tmp_path):
     synth.generate_dataset(tmp_path, **{**TINY, "num_drives": 3})
     (tmp_path / "splits" / "synthetic_test" / "gt_depths.npz").write_bytes(b"stale")
