@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -49,6 +50,27 @@ CPU_FAST_PATH = {"fused_optimizer": True, "channels_last": False}
 # CPU flags (Linux /proc/cpuinfo) that give native bfloat16 arithmetic; without them PyTorch's
 # CPU autocast still works but converts in software, which is slower than float32.
 NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def usable_cpu_cores() -> int:
+    """The cores this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def loader_oversubscription(num_workers: int, device: torch.device, cores: int | None = None) -> str | None:
+    """A warning when training on the CPU with at least as many loader processes as usable cores.
+
+    The workers then take cores from the step itself: on 2 cores, Monodepth2's step ran 1.13x
+    faster with --num_workers 0 than with 2 (bench/step_profile.py, README Speed). The count is
+    not changed for the user: each sample's augmentation is seeded by its index, not its worker,
+    so any count gives the same batches and only the speed is at stake. None: nothing to say.
+    """
+    cores = usable_cpu_cores() if cores is None else cores
+    if device.type != "cpu" or num_workers < cores:
+        return None
+    return (f"--num_workers {num_workers} with training on {cores} usable CPU core(s): the loader processes "
+            f"compete with the training step for the cores; pass --num_workers {max(cores - 1, 0)} or fewer "
+            "(0 loads in the training process; the batches are the same whatever the count)")
 
 
 def cpu_has_native_bf16() -> bool:

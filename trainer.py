@@ -31,7 +31,7 @@ from model import TrainableMethod, build_training_model, raise_if_not_finite
 from options import training_frame_ids
 from run_folder import (CONFIG_FILE, OPTIONS_FILE, check_resume_options, check_run_folder, claim_run_folder,
                         remove_stale_temporaries)
-from speed import NO_TIMER, PhaseTimer, SpeedSettings
+from speed import NO_TIMER, PhaseTimer, SpeedSettings, loader_oversubscription
 from split_lists import resolve_split_dir
 from utils import (StepClock, capture_rng_state, format_hms, readlines, restore_rng_state, seed_everything,
                    seed_worker, select_device, write_json)
@@ -435,6 +435,9 @@ class Trainer:
         root.addHandler(handler)
         logger.info("Experiment %s in %s on %s", self.opts.exp_name, self.run_dir.resolve(), self.device)
         logger.info("Speed settings: %s", self.speed.describe())
+        oversubscribed = loader_oversubscription(self.opts.num_workers, self.device)
+        if oversubscribed:
+            logger.warning(oversubscribed)
         if self.dist.is_distributed:
             logger.info("Distributed training: %d processes, batch %d per process (%d in all)",
                         self.dist.world_size, self.opts.batch_size, self.opts.batch_size * self.dist.world_size)

@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -37,18 +38,27 @@ def add_common_options(parser, frames_per_drive: int = 16) -> None:
 
 
 def parse_variant(text: str) -> tuple[str, list[str]]:
-    """``NAME=FLAGS`` (train.py flags separated by spaces; FLAGS may be empty) -> (NAME, [flags])."""
+    """``NAME=FLAGS`` (train.py flags split as a shell would, so a quoted path may hold spaces; FLAGS
+    may be empty) -> (NAME, [flags])."""
     name, _, flags = text.partition("=")
     if not name:
         raise argparse.ArgumentTypeError(f"--variant {text!r}: expected NAME=FLAGS, e.g. fast=--fast")
-    return name, flags.split()
+    try:
+        return name, shlex.split(flags)
+    except ValueError as error:  # an unclosed quote
+        raise argparse.ArgumentTypeError(f"--variant {text!r}: {error}") from None
 
 
 def add_variant_option(parser) -> None:
-    """--variant NAME=FLAGS, repeatable; ``args.variants`` is None when none is given."""
+    """--variant NAME=FLAGS, repeatable; `chosen_variants` reads it."""
     parser.add_argument("--variant", dest="variants", action="append", type=parse_variant, default=None,
                         metavar="NAME=FLAGS", help="a train.py configuration to compare (repeatable; "
                                                    "default: one variant, 'default', with no extra flag)")
+
+
+def chosen_variants(args) -> list[tuple[str, list[str]]]:
+    """The ``--variant`` configurations in the order given, or the one without extra flags."""
+    return args.variants or [("default", [])]
 
 
 def synthetic_dataset(args, velodyne: bool = False, gt: bool = False) -> Path:
@@ -100,6 +110,8 @@ def machine() -> str:
     """A one-line description of this machine: CPU model and cores, GPU, torch version."""
     import torch
 
+    from speed import usable_cpu_cores
+
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -109,8 +121,7 @@ def machine() -> str:
     except OSError:
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cpu}, {cores} cores usable; {gpu}; torch {torch.__version__}"
+    return f"{cpu}, {usable_cpu_cores()} cores usable; {gpu}; torch {torch.__version__}"
 
 
 def format_table(rows: Sequence[dict], columns: Sequence[str]) -> str:

@@ -59,7 +59,7 @@ step "training throughput: defaults, bf16 off, per-step and deferred non-finite 
     --variant defaults= --variant bf16_off=--mixed_precision=none \
     --variant finite_check_every_step=--finite_check=every_step \
     --variant finite_check_deferred=--finite_check=deferred \
-    --variant "frame_cache=--frame_cache=$CACHE" --json "$OUT/train.json"
+    --variant "frame_cache=--frame_cache=$(printf %q "$CACHE")" --json "$OUT/train.json"
 
 step "training throughput: --compile (at most ${COMPILE_TIMEOUT}s)"
 if [ "$COMPILE_TIMEOUT" -gt 0 ]; then

@@ -21,7 +21,7 @@ The floor: right after each timed step, the same networks' forward and backward 
 the same batch (depth network on every view the recipe uses, pose network on its pairs; the
 loss is the sum of their outputs' means), with the same speed settings.
 
-Variants (``--variant NAME=FLAGS``, flags for train.py separated by spaces) and recipes are
+Variants (``--variant NAME=FLAGS``, flags for train.py split as a shell splits them) and recipes are
 alternated step by step (A B A B ...) in one process, so every ratio comes from one run under
 the same machine load. Times are wall-clock means per step in milliseconds; on a GPU the timer
 synchronises at phase boundaries, on the CPU it does not need to.
@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import add_common_options, add_variant_option, format_table, machine, synthetic_dataset  # noqa: E402
+from common import (  # noqa: E402
+    add_common_options, add_variant_option, chosen_variants, format_table, machine, synthetic_dataset)
 from config_files import parse_args_with_config  # noqa: E402
 from train_throughput import RECIPE_NAMES, RECIPES  # noqa: E402
 
@@ -180,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args_with_config(build_parser(), argv)
     if args.short:
         args.warmup, args.steps = 2, 6
-    variants = args.variants or [("default", [])]
+    variants = chosen_variants(args)
     root = synthetic_dataset(args)
     with tempfile.TemporaryDirectory() as run_dir:
         runs = [Run(recipe, name, flags, args, root, Path(run_dir)) for recipe in args.recipes

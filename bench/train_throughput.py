@@ -33,7 +33,7 @@ from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
-    add_common_options, add_variant_option, peak_memory_mb, report, synthetic_dataset)
+    add_common_options, add_variant_option, chosen_variants, peak_memory_mb, report, synthetic_dataset)
 from config_files import parse_args_with_config  # noqa: E402
 
 RECIPES = {
@@ -109,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     root = synthetic_dataset(args)
     rows = []
     with tempfile.TemporaryDirectory() as run_dir:
-        for variant, flags in args.variants or [("default", [])]:
+        for variant, flags in chosen_variants(args):
             for name in args.recipes:
                 rows.append(run_recipe(name, variant, flags, args, root, Path(run_dir)))
                 print(f"{variant} {name}: {rows[-1]}", flush=True)  # a slow CPU run still shows each run

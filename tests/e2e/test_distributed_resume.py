@@ -171,10 +171,9 @@ def test_two_processes_stay_in_sync_and_match_one_process_with_twice_the_batch(s
     monkeypatch.setenv("FREEZE_BATCHNORM", "1")
     load_worker().main([str(one), *train_args(synthetic_kitti, tmp_path, "single_frozen", "--batch_size", "4",
                                               *common)])
-    distributed = rank0
     single = torch.load(one / "rank0.pth", weights_only=True)
     initial_change = max_difference(single, {k: torch.zeros_like(v) for k, v in single.items()})
-    difference = max_difference(distributed, single)
+    difference = max_difference(rank0, single)
     print(f"2 processes x batch 2 vs 1 process x batch 4: max |difference| {difference:.3g}")
     assert difference < 1e-5, f"2 x batch 2 differs from 1 x batch 4 by {difference}"
     assert initial_change > 1e-3  # the comparison is between trained networks, not zeros

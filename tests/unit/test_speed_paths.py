@@ -230,3 +230,15 @@ def test_a_rebuild_removes_the_temporaries_of_a_killed_build(tmp_path):
     kept.write_text("not the cache's")
     build_frame_cache(make(tmp_path / "data"), cache_dir, split="s", progress=False)
     assert sorted(p.name for p in cache_dir.iterdir()) == ["frames.u8", "index.json", "notes.txt"]
+
+
+def test_loader_workers_that_fill_the_cpus_cores_are_warned_about_with_a_count_that_fits():
+    from speed import loader_oversubscription
+
+    cpu = torch.device("cpu")
+    message = loader_oversubscription(12, cpu, cores=2)
+    assert "--num_workers 12" in message and "--num_workers 1 or fewer" in message
+    assert "--num_workers 0 or fewer" in loader_oversubscription(1, cpu, cores=1)
+    assert loader_oversubscription(1, cpu, cores=2) is None
+    assert loader_oversubscription(0, cpu, cores=1) is None
+    assert loader_oversubscription(12, torch.device("cuda"), cores=2) is None  # the GPU does the step

@@ -37,6 +37,24 @@ def test_the_trainers_default_timer_measures_nothing():
     assert NO_TIMER.seconds == {} and not NO_TIMER.enabled
 
 
+def test_a_variants_flags_split_as_the_shell_splits_them(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    import argparse
+
+    from common import add_variant_option, chosen_variants, parse_variant
+
+    assert parse_variant("cache=--frame_cache '/data/my cache' --fast") == \
+        ("cache", ["--frame_cache", "/data/my cache", "--fast"])
+    assert parse_variant("fp32=") == ("fp32", [])
+    with pytest.raises(argparse.ArgumentTypeError, match="unclosed|quotation"):
+        parse_variant("cache=--frame_cache '/data/my cache")
+    parser = argparse.ArgumentParser()
+    add_variant_option(parser)
+    assert chosen_variants(parser.parse_args([])) == [("default", [])]
+    assert chosen_variants(parser.parse_args(["--variant", "a=--fast", "--variant", "b="])) == \
+        [("a", ["--fast"]), ("b", [])]
+
+
 @pytest.mark.heavy
 @pytest.mark.slow
 def test_step_profile_phases_add_up_to_the_step_and_the_floor_is_measured(tmp_path):
