@@ -19,10 +19,13 @@ echo "== 2/5 exporting ground-truth depth for the held-out drive"
 "$PY" export_gt_depth.py --data_path "$DATA" --split "$DATA/splits/synthetic_test"
 
 echo "== 3/5 training (monocular, frames 0 -1 1, ResNet-18 from scratch, $EPOCHS epochs)"
+# The synthetic street is static, so auto-masking hides only motion: with it the from-scratch pose
+# net does not learn the forward motion in so few steps, and the fourth epoch ended at abs_rel 0.431.
 "$PY" train.py --data_path "$DATA" --split "$DATA/splits/synthetic" \
   --eval_split "$DATA/splits/synthetic_test" --log_dir "$OUT/runs" --exp_name demo --overwrite \
   --weights_init scratch --height 64 --width 96 --batch_size 8 --num_epochs "$EPOCHS" \
-  --optimizer adam --learning_rate 3e-4 --decay_step "$EPOCHS" --num_workers 1 --log_frequency 50
+  --optimizer adam --learning_rate 3e-4 --decay_step "$EPOCHS" --num_workers 1 --log_frequency 50 \
+  --disable_automasking
 
 LAST=$OUT/runs/demo/models/model$((EPOCHS - 1)).pth
 echo "== 4/5 evaluating $LAST on the held-out drive"
