@@ -105,7 +105,7 @@ def test_training_from_scratch_learns_depth(synthetic_kitti, tmp_path, capsys, m
 
 
 @pytest.mark.slow
-@pytest.mark.heavy  # about 12 minutes on 2 cores: 6 epochs from scratch, then 24 fine-tuning
+@pytest.mark.heavy  # 10 minutes on 2 cores: 6 epochs from scratch, then 24 fine-tuning
 def test_velocity_supervision_makes_the_depth_metric(tmp_path, monkeypatch):
     """PackNet's velocity term (weight 0.1) turns a scale-free model metric, as the README measures.
 
