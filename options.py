@@ -323,7 +323,8 @@ def add_speed_options(parser: argparse.ArgumentParser) -> None:
                             "elsewhere; --no-fused_optimizer forces the per-parameter loop)")
     group.add_argument("--fast", action="store_true",
                        help="the fastest combination measured within the bf16 accuracy rule (README, Speed): on "
-                            "the CPU the fused optimiser; on CUDA the defaults already are; explicit flags win")
+                            "the CPU the fused optimiser, plus bf16 autocast and channels_last where the CPU has "
+                            "native bf16 (avx512_bf16/amx); on CUDA the defaults already are; explicit flags win")
     group.add_argument("--compile", action="store_true",
                        help="torch.compile the depth and pose networks (minutes of compilation first)")
     group.add_argument("--frame_cache", type=str, default=None, metavar="PATH",

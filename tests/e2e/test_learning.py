@@ -8,10 +8,11 @@ must make the depth metric (the drives are in metres).
 
 Single epochs swing (abs_rel by 0.05-0.1 from one epoch to the next: a from-scratch network this
 early), which every epoch's checkpoint records. Measured with torch 2.14.1 on the CPU at 64 x 96 (a
-constant depth and both untrained networks score abs_rel 0.417, rmse_log 0.616, a1 0.297), in two
-environments with that torch (the second with OpenCV 5.1, NumPy 2.4.6 and Pillow 13; the first's
-versions were not recorded): Monodepth2's epochs 0-2 scored rmse_log 0.578, 0.347, 0.300 and a1 0.303, 0.494, 0.637 in
-the first, and rmse_log 0.592, 0.468, 0.348 and a1 0.297, 0.342, 0.511 in the second, where the second
+constant depth and both untrained networks score abs_rel 0.417, rmse_log 0.616, a1 0.297), on two
+2-core machines (an earlier session's, then an AVX-512/AMX Intel Xeon, whose kernels round
+differently; OpenCV 4.13 or 5.1, Pillow 12 or 13 and NumPy 2.3 or 2.4 gave identical numbers on the
+second): Monodepth2's epochs 0-2 scored rmse_log 0.578, 0.347, 0.300 and a1 0.303, 0.494, 0.637 on
+the first, and rmse_log 0.592, 0.468, 0.348 and a1 0.297, 0.342, 0.511 on the second, where the second
 epoch missed the a1 bar (0.347). The third epoch clears the bars (0.524, 0.347) in both, by at least
 0.17 and 0.16, so the test trains three epochs (two minutes) and scores the last;
 SQLdepth's bins settle more slowly: four epochs, scored by the mean of the last two (0.433, 0.488;

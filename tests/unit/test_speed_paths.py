@@ -135,6 +135,22 @@ def test_defaults_leave_the_cpu_path_untouched():
     assert settings.wrap(net) is net
 
 
+@pytest.mark.parametrize("native_bf16", [False, True])
+def test_fast_picks_the_measured_cpu_path_and_explicit_flags_win(monkeypatch, native_bf16):
+    import speed
+
+    monkeypatch.setattr(speed, "cpu_has_native_bf16", lambda: native_bf16)
+    fast = argparse.Namespace(fast=True, mixed_precision="auto", channels_last=None, fused_optimizer=None)
+    settings = SpeedSettings.resolve(fast, torch.device("cpu"))
+    assert settings.optimizer_kwargs() == {"fused": True}
+    assert settings.autocast_dtype == (torch.bfloat16 if native_bf16 else None)
+    assert settings.channels_last is native_bf16
+    explicit = argparse.Namespace(fast=True, mixed_precision="none", channels_last=False, fused_optimizer=None)
+    settings = SpeedSettings.resolve(explicit, torch.device("cpu"))
+    assert settings.autocast_dtype is None and not settings.channels_last
+    assert settings.optimizer_kwargs() == {"fused": True}
+
+
 def test_bf16_autocast_runs_the_network_only_and_returns_float32():
     opts = argparse.Namespace(mixed_precision="bf16", channels_last=True, fused_optimizer=True)
     settings = SpeedSettings.resolve(opts, torch.device("cpu"))
