@@ -27,6 +27,7 @@ Every speed-up is a flag that can be switched off for comparison (``bench/`` mea
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import time
@@ -46,7 +47,7 @@ MIXED_PRECISION_CHOICES = ("auto", "none", "bf16")
 # Speed): the fused optimiser (one pass over the weights, no per-parameter loop). Measured and
 # left out: channels_last (oneDNN's NHWC convolutions are slower here), bf16 autocast (no native
 # bf16 on that CPU: emulated, slower than float32) and torch.compile (minutes of compilation).
-CPU_FAST_PATH = {"fused_optimizer": True, "channels_last": False}
+CPU_FAST_PATH = {"fused_optimizer": True, "channels_last": False, "mixed_precision": "none"}
 # ... and on a CPU with native bf16 (a 2-core AVX512-BF16/AMX Xeon): bf16 autocast with channels_last
 # and the fused optimiser, 1.2-1.5x the float32 step there (README, Speed); bf16 training passed
 # bench/bf16_accuracy.py's rule on such a CPU. torch.compile added 1.03x, within the noise.
@@ -78,6 +79,7 @@ def loader_oversubscription(num_workers: int, device: torch.device, cores: int |
             "(0 loads in the training process; the batches are the same whatever the count)")
 
 
+@functools.lru_cache(maxsize=None)  # the CPU's flags do not change while the process runs
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU advertises native bfloat16 instructions (False when unknown)."""
     try:
@@ -158,7 +160,7 @@ class SpeedSettings:
             channels_last = fast_path["channels_last"] if channels_last is None else channels_last
             fused = fast_path["fused_optimizer"] if fused is None else fused
             if precision == "auto":
-                precision = fast_path.get("mixed_precision", "none")
+                precision = fast_path["mixed_precision"]
         if precision == "auto":
             precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "none"
         if precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():

@@ -144,11 +144,12 @@ def main(argv=None) -> dict:
     methods = list(dict.fromkeys(m for name in args.methods for m in (FINE_TUNED_FROM.get(name), name) if m))
     results = {}
     for name in methods:
+        extra, epochs = args.extra, args.epochs
         base = FINE_TUNED_FROM.get(name)
-        base_model = out / base / "models" / f"model{args.epochs - 1}.pth" if base else None
-        start = ["--pretrained_path", str(base_model)] if base_model else []
-        epochs = args.epochs if base is None else args.finetune_epochs
-        results[name] = run_method(name, data, out, epochs, args.seed, args.extra + start)
+        if base is not None:
+            extra = extra + ["--pretrained_path", str(out / base / "models" / f"model{args.epochs - 1}.pth")]
+            epochs = args.finetune_epochs
+        results[name] = run_method(name, data, out, epochs, args.seed, extra)
     rows = []
     for name, result in results.items():
         models = [("untrained", result["untrained"]), ("constant", result["constant"]),

@@ -47,7 +47,7 @@ from model import SelfSupervisedDepth
 from options import parse_train_options
 from utils import seed_everything
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[2]
 SEED = 1234
 HEIGHT, WIDTH = 64, 96
 # SQLdepth's 32 bins settle more slowly than Monodepth2's sigmoid.
@@ -114,7 +114,7 @@ def test_velocity_supervision_makes_the_depth_metric(tmp_path, monkeypatch):
     median-scaled one; a plain monocular run's depth is off by an arbitrary factor (~60x here).
     The recipe is `bench/method_learning.py`'s two-stage one (its docstring says why two stages).
     """
-    monkeypatch.syspath_prepend(str(REPO_ROOT / "bench"))
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
     import method_learning
 
     result = method_learning.main(["--methods", "monodepth2_static_velocity", "--epochs", "6",
